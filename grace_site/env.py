@@ -1,0 +1,136 @@
+"""Typed readers for settings that come from the environment.
+
+Every helper raises ImproperlyConfigured naming the variable when its value
+cannot be used, so a bad deployment fails at start-up with a sentence instead
+of misbehaving later.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlparse
+
+from django.core.exceptions import ImproperlyConfigured
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (true/false/1/0/yes/no/on/off), got {raw!r}")
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ImproperlyConfigured(f"{name} must be at most {maximum}, got {value}")
+    return value
+
+
+def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None:
+        return list(default)
+    items = [item.strip() for item in raw.split(",")]
+    if any(not item for item in items):
+        raise ImproperlyConfigured(f"{name} must be a comma-separated list without empty items, got {raw!r}")
+    return items
+
+
+def env_url(name: str, default: str, *, schemes: tuple[str, ...]) -> str:
+    raw = os.environ.get(name, default)
+    parsed = urlparse(raw)
+    if parsed.scheme not in schemes:
+        allowed = ", ".join(f"{s}://" for s in schemes)
+        raise ImproperlyConfigured(f"{name} must start with one of {allowed}, got {raw!r}")
+    if parsed.scheme not in ("sqlite",) and not parsed.hostname and not parsed.path:
+        raise ImproperlyConfigured(f"{name} has no host: {raw!r}")
+    return raw
+
+
+def env_database(name: str, default_sqlite_path: str) -> dict:
+    """Build a Django DATABASES entry from a URL.
+
+    ``sqlite:///relative/path``, ``sqlite:////absolute/path`` or
+    ``postgres://user:pass@host:port/dbname`` (``postgresql://`` too).
+    SQLite runs in WAL mode with a busy timeout and IMMEDIATE transactions, so
+    concurrent writers wait for the lock instead of failing half-way.
+    """
+    raw = os.environ.get(name)
+    if raw is None:
+        return _sqlite(default_sqlite_path)
+    parsed = urlparse(raw)
+    if parsed.scheme == "sqlite":
+        path = parsed.path[1:] if parsed.path.startswith("/") else parsed.path
+        if not path:
+            raise ImproperlyConfigured(f"{name} names no SQLite file: {raw!r}")
+        return _sqlite(path)
+    if parsed.scheme in ("postgres", "postgresql"):
+        dbname = parsed.path.lstrip("/")
+        if not dbname:
+            raise ImproperlyConfigured(f"{name} names no database: {raw!r}")
+        try:
+            port = parsed.port
+        except ValueError:
+            raise ImproperlyConfigured(f"{name} has a bad port: {raw!r}") from None
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": dbname,
+            "USER": parsed.username or "",
+            "PASSWORD": parsed.password or "",
+            "HOST": parsed.hostname or "",
+            "PORT": str(port or ""),
+            "CONN_MAX_AGE": env_int("GRACE_DB_CONN_MAX_AGE", 60, minimum=0),
+            "CONN_HEALTH_CHECKS": True,
+            "OPTIONS": {
+                "connect_timeout": 5,
+                # Bound every statement so a stuck query cannot hold a worker forever.
+                "options": f"-c statement_timeout={env_int('GRACE_DB_STATEMENT_TIMEOUT_MS', 60000, minimum=0)}",
+            },
+        }
+    raise ImproperlyConfigured(f"{name} must start with sqlite:// or postgres://, got {raw!r}")
+
+
+def _sqlite(path: str) -> dict:
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": path,
+        "OPTIONS": {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;",
+        },
+    }

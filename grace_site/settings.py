@@ -1,0 +1,213 @@
+"""GRACE settings. Every value comes from the environment (see README)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from .env import env_bool, env_database, env_float, env_int, env_list, env_str, env_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("GRACE_VAR_DIR", str(BASE_DIR / "var")))
+
+
+def _secret_key() -> str:
+    key = os.environ.get("DJANGO_SECRET_KEY")
+    if key is not None:
+        if len(key) < 32:
+            raise ImproperlyConfigured("DJANGO_SECRET_KEY must be at least 32 characters long")
+        return key
+    # Generated once and kept beside the data, never a key in the code.
+    path = VAR_DIR / "secret_key"
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_urlsafe(50))
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
+GRACE_PORT = env_int("GRACE_PORT", 8000, minimum=1, maximum=65535)
+GRACE_WEBHOOK_TOKEN = env_str("GRACE_WEBHOOK_TOKEN", "")
+if GRACE_WEBHOOK_TOKEN and len(GRACE_WEBHOOK_TOKEN) < 16:
+    raise ImproperlyConfigured("GRACE_WEBHOOK_TOKEN must be at least 16 characters long (or unset to refuse webhooks)")
+REDIS_URL = env_url("REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss", "unix"))
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_celery_beat",
+    "approvals",
+    "incidents",
+    "remediation",
+    "learning",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "grace_site.urls"
+WSGI_APPLICATION = "grace_site.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env_database("DATABASE_URL", str(VAR_DIR / "grace.sqlite3"))}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # Tests run against a real SQLite file (workers in other processes share it).
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test_grace.sqlite3")}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+    }
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("GRACE_TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# Admin and Swagger UI assets are served by the app itself (no CDN, no extra server).
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = DEBUG
+
+# Behind a TLS-terminating proxy set GRACE_SECURE_COOKIES=true.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("GRACE_SECURE_COOKIES", False)
+CSRF_TRUSTED_ORIGINS = env_list("GRACE_CSRF_TRUSTED_ORIGINS", [])
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("GRACE_LOG_LEVEL", "INFO")},
+}
+
+# --- REST API -------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Token first: an anonymous API call then gets 401 with WWW-Authenticate, not 403.
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "rest_framework.filters.OrderingFilter",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_CLASSES": ["grace_site.throttling.AnonThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"anon": env_str("GRACE_ANON_THROTTLE", "120/minute")},
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "GRACE API",
+    "DESCRIPTION": "Self-healing operations: incidents, heal runs, approvals, audit and learning.",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# --- Celery ----------------------------------------------------------------
+# Time limits per stage; the broker visibility timeout must outlast the longest.
+GRACE_TASK_SOFT_TIME_LIMIT = env_int("GRACE_TASK_SOFT_TIME_LIMIT", 300, minimum=1)
+GRACE_TASK_TIME_LIMIT = env_int("GRACE_TASK_TIME_LIMIT", 360, minimum=1)
+if GRACE_TASK_TIME_LIMIT <= GRACE_TASK_SOFT_TIME_LIMIT:
+    raise ImproperlyConfigured("GRACE_TASK_TIME_LIMIT must be greater than GRACE_TASK_SOFT_TIME_LIMIT")
+
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = REDIS_URL
+CELERY_RESULT_EXPIRES = 3600
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = GRACE_TASK_SOFT_TIME_LIMIT
+CELERY_TASK_TIME_LIMIT = GRACE_TASK_TIME_LIMIT
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": GRACE_TASK_TIME_LIMIT * 2,
+    "socket_connect_timeout": 2,
+    "socket_timeout": 5,
+}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout": 5}
+CELERY_TASK_DEFAULT_QUEUE = "default"
+GRACE_QUEUES = ("heal.local", "heal.cloud", "sweeps", "benchmarks", "default")
+CELERY_TASK_ROUTES = {
+    "incidents.sweep*": {"queue": "sweeps"},
+    "learning.benchmark*": {"queue": "benchmarks"},
+    "remediation.*": {"queue": "heal.local"},
+    "*": {"queue": "default"},
+}
+CELERY_BEAT_SCHEDULER = "grace_site.scheduler:GraceScheduler"
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_SEND_TASK_EVENTS = False
+# Beat entries are synced into django-celery-beat's tables, editable in the admin.
+# Each carries an expiry so a backlog after downtime does not fire a storm.
+CELERY_BEAT_SCHEDULE: dict = {}
+
+# --- Health ----------------------------------------------------------------
+GRACE_HEALTH_WORKER_TIMEOUT = env_float("GRACE_HEALTH_WORKER_TIMEOUT", 1.0, minimum=0.1)
+GRACE_HEALTH_BEAT_MAX_AGE = env_int("GRACE_HEALTH_BEAT_MAX_AGE", 60, minimum=1)

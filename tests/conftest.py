@@ -1,0 +1,63 @@
+import os
+
+import pytest
+import redis
+from django.conf import settings
+
+from tests.support import audit as audit_lock
+from tests.support.processes import start_worker
+
+if not os.environ.get("REDIS_URL"):
+    raise pytest.UsageError(
+        "REDIS_URL is not set: run the suite with `make test`, which starts its own redis-server "
+        "and PostgreSQL, or point REDIS_URL at a Redis you can flush."
+    )
+
+
+@pytest.fixture(autouse=True)
+def _audit_append_only(request):
+    """Every database test starts with the audit log's append-only triggers armed.
+
+    Transactional tests unlock it just before pytest-django empties the tables.
+    """
+    marker = request.node.get_closest_marker("django_db")
+    names = set(request.fixturenames)
+    if marker is None and not names & {"db", "transactional_db", "live_server"}:
+        yield
+        return
+    transactional = bool(
+        names & {"transactional_db", "live_server"} or (marker is not None and marker.kwargs.get("transaction"))
+    )
+    request.getfixturevalue("transactional_db" if transactional else "db")
+    if transactional:
+        request.addfinalizer(audit_lock.unlock)
+    audit_lock.lock()
+    yield
+
+
+@pytest.fixture
+def redis_client():
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
+    """One real Celery worker process for the session, consuming every queue, on the test database."""
+    with django_db_blocker.unblock():
+        worker, name = start_worker(tmp_path_factory.mktemp("worker"))
+    yield name
+    worker.stop()
+
+
+@pytest.fixture
+def admin_user(django_user_model):
+    return django_user_model.objects.create_superuser("root", "root@example.com", "pw-root-123456")
+
+
+@pytest.fixture
+def api_client():
+    from rest_framework.test import APIClient
+
+    return APIClient()

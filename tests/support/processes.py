@@ -1,0 +1,91 @@
+"""Real GRACE processes (Celery worker, beat) started for integration tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from django.db import connection
+
+from grace_site.celery import app as celery_app
+
+ROOT = Path(__file__).resolve().parents[2]
+ALL_QUEUES = "heal.local,heal.cloud,sweeps,benchmarks,default"
+
+
+def database_url() -> str:
+    """The URL of the database the tests are using right now (the test database)."""
+    s = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return "sqlite:///" + str(Path(s["NAME"]).resolve())
+    return f"postgres://{s['USER']}:{s['PASSWORD']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
+
+
+def process_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["DATABASE_URL"] = database_url()
+    env.update(extra)
+    return env
+
+
+class Managed:
+    """A child process in its own process group, stopped with its children."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path):
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc.poll() is None:
+            self.kill(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill(signal.SIGKILL)
+                self.proc.wait(5)
+        else:
+            self.kill(signal.SIGKILL)  # stray children of a dead parent
+        self._log.close()
+
+
+def start_worker(tmp_dir: Path, *, queues: str = ALL_QUEUES, concurrency: int = 2, **env: str) -> tuple[Managed, str]:
+    name = f"test-{uuid.uuid4().hex[:8]}@localhost"
+    argv = [
+        sys.executable, "-m", "celery", "-A", "grace_site", "worker",
+        "-Q", queues, "-c", str(concurrency), "-n", name,
+        "--without-mingle", "--without-gossip", "-l", "info",
+    ]  # fmt: skip
+    worker = Managed(argv, process_env(**env), tmp_dir / f"{name}.log")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if worker.proc.poll() is not None:
+            raise RuntimeError(f"Celery worker exited during start-up:\n{worker.log()}")
+        if celery_app.control.ping(destination=[name], timeout=0.5):
+            return worker, name
+    worker.stop()
+    raise RuntimeError(f"Celery worker did not answer a ping within 60 s:\n{worker.log()}")
+
+
+def start_beat(tmp_dir: Path) -> Managed:
+    argv = [
+        sys.executable, "-m", "celery", "-A", "grace_site", "beat", "-l", "info",
+        "--pidfile=", f"--schedule={tmp_dir / 'beat-schedule'}", "--max-interval", "1",
+    ]  # fmt: skip
+    return Managed(argv, process_env(), tmp_dir / f"beat-{uuid.uuid4().hex[:8]}.log")

@@ -1,0 +1,81 @@
+"""`/api/health/` reports every component and answers 503 naming what fails."""
+
+import time
+
+import pytest
+from django.conf import settings
+
+from grace_site.scheduler import BEAT_TICK_KEY
+from tests.support.processes import start_beat
+
+
+def _wait_for_tick(redis_client, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if redis_client.get(BEAT_TICK_KEY):
+            return
+        time.sleep(0.1)
+    raise AssertionError("beat recorded no tick within 30 s")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_health_is_ok_with_a_live_worker_and_beat(client, celery_worker, redis_client, tmp_path):
+    redis_client.delete(BEAT_TICK_KEY)
+    beat = start_beat(tmp_path)
+    try:
+        _wait_for_tick(redis_client)
+        response = client.get("/api/health/")
+    finally:
+        beat.stop()
+
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["status"] == "ok"
+    assert body["failing"] == []
+    assert set(body["components"]) == {"database", "redis", "worker", "beat"}
+    assert celery_worker in body["components"]["worker"]["workers"]
+    assert body["version"]
+
+
+@pytest.mark.django_db
+def test_health_names_beat_when_it_has_not_ticked(client, redis_client):
+    redis_client.delete(BEAT_TICK_KEY)
+
+    response = client.get("/api/health/")
+
+    assert response.status_code == 503
+    assert "beat" in response.json()["failing"]
+    assert response.json()["components"]["beat"]["error"] == "beat has recorded no tick"
+
+
+@pytest.mark.django_db
+def test_health_names_a_stale_beat(client, redis_client):
+    redis_client.set(BEAT_TICK_KEY, repr(time.time() - 3600))
+
+    body = client.get("/api/health/").json()
+
+    assert "beat" in body["failing"]
+    assert body["components"]["beat"]["age_seconds"] >= 3599
+
+
+@pytest.mark.django_db
+def test_health_names_redis_when_it_is_unreachable(client, settings):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+
+    response = client.get("/api/health/")
+
+    assert response.status_code == 503
+    body = response.json()
+    assert "redis" in body["failing"]
+    assert "Error" in body["components"]["redis"]["error"]
+    assert body["components"]["database"]["ok"] is True
+
+
+@pytest.mark.django_db
+def test_health_needs_no_auth_and_leaks_no_secrets(client):
+    response = client.get("/api/health/")
+
+    text = response.content.decode()
+    assert response.status_code in (200, 503)
+    assert settings.SECRET_KEY not in text
+    assert settings.REDIS_URL not in text

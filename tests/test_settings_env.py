@@ -1,0 +1,91 @@
+"""Settings come from the environment and fail loudly, naming the variable."""
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from grace_site import env
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _import_settings(tmp_path, **overrides):
+    child_env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_SECRET_KEY")}
+    child_env.update({"GRACE_VAR_DIR": str(tmp_path), **overrides})
+    code = "import django; from django.conf import settings; django.setup(); print(settings.SECRET_KEY)"
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=child_env, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DJANGO_DEBUG", "maybe"),
+        ("DJANGO_ALLOWED_HOSTS", "a.example,,b.example"),
+        ("DJANGO_SECRET_KEY", "too-short"),
+        ("DATABASE_URL", "mysql://db/grace"),
+        ("DATABASE_URL", "postgres://host:notaport/grace"),
+        ("REDIS_URL", "http://127.0.0.1:6379/0"),
+        ("GRACE_PORT", "eighty"),
+        ("GRACE_PORT", "70000"),
+        ("GRACE_WEBHOOK_TOKEN", "short"),
+        ("GRACE_TASK_TIME_LIMIT", "1.5"),
+        ("GRACE_HEALTH_BEAT_MAX_AGE", "0"),
+        ("GRACE_HEALTH_WORKER_TIMEOUT", "soon"),
+    ],
+)
+def test_a_bad_setting_stops_start_up_naming_the_variable(tmp_path, name, value):
+    result = _import_settings(tmp_path, **{name: value})
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert name in result.stderr.splitlines()[-1]
+
+
+def test_the_secret_key_is_generated_once_and_kept_private(tmp_path):
+    first = _import_settings(tmp_path)
+    second = _import_settings(tmp_path)
+
+    assert first.returncode == 0, first.stderr
+    key_file = tmp_path / "secret_key"
+    assert first.stdout.strip() == second.stdout.strip() == key_file.read_text().strip()
+    assert len(first.stdout.strip()) >= 50
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+
+
+def test_a_secret_key_from_the_environment_wins(tmp_path):
+    result = _import_settings(tmp_path, DJANGO_SECRET_KEY="k" * 40)
+
+    assert result.stdout.strip() == "k" * 40
+    assert not (tmp_path / "secret_key").exists()
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("yes", True), ("0", False), ("ON", True), ("", False)])
+def test_env_bool_reads_the_usual_spellings(monkeypatch, raw, expected):
+    monkeypatch.setenv("X_FLAG", raw)
+    assert env.env_bool("X_FLAG", not expected) is expected
+
+
+def test_env_int_enforces_its_bounds(monkeypatch):
+    monkeypatch.setenv("X_INT", "5")
+    with pytest.raises(ImproperlyConfigured, match="X_INT must be at least 10"):
+        env.env_int("X_INT", 20, minimum=10)
+
+
+def test_database_urls_map_to_django_settings(monkeypatch):
+    monkeypatch.setenv("X_DB", "postgres://grace:s3cret@db.internal:6543/ops")
+    pg = env.env_database("X_DB", "unused")
+    assert (pg["ENGINE"], pg["NAME"], pg["USER"], pg["PASSWORD"], pg["HOST"], pg["PORT"]) == (
+        "django.db.backends.postgresql", "ops", "grace", "s3cret", "db.internal", "6543",
+    )  # fmt: skip
+    monkeypatch.setenv("X_DB", "sqlite:////srv/grace/db.sqlite3")
+    lite = env.env_database("X_DB", "unused")
+    assert lite["NAME"] == "/srv/grace/db.sqlite3"
+    assert lite["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
+    assert "journal_mode=WAL" in lite["OPTIONS"]["init_command"]
