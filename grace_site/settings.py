@@ -211,3 +211,18 @@ CELERY_BEAT_SCHEDULE: dict = {}
 # --- Health ----------------------------------------------------------------
 GRACE_HEALTH_WORKER_TIMEOUT = env_float("GRACE_HEALTH_WORKER_TIMEOUT", 1.0, minimum=0.1)
 GRACE_HEALTH_BEAT_MAX_AGE = env_int("GRACE_HEALTH_BEAT_MAX_AGE", 60, minimum=1)
+
+# --- incidents: intake, diagnosis, sweeps -----------------------------------
+# (end incidents)
+
+# --- remediation: pipeline, local actions, snapshots, resilience -------------
+# (end remediation)
+
+# --- cloud: AWS, Docker, Kubernetes -------------------------------------------
+# (end cloud)
+
+# --- approvals: governance, policy, notifications -----------------------------
+# (end approvals)
+
+# --- learning: outcomes, statistics, benchmarks --------------------------------
+# (end learning)

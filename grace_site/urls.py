@@ -14,4 +14,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/", include("approvals.api.urls")),
+    path("api/", include("incidents.api.urls")),
+    path("api/", include("remediation.api.urls")),
+    path("api/", include("learning.api.urls")),
 ]
