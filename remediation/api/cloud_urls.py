@@ -1,0 +1,2 @@
+# URL patterns of the cloud family status endpoint (GET /api/cloud/status/).
+urlpatterns: list = []

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# `make bench`: run every bench/bench_*.py (or the ones named) against throwaway
+# services. Each benchmark measures its own baseline in the same run and
+# reports ratios; results are also written as JSON under var/bench/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ $# -eq 0 ]; then set -- bench/bench_*.py; fi
+exec bash scripts/with-services.sh bash -c '
+    set -euo pipefail
+    mkdir -p var/bench
+    for b in "$@"; do
+        echo; echo "=== $b"
+        DATABASE_URL="${BENCH_DATABASE_URL:-$GRACE_PG_URL}" .venv/bin/python "$b"
+    done' bench "$@"
