@@ -225,4 +225,25 @@ GRACE_HEALTH_BEAT_MAX_AGE = env_int("GRACE_HEALTH_BEAT_MAX_AGE", 60, minimum=1)
 # (end approvals)
 
 # --- learning: outcomes, statistics, benchmarks --------------------------------
+# Earned autonomy: below this learned confidence the pipeline raises the tier.
+GRACE_CONFIDENCE_TIER_THRESHOLD = env_float("GRACE_CONFIDENCE_TIER_THRESHOLD", 0.5, minimum=0.0)
+if GRACE_CONFIDENCE_TIER_THRESHOLD > 1.0:
+    raise ImproperlyConfigured("GRACE_CONFIDENCE_TIER_THRESHOLD must be at most 1.0")
+# This many consecutive failures (failed or rolled back) pause a playbook for a diagnosis.
+GRACE_PAUSE_AFTER_FAILURES = env_int("GRACE_PAUSE_AFTER_FAILURES", 3, minimum=1)
+# Fewer counted attempts than this: confidence is 0 and the playbook is "exploring".
+GRACE_MIN_ATTEMPTS_FOR_CONFIDENCE = env_int("GRACE_MIN_ATTEMPTS_FOR_CONFIDENCE", 3, minimum=1)
+# Benchmarks: endpoints probed by the smoke (first URL) and full (every URL) suites.
+GRACE_BENCH_HTTP_URLS = env_list("GRACE_BENCH_HTTP_URLS", [f"http://127.0.0.1:{GRACE_PORT}/api/health/"])
+GRACE_BENCH_HTTP_TIMEOUT = env_float("GRACE_BENCH_HTTP_TIMEOUT", 2.0, minimum=0.1)
+GRACE_BENCH_CELERY_TIMEOUT = env_float("GRACE_BENCH_CELERY_TIMEOUT", 2.0, minimum=0.1)
+GRACE_BENCH_DIR = Path(env_str("GRACE_BENCH_DIR", str(VAR_DIR / "bench")))
+# How long `POST .../benchmarks/<suite>/?wait=true` waits for the results.
+GRACE_BENCH_WAIT_TIMEOUT = env_float("GRACE_BENCH_WAIT_TIMEOUT", 30.0, minimum=0.1)
+# Regression detection: median + K x scaled MAD over the last RUNS results, once MIN_SAMPLES exist,
+# and never closer to the median than MIN_RELATIVE x median (nor the metric's own absolute floor).
+GRACE_BENCH_BASELINE_RUNS = env_int("GRACE_BENCH_BASELINE_RUNS", 20, minimum=3)
+GRACE_BENCH_MIN_SAMPLES = env_int("GRACE_BENCH_MIN_SAMPLES", 5, minimum=3)
+GRACE_BENCH_MAD_K = env_float("GRACE_BENCH_MAD_K", 5.0, minimum=1.0)
+GRACE_BENCH_MIN_RELATIVE = env_float("GRACE_BENCH_MIN_RELATIVE", 0.5, minimum=0.0)
 # (end learning)
