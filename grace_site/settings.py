@@ -222,6 +222,37 @@ GRACE_HEALTH_BEAT_MAX_AGE = env_int("GRACE_HEALTH_BEAT_MAX_AGE", 60, minimum=1)
 # (end cloud)
 
 # --- approvals: governance, policy, notifications -----------------------------
+# Global shadow mode: plan, gate and record, execute nothing. The admin's
+# governance settings can switch it on too; either one is enough.
+GRACE_SHADOW_MODE = env_bool("GRACE_SHADOW_MODE", False)
+GRACE_APPROVAL_TTL_MINUTES = env_int("GRACE_APPROVAL_TTL_MINUTES", 30, minimum=1)
+# Built-in tier raises (PolicyRule rows add to these).
+GRACE_POLICY_PRODUCTION_ENVIRONMENTS = env_list("GRACE_POLICY_PRODUCTION_ENVIRONMENTS", ["production", "prod"])
+GRACE_POLICY_MAX_BLAST_RADIUS = env_int("GRACE_POLICY_MAX_BLAST_RADIUS", 3, minimum=1)
+GRACE_POLICY_RECENT_FAILURES = env_int("GRACE_POLICY_RECENT_FAILURES", 2, minimum=1)
+# Notifications: retried by Celery with exponential backoff (seconds), never blocking a run.
+GRACE_NOTIFY_MAX_RETRIES = env_int("GRACE_NOTIFY_MAX_RETRIES", 5, minimum=0)
+GRACE_NOTIFY_RETRY_BACKOFF = env_int("GRACE_NOTIFY_RETRY_BACKOFF", 30, minimum=1)
+GRACE_NOTIFY_TIMEOUT = env_float("GRACE_NOTIFY_TIMEOUT", 10.0, minimum=0.1)
+GRACE_BASE_URL = env_str("GRACE_BASE_URL", f"http://127.0.0.1:{GRACE_PORT}").rstrip("/")
+_EMAIL_BACKENDS = {
+    "smtp": "django.core.mail.backends.smtp.EmailBackend",
+    "console": "django.core.mail.backends.console.EmailBackend",
+    "file": "django.core.mail.backends.filebased.EmailBackend",
+    "locmem": "django.core.mail.backends.locmem.EmailBackend",
+}
+_email_backend = env_str("GRACE_EMAIL_BACKEND", "smtp")
+if _email_backend not in _EMAIL_BACKENDS:
+    raise ImproperlyConfigured(f"GRACE_EMAIL_BACKEND must be one of {', '.join(_EMAIL_BACKENDS)}, got {_email_backend!r}")
+EMAIL_BACKEND = _EMAIL_BACKENDS[_email_backend]
+EMAIL_HOST = env_str("GRACE_EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("GRACE_EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env_str("GRACE_EMAIL_USER", "")
+EMAIL_HOST_PASSWORD = env_str("GRACE_EMAIL_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("GRACE_EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_int("GRACE_EMAIL_TIMEOUT", 10, minimum=1)
+EMAIL_FILE_PATH = env_str("GRACE_EMAIL_FILE_PATH", str(VAR_DIR / "mail"))
+DEFAULT_FROM_EMAIL = env_str("GRACE_EMAIL_FROM", "grace@localhost")
 # (end approvals)
 
 # --- learning: outcomes, statistics, benchmarks --------------------------------

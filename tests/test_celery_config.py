@@ -8,6 +8,8 @@ from grace_site.celery import app
 # a change here must be deliberate.
 PINNED_TASK_NAMES = {
     "grace.ping",
+    "approvals.expire_requests",
+    "approvals.deliver_notification",
 }
 
 

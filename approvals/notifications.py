@@ -1,0 +1,154 @@
+"""Notifications: a Slack-compatible webhook or an email per configured channel.
+
+``notify`` writes one ``Notification`` row per matching channel inside the
+caller's transaction and enqueues its delivery on commit. Delivery runs in a
+Celery task that retries transient failures with exponential backoff; a failed
+notification is recorded and never blocks or fails a run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import partial
+
+import requests
+from celery import current_app
+from django.conf import settings
+from django.core.mail import send_mail
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import DatabaseError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from approvals.choices import ChannelKind, DeliveryStatus
+from approvals.models import Notification, NotificationChannel
+
+logger = logging.getLogger(__name__)
+
+DELIVER_TASK = "approvals.deliver_notification"
+
+
+class TransientDeliveryError(Exception):
+    """A delivery failure a later attempt may fix (timeout, 5xx, 429, SMTP down)."""
+
+
+class PermanentDeliveryError(Exception):
+    """A delivery failure no retry fixes (4xx from the webhook, bad address)."""
+
+
+def _enqueue(notification_id: int) -> None:
+    current_app.send_task(DELIVER_TASK, args=[notification_id], queue="default")
+
+
+def notify(event: str, *, run_id: int | None, summary: str, context: dict) -> None:
+    """Queue ``event`` for every enabled channel that wants it; delivered after commit.
+
+    Never raises for a notification problem: a database error here is logged and
+    the caller's work goes on (the savepoint keeps the caller's transaction usable).
+    """
+    try:
+        with transaction.atomic():
+            channels = [
+                channel
+                for channel in NotificationChannel.objects.filter(enabled=True)
+                if not channel.events or event in channel.events
+            ]
+            payload = json.loads(json.dumps(context or {}, cls=DjangoJSONEncoder))
+            for channel in channels:
+                notification = Notification.objects.create(
+                    channel=channel, event=event, run_id=run_id, summary=summary[:500], payload=payload
+                )
+                transaction.on_commit(partial(_enqueue, notification.pk), robust=True)
+    except DatabaseError:
+        logger.exception("could not queue notification %r for run %s", event, run_id)
+
+
+def _run_url(run_id: int | None) -> str:
+    if run_id is None:
+        return ""
+    return f"{settings.GRACE_BASE_URL}/admin/remediation/healrun/{run_id}/change/"
+
+
+def webhook_body(notification: Notification) -> dict:
+    """Slack-compatible JSON (``text`` + blocks), with GRACE's own fields under ``grace``."""
+    link = _run_url(notification.run_id)
+    text = f"[GRACE] {notification.event.replace('_', ' ')}: {notification.summary}"
+    if link:
+        text += f" <{link}|open run #{notification.run_id}>"
+    return {
+        "text": text,
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
+        "grace": {
+            "event": notification.event,
+            "run_id": notification.run_id,
+            "summary": notification.summary,
+            "context": notification.payload,
+            "url": link,
+        },
+    }
+
+
+def _send_webhook(notification: Notification) -> None:
+    try:
+        response = requests.post(
+            notification.channel.url,
+            json=webhook_body(notification),
+            timeout=settings.GRACE_NOTIFY_TIMEOUT,
+            allow_redirects=False,
+        )
+    except requests.RequestException as exc:
+        raise TransientDeliveryError(f"webhook unreachable: {exc}") from exc
+    if response.status_code == 429 or response.status_code >= 500:
+        raise TransientDeliveryError(f"webhook answered HTTP {response.status_code}")
+    if response.status_code >= 300:
+        raise PermanentDeliveryError(f"webhook answered HTTP {response.status_code}: {response.text[:200]}")
+
+
+def _send_email(notification: Notification) -> None:
+    body = "\n".join(
+        [
+            notification.summary,
+            "",
+            _run_url(notification.run_id),
+            "",
+            json.dumps(notification.payload, indent=2, sort_keys=True)[:20000],
+        ]
+    )
+    try:
+        send_mail(
+            subject=f"[GRACE] {notification.event.replace('_', ' ')}: {notification.summary}"[:200],
+            message=body,
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            recipient_list=list(notification.channel.recipients),
+        )
+    except OSError as exc:  # smtplib.SMTPException is an OSError: connection, refusal, timeout
+        raise TransientDeliveryError(f"email not sent: {exc}") from exc
+
+
+def deliver(notification_id: int) -> str:
+    """Send one queued notification. Returns its new status; raises TransientDeliveryError to be retried."""
+    notification = Notification.objects.select_related("channel").filter(pk=notification_id).first()
+    if notification is None or notification.status != DeliveryStatus.QUEUED:
+        return notification.status if notification else "missing"
+    Notification.objects.filter(pk=notification_id).update(attempts=F("attempts") + 1)
+    sender = _send_webhook if notification.channel.kind == ChannelKind.WEBHOOK else _send_email
+    try:
+        sender(notification)
+    except TransientDeliveryError as exc:
+        Notification.objects.filter(pk=notification_id).update(last_error=str(exc)[:2000])
+        raise
+    except PermanentDeliveryError as exc:
+        mark_failed(notification_id, str(exc))
+        return DeliveryStatus.FAILED
+    Notification.objects.filter(pk=notification_id, status=DeliveryStatus.QUEUED).update(
+        status=DeliveryStatus.SENT, sent_at=timezone.now(), last_error=""
+    )
+    return DeliveryStatus.SENT
+
+
+def mark_failed(notification_id: int, error: str) -> None:
+    Notification.objects.filter(pk=notification_id, status=DeliveryStatus.QUEUED).update(
+        status=DeliveryStatus.FAILED, last_error=error[:2000]
+    )
+    logger.warning("notification %s failed for good: %s", notification_id, error)

@@ -1,0 +1,295 @@
+"""Approval requests and decisions.
+
+A request is bound to the sha256 of the exact plan it shows; the pipeline asks
+``approval_state(run_id, plan_hash)`` before executing, so a plan changed after
+approval is never executed under the old approval. Every state change is a
+conditional UPDATE on the request's status (so it happens once) and writes the
+audit log in the same transaction. Hand-offs to the pipeline go by the pinned
+task name ``remediation.resume_run``, on commit.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta
+from functools import partial
+
+from celery import current_app
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from approvals import audit
+from approvals.choices import NotificationEvent, RequestStatus
+from approvals.models import ApprovalDecision, ApprovalRequest
+from approvals.notifications import notify
+
+__all__ = [
+    "Conflict",
+    "DecisionError",
+    "NotAllowed",
+    "approval_state",
+    "decide",
+    "expire_due",
+    "expire_request",
+    "may_decide",
+    "notify",
+    "open_request",
+    "required_approvals",
+    "void_pending",
+]
+
+RESUME_TASK = "remediation.resume_run"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class DecisionError(Exception):
+    """A decision was refused; ``str(exc)`` says why."""
+
+
+class NotAllowed(DecisionError):
+    """The user may not decide this request (permission, or their own run): HTTP 403."""
+
+
+class Conflict(DecisionError):
+    """The request is no longer pending, has expired, or this user already decided: HTTP 409."""
+
+
+def required_approvals(tier: int) -> int:
+    return 2 if tier >= 3 else 1
+
+
+def _resume(run_id: int) -> None:
+    current_app.send_task(RESUME_TASK, args=[run_id], queue="heal.local")
+
+
+def _resume_on_commit(run_id: int) -> None:
+    # robust: the decision is committed either way; a lost hand-off is re-driven by the reaper.
+    transaction.on_commit(partial(_resume, run_id), robust=True)
+
+
+def _json(value: dict) -> dict:
+    return json.loads(json.dumps(value or {}, cls=DjangoJSONEncoder))
+
+
+def _lock_run(run_id: int) -> None:
+    """Serialize request changes per run (PostgreSQL row lock; SQLite transactions are IMMEDIATE)."""
+    HealRun = ApprovalRequest._meta.get_field("run").related_model
+    if not HealRun.objects.select_for_update().filter(pk=run_id).exists():
+        raise ValidationError({"run_id": f"run {run_id} does not exist"})
+
+
+def open_request(
+    *, run_id: int, plan_hash: str, tier: int, requested_by_id: int | None, context: dict
+) -> ApprovalRequest:
+    """The pending (or already decided) request for this exact plan, creating it when needed.
+
+    Idempotent per (run, plan). A new plan voids the run's other pending request.
+    Audited; notifies "approval_needed" on commit.
+    """
+    if not isinstance(plan_hash, str) or not _SHA256.match(plan_hash):
+        raise ValidationError({"plan_hash": "must be a lowercase hex sha256 (64 characters)"})
+    if tier not in (2, 3):
+        raise ValidationError({"tier": f"only tiers 2 and 3 need approval, got {tier!r}"})
+    with transaction.atomic():
+        _lock_run(run_id)
+        existing = (
+            ApprovalRequest.objects.filter(run_id=run_id, plan_hash=plan_hash)
+            .exclude(status=RequestStatus.VOID)
+            .first()
+        )
+        if existing is not None:
+            return existing
+        voided = void_pending(run_id, reason="the plan changed; a new request replaces this one")
+        now = timezone.now()
+        request = ApprovalRequest.objects.create(
+            created_at=now,
+            run_id=run_id,
+            plan_hash=plan_hash,
+            tier=tier,
+            required_approvals=required_approvals(tier),
+            requested_by_id=requested_by_id,
+            context=_json(context),
+            expires_at=now + timedelta(minutes=settings.GRACE_APPROVAL_TTL_MINUTES),
+        )
+        audit.record(
+            "approval.requested",
+            obj=request,
+            data={
+                "run_id": run_id,
+                "plan_hash": plan_hash,
+                "tier": tier,
+                "required_approvals": request.required_approvals,
+                "expires_at": request.expires_at,
+                "voided": voided,
+            },
+        )
+        notify(
+            NotificationEvent.APPROVAL_NEEDED,
+            run_id=run_id,
+            summary=f"Run #{run_id} needs {request.required_approvals} approval(s) (tier {tier})",
+            context={**request.context, "approval_request": request.pk, "expires_at": request.expires_at},
+        )
+    return request
+
+
+def approval_state(run_id: int, plan_hash: str, *, now: datetime | None = None) -> str:
+    """ "approved" | "pending" | "rejected" | "expired" | "void" | "none" for this run and exact plan."""
+    now = now or timezone.now()
+    request = (
+        ApprovalRequest.objects.filter(run_id=run_id, plan_hash=plan_hash)
+        .exclude(status=RequestStatus.VOID)
+        .order_by("-pk")
+        .first()
+    )
+    if request is None:
+        void = ApprovalRequest.objects.filter(run_id=run_id, plan_hash=plan_hash, status=RequestStatus.VOID)
+        return "void" if void.exists() else "none"
+    if request.status == RequestStatus.PENDING and request.expires_at <= now:
+        return RequestStatus.EXPIRED.value
+    return str(request.status)
+
+
+def may_decide(request: ApprovalRequest, user) -> str:
+    """Empty when ``user`` may decide ``request``; otherwise the reason they may not."""
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        return "sign in to decide approval requests"
+    needed = (
+        ["approvals.approve_tier3"] if request.tier >= 3 else ["approvals.approve_tier2", "approvals.approve_tier3"]
+    )
+    if not any(user.has_perm(perm) for perm in needed):
+        return f"deciding tier-{request.tier} requests needs the permission {needed[0]}"
+    if user.pk in {request.requested_by_id, request.run.started_by_id}:
+        return "you started this run: someone else must decide it"
+    return ""
+
+
+def decide(request_id: int, *, user, approve: bool, reason: str) -> ApprovalRequest:
+    """Record ``user``'s decision. The last needed approval, or any rejection, resumes the run on commit.
+
+    Raises ``NotAllowed`` (403), ``Conflict`` (409), ``ValidationError`` naming "reason",
+    or ``ApprovalRequest.DoesNotExist``.
+    """
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError({"reason": "A reason is required."})
+    expired = False
+    with transaction.atomic():
+        request = ApprovalRequest.objects.select_for_update().get(pk=request_id)
+        refusal = may_decide(request, user)
+        if refusal:
+            raise NotAllowed(refusal)
+        if request.status != RequestStatus.PENDING:
+            raise Conflict(f"request #{request.pk} is {request.status}, no longer pending")
+        if request.expires_at <= timezone.now():
+            expired = True
+        else:
+            _record_decision(request, user=user, approve=approve, reason=reason)
+    if expired:
+        expire_request(request.pk)
+        raise Conflict(f"request #{request.pk} expired at {request.expires_at:%Y-%m-%d %H:%M:%S %Z}")
+    request.refresh_from_db()
+    return request
+
+
+def _record_decision(request: ApprovalRequest, *, user, approve: bool, reason: str) -> None:
+    try:
+        with transaction.atomic():
+            ApprovalDecision.objects.create(request=request, user=user, approve=approve, reason=reason)
+    except IntegrityError:
+        raise Conflict(f"you already decided request #{request.pk}") from None
+    approvals = request.decisions.filter(approve=True).count()
+    audit.record(
+        "approval.decision",
+        actor=user,
+        obj=request,
+        data={
+            "run_id": request.run_id,
+            "plan_hash": request.plan_hash,
+            "approve": approve,
+            "reason": reason,
+            "approvals": approvals,
+            "required_approvals": request.required_approvals,
+        },
+    )
+    name = user.get_username()
+    if not approve:
+        _finish(request, RequestStatus.REJECTED, f"rejected by {name}: {reason}", actor=user)
+    elif approvals >= request.required_approvals:
+        _finish(request, RequestStatus.APPROVED, f"approved by {_approvers(request)}", actor=user)
+
+
+def _approvers(request: ApprovalRequest) -> str:
+    names = request.decisions.filter(approve=True).order_by("at", "pk").values_list("user__username", flat=True)
+    return ", ".join(names)
+
+
+def _finish(request: ApprovalRequest, status: str, reason: str, *, actor) -> None:
+    now = timezone.now()
+    claimed = ApprovalRequest.objects.filter(pk=request.pk, status=RequestStatus.PENDING).update(
+        status=status, status_reason=reason[:500], decided_at=now
+    )
+    if not claimed:
+        raise Conflict(f"request #{request.pk} is no longer pending")
+    audit.record(
+        f"approval.{status}", actor=actor, obj=request, data={"run_id": request.run_id, "reason": reason[:500]}
+    )
+    _resume_on_commit(request.run_id)
+    event = NotificationEvent.APPROVED if status == RequestStatus.APPROVED else NotificationEvent.REJECTED
+    notify(event, run_id=request.run_id, summary=f"Run #{request.run_id} {status}: {reason[:200]}", context={})
+
+
+def void_pending(run_id: int, *, reason: str) -> int:
+    """Void the run's pending requests (plan changed, run cancelled). Returns how many."""
+    count = 0
+    with transaction.atomic():
+        for pk in ApprovalRequest.objects.filter(run_id=run_id, status=RequestStatus.PENDING).values_list(
+            "pk", flat=True
+        ):
+            claimed = ApprovalRequest.objects.filter(pk=pk, status=RequestStatus.PENDING).update(
+                status=RequestStatus.VOID, status_reason=reason[:500], decided_at=timezone.now()
+            )
+            if claimed:
+                audit.record(
+                    "approval.voided", obj=("approvals.approvalrequest", pk), data={"run_id": run_id, "reason": reason}
+                )
+                count += 1
+    return count
+
+
+def expire_request(request_id: int, *, now: datetime | None = None) -> bool:
+    """Expire one overdue pending request; the run is resumed so the pipeline escalates it."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        request = ApprovalRequest.objects.filter(pk=request_id).first()
+        if request is None:
+            return False
+        claimed = ApprovalRequest.objects.filter(
+            pk=request_id, status=RequestStatus.PENDING, expires_at__lte=now
+        ).update(status=RequestStatus.EXPIRED, status_reason="no decision in time: escalated", decided_at=now)
+        if not claimed:
+            return False
+        audit.record(
+            "approval.expired",
+            actor="system:approvals",
+            obj=request,
+            data={"run_id": request.run_id, "expires_at": request.expires_at},
+        )
+        _resume_on_commit(request.run_id)
+        notify(
+            NotificationEvent.ESCALATED,
+            run_id=request.run_id,
+            summary=f"Run #{request.run_id}: approval expired without a decision; escalated to humans",
+            context=request.context,
+        )
+    return True
+
+
+def expire_due(now: datetime | None = None) -> int:
+    """Expire every overdue pending request (the beat task). Returns how many."""
+    now = now or timezone.now()
+    due = ApprovalRequest.objects.filter(status=RequestStatus.PENDING, expires_at__lte=now)
+    return sum(expire_request(pk, now=now) for pk in due.values_list("pk", flat=True)[:1000])

@@ -1,0 +1,35 @@
+"""Celery tasks of governance: thin wrappers around the service modules."""
+
+from celery import shared_task
+from django.conf import settings
+
+from approvals import notifications, services
+
+
+@shared_task(name="approvals.expire_requests", acks_late=True, soft_time_limit=60, time_limit=90)
+def expire_requests() -> int:
+    """Beat: expire overdue approval requests; each expiry resumes its run so the pipeline escalates it."""
+    return services.expire_due()
+
+
+@shared_task(
+    bind=True,
+    name="approvals.deliver_notification",
+    acks_late=True,
+    soft_time_limit=60,
+    time_limit=90,
+    autoretry_for=(notifications.TransientDeliveryError,),
+    retry_backoff=settings.GRACE_NOTIFY_RETRY_BACKOFF,
+    retry_backoff_max=3600,
+    retry_jitter=True,
+    max_retries=settings.GRACE_NOTIFY_MAX_RETRIES,
+)
+def deliver_notification(self, notification_id: int) -> str:
+    """Send one notification; transient failures are retried with backoff, the last one is recorded."""
+    try:
+        return notifications.deliver(notification_id)
+    except notifications.TransientDeliveryError as exc:
+        if self.request.retries >= self.max_retries:
+            notifications.mark_failed(notification_id, f"gave up after {self.request.retries + 1} attempt(s): {exc}")
+            return "failed"
+        raise

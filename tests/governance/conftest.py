@@ -1,0 +1,102 @@
+"""Fixtures for governance tests: runs to approve, approvers, and the broker's queues read back."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import json
+
+import pytest
+from django.contrib.auth.models import Group
+from django.utils import timezone
+
+_counter = itertools.count(1)
+
+
+def plan_hash(text: str = "plan") -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.fixture(autouse=True)
+def _clean_redis(redis_client):
+    redis_client.flushdb()
+    yield
+
+
+@pytest.fixture
+def make_run():
+    from incidents.models import Incident
+    from remediation.models import HealRun
+
+    def make(*, started_by=None, service="orders-db", environment="production", **fields) -> HealRun:
+        n = next(_counter)
+        now = timezone.now()
+        incident = Incident.objects.create(
+            fingerprint=f"fp-{n}-{now.timestamp()}",
+            source="api",
+            service=service,
+            environment=environment,
+            title=f"{service} is unwell",
+            first_seen=now,
+            last_seen=now,
+            diagnosis_code="sqlite_wal_bloat",
+        )
+        return HealRun.objects.create(
+            incident=incident,
+            status="AWAITING_APPROVAL",
+            diagnosis_code="sqlite_wal_bloat",
+            target=service,
+            family="local",
+            started_by=started_by,
+            **fields,
+        )
+
+    return make
+
+
+@pytest.fixture
+def make_user(django_user_model):
+    def make(username: str, *groups: str, staff: bool = True):
+        user = django_user_model.objects.create_user(username, password=f"pw-{username}-123456", is_staff=staff)
+        for name in groups:
+            user.groups.add(Group.objects.get(name=name))
+        return django_user_model.objects.get(pk=user.pk)  # fresh permission cache
+
+    return make
+
+
+@pytest.fixture
+def senior(make_user):
+    return make_user("senior-1", "GRACE senior approvers")
+
+
+@pytest.fixture
+def senior2(make_user):
+    return make_user("senior-2", "GRACE senior approvers")
+
+
+@pytest.fixture
+def operator(make_user):
+    return make_user("operator-1", "GRACE operators")
+
+
+def queued_tasks(redis_client, queue: str = "heal.local") -> list[tuple[str, list]]:
+    """(task name, args) of every message waiting in a Redis-backed Celery queue, oldest first."""
+    out = []
+    for raw in reversed(redis_client.lrange(queue, 0, -1)):
+        message = json.loads(raw)
+        body = json.loads(base64.b64decode(message["body"]))
+        out.append((message["headers"]["task"], body[0]))
+    return out
+
+
+CONTEXT = {
+    "service": "orders-db",
+    "diagnosis": "sqlite_wal_bloat",
+    "plan": [{"action": "sqlite.checkpoint", "params": {"db_path": "/srv/orders.sqlite3"}}],
+    "contract": [{"field": "wal_bytes", "op": "<=", "value": 1048576}],
+    "snapshot_policy": "sqlite backup before checkpoint",
+    "confidence": 0.42,
+    "policy_explanation": [{"rule": "builtin:production", "matched": True, "why": "production", "effect": "tier 2"}],
+}
