@@ -1,8 +1,24 @@
 import django_filters
-from rest_framework import viewsets
+from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import Case, IntegerField, Value, When
+from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions, status, viewsets
+from rest_framework.decorators import action, api_view, permission_classes
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
 
-from approvals.api.serializers import AuditEventSerializer
-from approvals.models import AuditEvent
+from approvals import services
+from approvals.api.serializers import (
+    ApprovalRequestSerializer,
+    AuditEventSerializer,
+    DecisionSerializer,
+    GovernanceStatusSerializer,
+    PolicyRuleSerializer,
+)
+from approvals.choices import RequestStatus
+from approvals.models import ApprovalRequest, AuditEvent, PolicyRule
+from approvals.policy import shadow_mode
 from grace_site.permissions import ModelPermissions
 
 
@@ -23,3 +39,88 @@ class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
     permission_classes = [ModelPermissions]
     filterset_class = AuditEventFilter
     ordering_fields = ["seq", "at"]
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The request is not in a state that allows this."
+    default_code = "conflict"
+
+
+class ApprovalRequestFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=RequestStatus.choices)
+
+    class Meta:
+        model = ApprovalRequest
+        fields = ["status", "tier", "run"]
+
+
+class ApprovalRequestViewSet(viewsets.ReadOnlyModelViewSet):
+    """Approval requests, pending first then newest. Approve or reject with a reason.
+
+    403 without the approve permission for the request's tier, or for a run you started;
+    409 when the request is no longer pending, has expired, or you already decided it.
+    """
+
+    serializer_class = ApprovalRequestSerializer
+    permission_classes = [ModelPermissions]
+    filterset_class = ApprovalRequestFilter
+    ordering_fields = ["created_at", "expires_at", "tier"]
+
+    def get_queryset(self):
+        return (
+            ApprovalRequest.objects.select_related("run", "requested_by")
+            .prefetch_related("decisions__user")
+            .annotate(
+                pending_first=Case(
+                    When(status=RequestStatus.PENDING, then=Value(0)), default=Value(1), output_field=IntegerField()
+                )
+            )
+            .order_by("pending_first", "-created_at")
+        )
+
+    def _decide(self, request, pk, *, approve: bool) -> Response:
+        body = DecisionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        approval = self.get_object()
+        try:
+            services.decide(approval.pk, user=request.user, approve=approve, reason=body.validated_data["reason"])
+        except services.NotAllowed as exc:
+            raise exceptions.PermissionDenied(str(exc)) from None
+        except services.Conflict as exc:
+            raise Conflict(str(exc)) from None
+        except DjangoValidationError as exc:
+            raise exceptions.ValidationError(exc.message_dict) from None
+        return Response(self.get_serializer(self.get_queryset().get(pk=approval.pk)).data)
+
+    @extend_schema(request=DecisionSerializer, responses=ApprovalRequestSerializer)
+    @action(detail=True, methods=["post"], permission_classes=[IsAuthenticated])
+    def approve(self, request, pk=None):
+        return self._decide(request, pk, approve=True)
+
+    @extend_schema(request=DecisionSerializer, responses=ApprovalRequestSerializer)
+    @action(detail=True, methods=["post"], permission_classes=[IsAuthenticated])
+    def reject(self, request, pk=None):
+        return self._decide(request, pk, approve=False)
+
+
+class PolicyRuleViewSet(viewsets.ReadOnlyModelViewSet):
+    """Policy rules in precedence order (edited in the admin)."""
+
+    queryset = PolicyRule.objects.all()
+    serializer_class = PolicyRuleSerializer
+    permission_classes = [ModelPermissions]
+    filterset_fields = ["enabled", "effect"]
+
+
+@extend_schema(responses=GovernanceStatusSerializer)
+@api_view(["GET"])
+@permission_classes([IsAuthenticated])
+def governance_status(request):
+    """Whether GRACE is in shadow mode (plans and gates, executes nothing), and approval expiry."""
+    data = {
+        "shadow_mode": shadow_mode(),
+        "shadow_mode_from_setting": settings.GRACE_SHADOW_MODE,
+        "approval_ttl_minutes": settings.GRACE_APPROVAL_TTL_MINUTES,
+    }
+    return Response(GovernanceStatusSerializer(data).data)
