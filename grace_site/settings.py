@@ -219,6 +219,32 @@ GRACE_HEALTH_BEAT_MAX_AGE = env_int("GRACE_HEALTH_BEAT_MAX_AGE", 60, minimum=1)
 # (end remediation)
 
 # --- cloud: AWS, Docker, Kubernetes -------------------------------------------
+# AWS: credentials from boto3's standard chain (env, shared files, instance role) or a named profile.
+# An endpoint URL points every client at a compatible endpoint (moto, LocalStack, a VPC endpoint).
+GRACE_AWS_REGION = env_str("GRACE_AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", os.environ.get("AWS_REGION", "")))
+GRACE_AWS_PROFILE = env_str("GRACE_AWS_PROFILE", "")
+GRACE_AWS_ENDPOINT_URL = (
+    env_url("GRACE_AWS_ENDPOINT_URL", "", schemes=("http", "https")) if os.environ.get("GRACE_AWS_ENDPOINT_URL") else ""
+)
+GRACE_AWS_CONNECT_TIMEOUT = env_float("GRACE_AWS_CONNECT_TIMEOUT", 3.0, minimum=0.1)
+GRACE_AWS_READ_TIMEOUT = env_float("GRACE_AWS_READ_TIMEOUT", 10.0, minimum=0.1)
+GRACE_AWS_MAX_ATTEMPTS = env_int("GRACE_AWS_MAX_ATTEMPTS", 3, minimum=1, maximum=10)
+# Docker: the default engine (unix://, tcp://, ssh://), plus named engines a step may pick with "host".
+GRACE_DOCKER_HOST = env_str("GRACE_DOCKER_HOST", os.environ.get("DOCKER_HOST", ""))
+GRACE_DOCKER_HOSTS = {}  # from GRACE_DOCKER_HOSTS="name=url,name=url"
+for _item in env_list("GRACE_DOCKER_HOSTS", []):
+    _name, _sep, _url = _item.partition("=")
+    if not _sep or not _name.strip() or not _url.strip():
+        raise ImproperlyConfigured(f"GRACE_DOCKER_HOSTS items must look like name=url, got {_item!r}")
+    GRACE_DOCKER_HOSTS[_name.strip()] = _url.strip()
+GRACE_DOCKER_TIMEOUT = env_float("GRACE_DOCKER_TIMEOUT", 10.0, minimum=0.1)
+# Kubernetes: a kubeconfig file (default: $KUBECONFIG, then ~/.kube/config), or the pod's service account.
+GRACE_KUBECONFIG = env_str("GRACE_KUBECONFIG", os.environ.get("KUBECONFIG", ""))
+GRACE_KUBE_IN_CLUSTER = env_bool("GRACE_KUBE_IN_CLUSTER", bool(os.environ.get("KUBERNETES_SERVICE_HOST")))
+GRACE_KUBE_CONTEXT = env_str("GRACE_KUBE_CONTEXT", "")
+GRACE_KUBE_TIMEOUT = env_float("GRACE_KUBE_TIMEOUT", 10.0, minimum=0.1)
+# GET /api/cloud/status/: every family is probed concurrently within this many seconds.
+GRACE_CLOUD_STATUS_TIMEOUT = env_float("GRACE_CLOUD_STATUS_TIMEOUT", 1.5, minimum=0.1)
 # (end cloud)
 
 # --- approvals: governance, policy, notifications -----------------------------
