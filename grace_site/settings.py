@@ -297,10 +297,11 @@ GRACE_BENCH_CELERY_TIMEOUT = env_float("GRACE_BENCH_CELERY_TIMEOUT", 2.0, minimu
 GRACE_BENCH_DIR = Path(env_str("GRACE_BENCH_DIR", str(VAR_DIR / "bench")))
 # How long `POST .../benchmarks/<suite>/?wait=true` waits for the results.
 GRACE_BENCH_WAIT_TIMEOUT = env_float("GRACE_BENCH_WAIT_TIMEOUT", 30.0, minimum=0.1)
-# Regression detection: median + K x scaled MAD over the last RUNS results, once MIN_SAMPLES exist,
-# and never closer to the median than MIN_RELATIVE x median (nor the metric's own absolute floor).
+# Regression detection: median + K x scaled MAD over the last RUNS results, once MIN_SAMPLES exist, and
+# never closer than a factor (1 + MIN_RELATIVE) of the median (nor the metric's own absolute floor):
+# with 1.0 a latency must double (a throughput halve) before it can count as a regression.
 GRACE_BENCH_BASELINE_RUNS = env_int("GRACE_BENCH_BASELINE_RUNS", 20, minimum=3)
 GRACE_BENCH_MIN_SAMPLES = env_int("GRACE_BENCH_MIN_SAMPLES", 5, minimum=3)
 GRACE_BENCH_MAD_K = env_float("GRACE_BENCH_MAD_K", 5.0, minimum=1.0)
-GRACE_BENCH_MIN_RELATIVE = env_float("GRACE_BENCH_MIN_RELATIVE", 0.5, minimum=0.0)
+GRACE_BENCH_MIN_RELATIVE = env_float("GRACE_BENCH_MIN_RELATIVE", 1.0, minimum=0.0)
 # (end learning)

@@ -85,7 +85,7 @@ class PlaybookStatistics(models.Model):
 
 
 class BenchmarkSuite(models.Model):
-    """A named set of checks. ``checks`` is a list of ``{"kind": ..., "params": {...}}``."""
+    """A named set of checks. ``checks`` is a list of ``{"kind": ..., "params": {...}}`` (see learning.checks)."""
 
     name = models.SlugField(max_length=50, unique=True)
     description = models.TextField(blank=True)
@@ -98,6 +98,11 @@ class BenchmarkSuite(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        from learning.benchmarks import validate_checks
+
+        validate_checks(self.checks)
 
 
 class BenchmarkRun(models.Model):
@@ -140,6 +145,10 @@ class BenchmarkResult(models.Model):
     baseline_samples = models.PositiveSmallIntegerField(default=0)
     threshold = models.FloatField(null=True, blank=True)
     regression = models.BooleanField(default=False)
+    incident = models.ForeignKey(
+        "incidents.Incident", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The incident this regression opened (or added an occurrence to).",
+    )  # fmt: skip
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -153,3 +162,16 @@ class BenchmarkResult(models.Model):
     def __str__(self) -> str:
         shown = f"{self.value:.3f}{self.unit}" if self.value is not None else f"error: {self.error[:40]}"
         return f"{self.metric} = {shown}"
+
+
+class BenchmarkScratch(models.Model):
+    """Rows the full suite writes, reads back and deletes to measure database throughput."""
+
+    token = models.CharField(max_length=16, db_index=True)  # one benchmark pass: read back and delete by token
+    payload = models.CharField(max_length=100)
+
+    class Meta:
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return self.token

@@ -10,6 +10,8 @@ PINNED_TASK_NAMES = {
     "grace.ping",
     "approvals.expire_requests",
     "approvals.deliver_notification",
+    "learning.benchmark_run",
+    "learning.benchmark_execute",
 }
 
 

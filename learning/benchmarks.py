@@ -1,0 +1,249 @@
+"""Benchmark runs: run a suite's checks, store the results, judge each metric against its baseline.
+
+The baseline of a metric is robust: over the last ``GRACE_BENCH_BASELINE_RUNS``
+successful results of the same metric in the same suite (at least
+``GRACE_BENCH_MIN_SAMPLES`` of them, or no judgement is made), it is the median
+``m`` and the scaled median absolute deviation ``s``. With ``f = 1 + MIN_RELATIVE``
+a latency regresses above ``max(m + K x s, m x f, m + floor)``, a throughput
+below ``min(m - K x s, m / f, m - floor)`` (the floor is the metric's own
+smallest meaningful change, see learning.checks). A regression
+opens an incident (source ``benchmark``, one fingerprint per suite and metric)
+through the intake service.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from approvals import audit
+from learning.checks import KINDS, Measurement, Metric
+from learning.choices import BenchmarkRunStatus, Trigger
+from learning.estimators import mad, median
+from learning.models import BenchmarkResult, BenchmarkRun, BenchmarkSuite
+
+logger = logging.getLogger(__name__)
+ACTOR = "system:benchmarks"
+
+
+@dataclass(frozen=True)
+class Baseline:
+    median: float
+    mad: float
+    samples: int
+    threshold: float
+
+
+def baseline_of(history: list[float], metric: Metric) -> Baseline | None:
+    """The rolling robust baseline of ``history`` (newest first), or None while there are too few samples."""
+    if len(history) < settings.GRACE_BENCH_MIN_SAMPLES:
+        return None
+    centre = median(history)
+    spread = mad(history, centre)
+    k_spread = settings.GRACE_BENCH_MAD_K * spread
+    factor = 1 + settings.GRACE_BENCH_MIN_RELATIVE
+    if metric.higher_is_better:
+        threshold = min(centre - k_spread, centre / factor, centre - metric.floor)
+    else:
+        threshold = max(centre + k_spread, centre * factor, centre + metric.floor)
+    return Baseline(centre, spread, len(history), threshold)
+
+
+def is_regression(value: float, baseline: Baseline | None, metric: Metric) -> bool:
+    if baseline is None:
+        return False
+    return value < baseline.threshold if metric.higher_is_better else value > baseline.threshold
+
+
+def validate_checks(checks) -> None:
+    if not isinstance(checks, list) or not checks:
+        raise ValidationError({"checks": "must be a non-empty list of {'kind': ..., 'params': {...}}"})
+    for index, check in enumerate(checks):
+        if not isinstance(check, dict) or check.get("kind") not in KINDS:
+            raise ValidationError({"checks": f"check {index}: kind must be one of {', '.join(sorted(KINDS))}"})
+        if not isinstance(check.get("params", {}), dict):
+            raise ValidationError({"checks": f"check {index}: params must be an object"})
+
+
+def get_suite(name: str) -> BenchmarkSuite:
+    """The enabled suite of that name; the shipped suites are created on first use."""
+    from learning.defaults import SUITES
+
+    suite = BenchmarkSuite.objects.filter(name=name).first()
+    if suite is None and name in SUITES:
+        suite, _ = BenchmarkSuite.objects.get_or_create(name=name, defaults=SUITES[name])
+    if suite is None:
+        raise BenchmarkSuite.DoesNotExist(f"no benchmark suite named {name!r}")
+    if not suite.enabled:
+        raise ValidationError({"suite": f"benchmark suite {name!r} is disabled"})
+    return suite
+
+
+def create_run(name: str, *, trigger: str = Trigger.API, actor=None) -> BenchmarkRun:
+    """A queued run of the named suite (call inside the transaction that dispatches it)."""
+    suite = get_suite(name)
+    with transaction.atomic():
+        run = BenchmarkRun.objects.create(suite=suite, trigger=trigger)
+        audit.record("benchmark.run_queued", actor=actor or ACTOR, obj=run, data={"suite": name, "trigger": trigger})
+    return run
+
+
+def run_suite(name: str, *, trigger: str = "api") -> BenchmarkRun:
+    """Run the suite now, in the caller: store results, detect regressions, open incidents for them."""
+    return execute_run(create_run(name, trigger=trigger).pk)
+
+
+def _measure(checks: list[dict]) -> list[tuple[Metric, str, Measurement | None, str]]:
+    """(metric, kind, measurement or None, error) for every metric every check declares."""
+    out = []
+    for check in checks:
+        kind_name = check.get("kind", "")
+        params = check.get("params") or {}
+        kind = KINDS.get(kind_name)
+        if kind is None:
+            out.append((Metric(f"{kind_name or 'unknown'}.check"), kind_name, None, "unknown check kind"))
+            continue
+        try:
+            measurements = kind.run(params)
+        except Exception as exc:  # noqa: BLE001 - a failing check is a result: recorded with its error, by metric
+            error = f"{type(exc).__name__}: {exc}"[:2000]
+            logger.warning("benchmark check %s failed: %s", kind_name, error)
+            out.extend((metric, kind_name, None, error) for metric in kind.metrics(params))
+            continue
+        out.extend((m.metric, kind_name, m, "") for m in measurements)
+    return out
+
+
+def _history(suite_id: int, metric: str, exclude_run: int) -> list[float]:
+    rows = (
+        BenchmarkResult.objects.filter(suite_id=suite_id, metric=metric, ok=True)
+        .exclude(run_id=exclude_run)
+        .order_by("-created_at", "-pk")
+        .values_list("value", flat=True)[: settings.GRACE_BENCH_BASELINE_RUNS]
+    )
+    return list(rows)
+
+
+def execute_run(run_id: int) -> BenchmarkRun:
+    """Run a queued run's checks once; a run already claimed (redelivery) is returned unchanged."""
+    claimed = BenchmarkRun.objects.filter(pk=run_id, status=BenchmarkRunStatus.QUEUED).update(
+        status=BenchmarkRunStatus.RUNNING, started_at=timezone.now()
+    )
+    run = BenchmarkRun.objects.select_related("suite").get(pk=run_id)
+    if not claimed:
+        return run
+    started = time.perf_counter()
+    measured = _measure(run.suite.checks)
+    duration_ms = (time.perf_counter() - started) * 1000
+    results = []
+    for metric, kind, measurement, error in measured:
+        result = BenchmarkResult(
+            run=run,
+            suite_id=run.suite_id,
+            check_kind=kind,
+            metric=metric.name,
+            unit=metric.unit,
+            higher_is_better=metric.higher_is_better,
+            ok=measurement is not None,
+            error=error,
+        )
+        if measurement is not None:
+            base = baseline_of(_history(run.suite_id, metric.name, run.pk), metric)
+            result.value = measurement.value
+            result.details = measurement.details
+            result.regression = is_regression(measurement.value, base, metric)
+            if base is not None:
+                result.baseline_median, result.baseline_mad = base.median, base.mad
+                result.baseline_samples, result.threshold = base.samples, base.threshold
+        results.append(result)
+    failed = sum(not r.ok for r in results)
+    regressed = sum(r.regression for r in results)
+    if failed:
+        status = BenchmarkRunStatus.FAILED
+    elif regressed:
+        status = BenchmarkRunStatus.REGRESSED
+    else:
+        status = BenchmarkRunStatus.PASSED
+    with transaction.atomic():
+        BenchmarkResult.objects.bulk_create(results)
+        BenchmarkRun.objects.filter(pk=run.pk).update(
+            status=status,
+            finished_at=timezone.now(),
+            duration_ms=duration_ms,
+            failed_checks=failed,
+            regression_count=regressed,
+        )
+        audit.record(
+            "benchmark.run_finished",
+            actor=ACTOR,
+            obj=run,
+            data={
+                "suite": run.suite.name,
+                "status": status,
+                "failed": [f"{r.metric}: {r.error}" for r in results if not r.ok],
+                "regressions": [r.metric for r in results if r.regression],
+            },
+        )
+    if regressed:
+        _open_incidents(run, [r for r in results if r.regression])
+    run.refresh_from_db()
+    return run
+
+
+def fingerprint(suite: str, metric: str) -> str:
+    return hashlib.sha256(f"benchmark:{suite}:{metric}".encode()).hexdigest()
+
+
+def _open_incidents(run: BenchmarkRun, results: list[BenchmarkResult]) -> None:
+    from incidents.services import Signal, ingest
+
+    suite = run.suite.name
+    for r in results:
+        direction = "below" if r.higher_is_better else "above"
+        signal = Signal(
+            source="benchmark",
+            title=f"Benchmark regression: {suite} {r.metric}",
+            service="grace",
+            severity="warning",
+            message=(
+                f"{r.metric} = {r.value:.3f} {r.unit} in run #{run.pk}, {direction} the threshold {r.threshold:.3f} "
+                f"(median {r.baseline_median:.3f}, MAD {r.baseline_mad:.3f} over {r.baseline_samples} runs)"
+            ),
+            labels={
+                "suite": suite,
+                "metric": r.metric,
+                "value": round(r.value, 4),
+                "baseline": round(r.baseline_median, 4),
+                "threshold": round(r.threshold, 4),
+                "run_id": run.pk,
+            },
+            fingerprint=fingerprint(suite, r.metric),
+            raw={"run_id": run.pk, "result_id": r.pk, "details": r.details},
+        )
+        with transaction.atomic():
+            incident = ingest(signal, actor=ACTOR).incident
+            BenchmarkResult.objects.filter(pk=r.pk).update(incident=incident)
+
+
+def regressions(run: BenchmarkRun) -> list[dict]:
+    """The run's regressed metrics: ``[{"metric", "value", "baseline", "threshold"}]``."""
+    return [
+        {"metric": metric, "value": value, "baseline": base, "threshold": threshold}
+        for metric, value, base, threshold in run.results.filter(regression=True)
+        .order_by("pk")
+        .values_list("metric", "value", "baseline_median", "threshold")
+    ]
+
+
+def failures(run: BenchmarkRun) -> list[dict]:
+    """The run's checks that could not run: ``[{"metric", "error"}]``."""
+    return [
+        {"metric": m, "error": e} for m, e in run.results.filter(ok=False).order_by("pk").values_list("metric", "error")
+    ]
