@@ -1,19 +1,28 @@
-from django.contrib import admin
+import io
 
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.http import HttpResponseRedirect
+from django.urls import path, reverse
+
+from approvals import admin_approvals, admin_policy  # noqa: F401 - registers the governance admins
 from approvals.models import AuditEvent
 
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(admin.ModelAdmin):
-    """Read-only browser over the audit chain."""
+    """Read-only browser over the audit chain, with a "verify chain" button."""
 
     list_display = ("seq", "at", "actor", "action", "object_type", "object_id", "short_hash")
     list_filter = ("action", "object_type", "actor", ("at", admin.DateFieldListFilter))
-    search_fields = ("actor", "action", "object_type", "object_id")
+    search_fields = ("actor", "action", "object_type", "=object_id")
     date_hierarchy = "at"
     ordering = ("-seq",)
     list_per_page = 100
     show_full_result_count = False
+    change_list_template = "admin/approvals/auditevent/change_list.html"
 
     @admin.display(description="hash")
     def short_hash(self, obj: AuditEvent) -> str:
@@ -27,3 +36,21 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+    def get_urls(self):
+        verify = self.admin_site.admin_view(self.verify_chain_view)
+        return [path("verify/", verify, name="approvals_auditevent_verify"), *super().get_urls()]
+
+    def verify_chain_view(self, request):
+        """Run ``manage.py verify_audit`` and show its result (POST only: it reads the whole chain)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        if request.method == "POST":
+            out = io.StringIO()
+            try:
+                call_command("verify_audit", stdout=out)
+            except CommandError as exc:
+                self.message_user(request, f"verify_audit: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"verify_audit: {out.getvalue().strip()}", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:approvals_auditevent_changelist"))

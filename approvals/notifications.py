@@ -41,19 +41,24 @@ def _enqueue(notification_id: int) -> None:
     current_app.send_task(DELIVER_TASK, args=[notification_id], queue="default")
 
 
-def notify(event: str, *, run_id: int | None, summary: str, context: dict) -> None:
-    """Queue ``event`` for every enabled channel that wants it; delivered after commit.
+def notify(
+    event: str, *, run_id: int | None, summary: str, context: dict, channel_ids: list[int] | None = None
+) -> None:
+    """Queue ``event`` for every enabled channel that wants it (or exactly ``channel_ids``); delivered after commit.
 
     Never raises for a notification problem: a database error here is logged and
     the caller's work goes on (the savepoint keeps the caller's transaction usable).
     """
     try:
         with transaction.atomic():
-            channels = [
-                channel
-                for channel in NotificationChannel.objects.filter(enabled=True)
-                if not channel.events or event in channel.events
-            ]
+            if channel_ids is not None:
+                channels = list(NotificationChannel.objects.filter(pk__in=channel_ids))
+            else:
+                channels = [
+                    channel
+                    for channel in NotificationChannel.objects.filter(enabled=True)
+                    if not channel.events or event in channel.events
+                ]
             payload = json.loads(json.dumps(context or {}, cls=DjangoJSONEncoder))
             for channel in channels:
                 notification = Notification.objects.create(

@@ -1,0 +1,231 @@
+"""The approval queue in the admin: pending first, full context, approve/reject with a reason.
+
+Deciding goes through ``approvals.services.decide``, so the admin enforces the
+same rules as the API (tier permission, never one's own run, one decision per user).
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Case, Count, IntegerField, Q, Value, When
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.timesince import timesince
+
+from approvals import services
+from approvals.choices import RequestStatus
+from approvals.models import ApprovalRequest
+from approvals.policy import shadow_mode
+
+# Context keys the pipeline passes to open_request, shown in their own sections.
+KNOWN_CONTEXT = (
+    "service",
+    "diagnosis",
+    "plan",
+    "contract",
+    "snapshot_policy",
+    "confidence",
+    "policy_explanation",
+    "tier_reasons",
+    "shadow",
+    "incident",
+    "environment",
+    "target",
+)
+
+
+def _run_url(run_id: int) -> str:
+    try:
+        return reverse("admin:remediation_healrun_change", args=[run_id])
+    except NoReverseMatch:  # the run admin is not installed: fall back to the API
+        return f"/api/runs/{run_id}/"
+
+
+def _pretty(value) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+class StatusFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return RequestStatus.choices
+
+    def queryset(self, request, queryset):
+        return queryset.filter(status=self.value()) if self.value() else queryset
+
+
+@admin.register(ApprovalRequest)
+class ApprovalRequestAdmin(admin.ModelAdmin):
+    """Approval queue. Rows open a review page with the plan, its contract, and the decision form."""
+
+    list_display = (
+        "review_link",
+        "status_badge",
+        "age",
+        "tier",
+        "approvals_given",
+        "service",
+        "diagnosis",
+        "confidence",
+        "run_link",
+        "expires",
+        "shadow_flag",
+    )
+    list_display_links = None
+    list_filter = (StatusFilter, "tier")
+    search_fields = ("=run__id", "context__service", "context__diagnosis", "plan_hash")
+    list_per_page = 50
+    show_full_result_count = False
+    change_form_template = "admin/approvals/approvalrequest/review.html"
+
+    def get_queryset(self, request):
+        # Not super(): its ordering would run before the annotation it needs.
+        return (
+            self.model._default_manager.select_related("run", "requested_by")
+            .annotate(
+                pending_first=Case(
+                    When(status=RequestStatus.PENDING, then=Value(0)), default=Value(1), output_field=IntegerField()
+                ),
+                approvals_count=Count("decisions", filter=Q(decisions__approve=True)),
+            )
+            .order_by("pending_first", "created_at")
+        )
+
+    def get_ordering(self, request):
+        return ("pending_first", "created_at")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        if shadow_mode():
+            messages.warning(request, "Shadow mode is ON: GRACE plans, gates and records, and executes nothing.")
+        return super().changelist_view(request, extra_context)
+
+    @admin.display(description="request")
+    def review_link(self, obj: ApprovalRequest) -> str:
+        url = reverse("admin:approvals_approvalrequest_change", args=[obj.pk])
+        label = "Review" if obj.status == RequestStatus.PENDING else "View"
+        return format_html('<a class="grace-review" href="{}">{} #{}</a>', url, label, obj.pk)
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: ApprovalRequest) -> str:
+        colours = {"pending": "#b36b00", "approved": "#2e7d32", "rejected": "#c62828", "expired": "#6a1b9a"}
+        return format_html('<strong style="color:{}">{}</strong>', colours.get(obj.status, "#555"), obj.status)
+
+    @admin.display(description="age", ordering="created_at")
+    def age(self, obj: ApprovalRequest) -> str:
+        return timesince(obj.created_at, timezone.now())
+
+    @admin.display(description="approvals")
+    def approvals_given(self, obj: ApprovalRequest) -> str:
+        return f"{getattr(obj, 'approvals_count', 0)}/{obj.required_approvals}"
+
+    @admin.display(description="service")
+    def service(self, obj: ApprovalRequest) -> str:
+        return str(obj.context.get("service", ""))
+
+    @admin.display(description="diagnosis")
+    def diagnosis(self, obj: ApprovalRequest) -> str:
+        return str(obj.context.get("diagnosis", obj.run.diagnosis_code))
+
+    @admin.display(description="confidence")
+    def confidence(self, obj: ApprovalRequest) -> str:
+        value = obj.context.get("confidence", obj.run.confidence)
+        return "unknown" if value is None else f"{float(value):.2f}"
+
+    @admin.display(description="run")
+    def run_link(self, obj: ApprovalRequest) -> str:
+        url = _run_url(obj.run_id)
+        return format_html('<a href="{}">run #{}</a> ({})', url, obj.run_id, obj.run.status)
+
+    @admin.display(description="expires", ordering="expires_at")
+    def expires(self, obj: ApprovalRequest) -> str:
+        if obj.status != RequestStatus.PENDING:
+            return "-"
+        now = timezone.now()
+        return "overdue" if obj.expires_at <= now else f"in {timesince(now, obj.expires_at)}"
+
+    @admin.display(description="shadow", boolean=True)
+    def shadow_flag(self, obj: ApprovalRequest) -> bool:
+        return bool(obj.run.shadow or obj.context.get("shadow"))
+
+    # --- review page -------------------------------------------------------------
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        obj = self.get_queryset(request).filter(pk=object_id).first()
+        if obj is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_view_permission(request, obj):
+            raise PermissionDenied
+        if request.method == "POST":
+            return self._decide(request, obj)
+        return self._review(request, obj, reason=request.GET.get("reason", ""))
+
+    def _review(self, request, obj: ApprovalRequest, *, reason: str = "", error: str = "") -> TemplateResponse:
+        refusal = services.may_decide(obj, request.user)
+        pending = obj.status == RequestStatus.PENDING and obj.expires_at > timezone.now()
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Approval request #{obj.pk} for run #{obj.run_id}",
+            "original": obj,
+            "request_obj": obj,
+            "ctx": obj.context,
+            "plan_json": _pretty(obj.context.get("plan", obj.run.plan)),
+            "contract_json": _pretty(obj.context.get("contract", [])),
+            "snapshot_policy": obj.context.get("snapshot_policy", ""),
+            "explanation": obj.context.get("policy_explanation", obj.run.policy_explanation) or [],
+            "tier_reasons": obj.context.get("tier_reasons", obj.run.tier_reasons) or [],
+            "other_context": _pretty({k: v for k, v in obj.context.items() if k not in KNOWN_CONTEXT}),
+            "confidence": self.confidence(obj),
+            "shadow": self.shadow_flag(obj) or shadow_mode(),
+            "decisions": obj.decisions.select_related("user").order_by("at"),
+            "approvals_given": self.approvals_given(obj),
+            "age": self.age(obj),
+            "expires": self.expires(obj),
+            "can_decide": pending and not refusal,
+            "refusal": refusal if pending else "",
+            "reason": reason,
+            "error": error,
+            "run_url": _run_url(obj.run_id),
+            "has_view_permission": True,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, self.change_form_template, context)
+
+    def _decide(self, request, obj: ApprovalRequest):
+        decision = request.POST.get("decision")
+        reason = request.POST.get("reason", "")
+        if decision not in ("approve", "reject"):
+            return self._review(request, obj, reason=reason, error="Choose approve or reject.")
+        try:
+            updated = services.decide(obj.pk, user=request.user, approve=decision == "approve", reason=reason)
+        except ValidationError as exc:
+            return self._review(request, obj, reason=reason, error=" ".join(exc.message_dict.get("reason", exc)))
+        except services.NotAllowed as exc:
+            raise PermissionDenied(str(exc)) from None
+        except services.Conflict as exc:
+            self.message_user(request, f"Not recorded: {exc}", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:approvals_approvalrequest_change", args=[obj.pk]))
+        verb = "approved" if decision == "approve" else "rejected"
+        if updated.status == RequestStatus.PENDING:
+            message = f"You {verb} request #{obj.pk}; it still needs another approver."
+        else:
+            message = f"You {verb} request #{obj.pk}; it is now {updated.status} and run #{obj.run_id} resumes."
+        self.message_user(request, message, messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:approvals_approvalrequest_changelist"))
