@@ -216,6 +216,37 @@ GRACE_HEALTH_BEAT_MAX_AGE = env_int("GRACE_HEALTH_BEAT_MAX_AGE", 60, minimum=1)
 # (end incidents)
 
 # --- remediation: pipeline, local actions, snapshots, resilience -------------
+# local actions
+# Directories local actions may touch (SQLite files, caches, service configs); nothing outside them.
+GRACE_ALLOWED_ROOTS = env_list("GRACE_ALLOWED_ROOTS", [str(VAR_DIR / "managed")])
+GRACE_SQLITE_BUSY_TIMEOUT_MS = env_int("GRACE_SQLITE_BUSY_TIMEOUT_MS", 5000, minimum=0)
+# PostgreSQL targets by name: a JSON object {"name": "postgres://..."} or the path of a file holding one.
+GRACE_POSTGRES_TARGETS = env_str("GRACE_POSTGRES_TARGETS", "")
+GRACE_PG_CONNECT_TIMEOUT = env_int("GRACE_PG_CONNECT_TIMEOUT", 5, minimum=1)
+GRACE_PG_STATEMENT_TIMEOUT_MS = env_int("GRACE_PG_STATEMENT_TIMEOUT_MS", 30000, minimum=100)
+GRACE_PG_MAINTENANCE_TIMEOUT_MS = env_int("GRACE_PG_MAINTENANCE_TIMEOUT_MS", 600000, minimum=1000)
+# Sessions with these application_names are GRACE's own and never terminated or cancelled.
+GRACE_PG_APPLICATION_NAME = env_str("GRACE_PG_APPLICATION_NAME", "grace")
+GRACE_PG_PROTECTED_APPLICATIONS = env_list("GRACE_PG_PROTECTED_APPLICATIONS", [])
+# Services GRACE may restart or reconfigure (JSON file; missing file = none).
+GRACE_SERVICES_FILE = Path(env_str("GRACE_SERVICES_FILE", str(VAR_DIR / "services.json")))
+# cache.clear keeps what it removes up to this size; above it the step is refused unless it allows no snapshot.
+GRACE_CACHE_SNAPSHOT_MAX_BYTES = env_int("GRACE_CACHE_SNAPSHOT_MAX_BYTES", 256 * 1024 * 1024, minimum=0)
+# resilience: retries of transient errors, circuit breakers and rate limits per (action, target), state in Redis
+GRACE_RETRY_ATTEMPTS = env_int("GRACE_RETRY_ATTEMPTS", 3, minimum=1, maximum=20)
+GRACE_RETRY_MAX_SECONDS = env_float("GRACE_RETRY_MAX_SECONDS", 60.0, minimum=0.0)
+GRACE_RETRY_WAIT_INITIAL = env_float("GRACE_RETRY_WAIT_INITIAL", 1.0, minimum=0.0)
+GRACE_RETRY_WAIT_MAX = env_float("GRACE_RETRY_WAIT_MAX", 20.0, minimum=0.0)
+GRACE_BREAKER_FAIL_MAX = env_int("GRACE_BREAKER_FAIL_MAX", 5, minimum=1)
+GRACE_BREAKER_RESET_TIMEOUT = env_int("GRACE_BREAKER_RESET_TIMEOUT", 300, minimum=1)
+# "N/second|minute|hour|day" per (action, target); GRACE_RATE_LIMITS overrides per action: "name=limit,name=limit".
+GRACE_RATE_LIMIT = env_str("GRACE_RATE_LIMIT", "30/hour")
+GRACE_RATE_LIMITS = {}
+for _item in env_list("GRACE_RATE_LIMITS", []):
+    _name, _sep, _limit = _item.partition("=")
+    if not _sep or not _name.strip() or not _limit.strip():
+        raise ImproperlyConfigured(f"GRACE_RATE_LIMITS items must look like action=N/period, got {_item!r}")
+    GRACE_RATE_LIMITS[_name.strip()] = _limit.strip()
 # (end remediation)
 
 # --- cloud: AWS, Docker, Kubernetes -------------------------------------------

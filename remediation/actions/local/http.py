@@ -1,0 +1,66 @@
+"""``http.probe``: observe an HTTP endpoint (status and latency); it changes nothing."""
+
+from __future__ import annotations
+
+import time
+
+import requests
+from rest_framework import serializers
+
+from remediation.actions.base import Action, registry
+
+USER_AGENT = "GRACE-probe/1"
+
+
+class ProbeParams(serializers.Serializer):
+    url = serializers.URLField(max_length=2000)
+    timeout_seconds = serializers.FloatField(min_value=0.1, max_value=60, default=5.0)
+    method = serializers.ChoiceField(choices=["GET", "HEAD"], default="GET")
+
+    def validate_url(self, value: str) -> str:
+        if not value.lower().startswith(("http://", "https://")):
+            raise serializers.ValidationError("must be an http:// or https:// URL")
+        return value
+
+
+def probe(params: dict) -> dict:
+    """Status and latency; a refused or timed-out connection is a fact (status None), not an error."""
+    started = time.perf_counter()
+    try:
+        response = requests.request(
+            params.get("method", "GET"),
+            params["url"],
+            timeout=params.get("timeout_seconds", 5.0),
+            allow_redirects=False,
+            headers={"User-Agent": USER_AGENT},
+            stream=True,  # the status line is enough; the body is not downloaded
+        )
+        response.close()
+    except requests.RequestException as exc:
+        latency = (time.perf_counter() - started) * 1000
+        return {"url": params["url"], "status": None, "ok": False, "latency_ms": round(latency, 2), "error": str(exc)}
+    latency = (time.perf_counter() - started) * 1000
+    return {
+        "url": params["url"],
+        "status": response.status_code,
+        "ok": 200 <= response.status_code < 400,
+        "latency_ms": round(latency, 2),
+        "error": "",
+    }
+
+
+registry.register(
+    Action(
+        name="http.probe",
+        family="local",
+        params=ProbeParams,
+        observe=probe,
+        execute=probe,
+        tier=1,
+        idempotent=True,
+        timeout=60,
+        target_param="url",
+        description="Probe an HTTP(S) endpoint: status and latency in ms (observe only).",
+        default_contract=[{"field": "status", "op": "==", "value": 200, "within": 30}],
+    )
+)

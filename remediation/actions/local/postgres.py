@@ -1,0 +1,287 @@
+"""PostgreSQL remedies: terminate lock blockers, cancel long queries, VACUUM ANALYZE.
+
+Targets are named in ``GRACE_POSTGRES_TARGETS`` (a JSON object name -> DSN, or the
+path of a file holding one); a step names a target, never a DSN. Every connection
+sets ``connect_timeout``, ``statement_timeout`` and GRACE's ``application_name``.
+Sessions of superusers, of replication (walsenders or roles with REPLICATION), of
+GRACE itself (its application names and this connection's own backend pid) and
+non-client backends are never signalled.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+from django.conf import settings
+from psycopg import sql
+from rest_framework import serializers
+
+from remediation.actions.base import (
+    Action,
+    ActionError,
+    ActionRefused,
+    ActionUnavailable,
+    TransientActionError,
+    registry,
+)
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
+
+
+def targets() -> dict[str, str]:
+    raw = settings.GRACE_POSTGRES_TARGETS.strip()
+    if not raw:
+        raise ActionUnavailable("postgres: no targets configured (set GRACE_POSTGRES_TARGETS)")
+    source = "GRACE_POSTGRES_TARGETS"
+    if not raw.startswith("{"):
+        source = f"GRACE_POSTGRES_TARGETS file {raw}"
+        try:
+            raw = Path(raw).read_text()
+        except OSError as exc:
+            raise ActionUnavailable(f"postgres: cannot read {source}: {exc.strerror}") from None
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise ActionUnavailable(f"postgres: {source} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        raise ActionUnavailable(f"postgres: {source} must be a JSON object of name -> DSN strings")
+    return data
+
+
+def protected_applications() -> list[str]:
+    return [settings.GRACE_PG_APPLICATION_NAME, *settings.GRACE_PG_PROTECTED_APPLICATIONS]
+
+
+@contextmanager
+def connect(target: str, *, statement_timeout_ms: int | None = None) -> Iterator[psycopg.Connection]:
+    configured = targets()
+    if target not in configured:
+        raise ActionRefused(f"postgres target {target!r} is not configured (known: {', '.join(sorted(configured))})")
+    timeout = statement_timeout_ms or settings.GRACE_PG_STATEMENT_TIMEOUT_MS
+    try:
+        conn = psycopg.connect(
+            configured[target],
+            autocommit=True,
+            connect_timeout=settings.GRACE_PG_CONNECT_TIMEOUT,
+            application_name=settings.GRACE_PG_APPLICATION_NAME,
+            options=f"-c statement_timeout={int(timeout)} -c lock_timeout={int(timeout)}",
+        )
+    except psycopg.OperationalError as exc:
+        raise TransientActionError(f"postgres {target}: cannot connect: {str(exc).strip()}") from exc
+    try:
+        yield conn
+    except (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable, psycopg.OperationalError) as exc:
+        raise TransientActionError(f"postgres {target}: {str(exc).strip()}") from exc
+    except psycopg.Error as exc:
+        raise ActionError(f"postgres {target}: {str(exc).strip()}") from exc
+    finally:
+        conn.close()
+
+
+class TargetParams(serializers.Serializer):
+    target = serializers.RegexField(r"^[A-Za-z0-9_.-]{1,100}$", help_text="A name from GRACE_POSTGRES_TARGETS.")
+
+
+class BlockerParams(TargetParams):
+    min_blocked_seconds = serializers.IntegerField(min_value=1, max_value=86400, default=30)
+    max_sessions = serializers.IntegerField(min_value=1, max_value=100, default=5)
+
+
+class LongQueryParams(TargetParams):
+    min_seconds = serializers.IntegerField(min_value=1, max_value=7 * 86400, default=300)
+    max_sessions = serializers.IntegerField(min_value=1, max_value=100, default=5)
+
+
+class VacuumParams(TargetParams):
+    table = serializers.RegexField(_IDENT, required=False, help_text="table or schema.table; default: the database")
+
+
+# Sessions of this database waiting on a lock, with how long and who blocks them.
+_BLOCKED = """
+SELECT w.pid,
+       EXTRACT(EPOCH FROM clock_timestamp() - COALESCE(
+           (SELECT min(l.waitstart) FROM pg_locks l WHERE l.pid = w.pid AND NOT l.granted), w.query_start))::float8,
+       pg_blocking_pids(w.pid)
+  FROM pg_stat_activity w
+ WHERE w.datname = current_database() AND w.wait_event_type = 'Lock' AND w.pid <> pg_backend_pid()
+"""
+
+# Whether a session may be signalled: client backends only, never superusers, replication or GRACE.
+_SIGNALLABLE = sql.SQL("""
+    a.backend_type = 'client backend'
+AND a.pid <> pg_backend_pid()
+AND NOT COALESCE(r.rolsuper, true)
+AND NOT COALESCE(r.rolreplication, true)
+AND NOT (COALESCE(a.application_name, '') = ANY(%(protected)s))
+""")
+
+_SESSIONS = sql.SQL("""
+SELECT a.pid, a.usename, a.application_name, a.state, left(a.query, 200),
+       EXTRACT(EPOCH FROM clock_timestamp() - a.xact_start)::float8, ({signallable}) AS signallable
+  FROM pg_stat_activity a LEFT JOIN pg_roles r ON r.oid = a.usesysid
+ WHERE a.pid = ANY(%(pids)s)
+""").format(signallable=_SIGNALLABLE)
+
+_LONG_QUERIES = sql.SQL("""
+SELECT a.pid, a.usename, a.application_name, left(a.query, 200),
+       EXTRACT(EPOCH FROM clock_timestamp() - a.query_start)::float8, ({signallable}) AS signallable
+  FROM pg_stat_activity a LEFT JOIN pg_roles r ON r.oid = a.usesysid
+ WHERE a.datname = current_database() AND a.state = 'active' AND a.backend_type = 'client backend'
+   AND a.pid <> pg_backend_pid() AND clock_timestamp() - a.query_start >= %(min_seconds)s * interval '1 second'
+ ORDER BY a.query_start
+""").format(signallable=_SIGNALLABLE)
+
+
+def _blocked(conn: psycopg.Connection) -> list[tuple[int, float, list[int]]]:
+    return conn.execute(_BLOCKED).fetchall()
+
+
+def observe(params: dict) -> dict:
+    min_block = params.get("min_blocked_seconds", 30)
+    min_query = params.get("min_seconds", 300)
+    with connect(params["target"]) as conn:
+        blocked = _blocked(conn)
+        long_queries = conn.execute(_LONG_QUERIES, {"min_seconds": min_query, "protected": protected_applications()})
+        long_queries = long_queries.fetchall()
+        idle_in_tx, connections = conn.execute(
+            "SELECT count(*) FILTER (WHERE state = 'idle in transaction'), count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND backend_type = 'client backend'"
+        ).fetchone()
+        facts = {
+            "blocked_sessions": len(blocked),
+            "longest_block_seconds": round(max((b[1] for b in blocked), default=0.0), 3),
+            "sessions_blocked_over_threshold": sum(1 for b in blocked if b[1] >= min_block),
+            "blocking_pids": sorted({pid for b in blocked for pid in b[2]}),
+            "long_queries": len(long_queries),
+            "longest_query_seconds": round(max((q[4] for q in long_queries), default=0.0), 3),
+            "idle_in_transaction": idle_in_tx,
+            "connections": connections,
+        }
+        if params.get("table"):
+            facts |= _table_facts(conn, params["table"])
+    return facts
+
+
+def _table_facts(conn: psycopg.Connection, table: str) -> dict:
+    row = conn.execute(
+        "SELECT n_dead_tup, n_live_tup, last_vacuum, last_autovacuum, last_analyze, last_autoanalyze"
+        " FROM pg_stat_user_tables WHERE relid = to_regclass(%s)",
+        [table],
+    ).fetchone()
+    if row is None:
+        return {"table_exists": False}
+    last_vacuum = max((t for t in row[2:4] if t), default=None)
+    last_analyze = max((t for t in row[4:6] if t), default=None)
+    return {
+        "table_exists": True,
+        "dead_tuples": row[0],
+        "live_tuples": row[1],
+        "last_vacuum": last_vacuum.isoformat() if last_vacuum else None,
+        "last_analyze": last_analyze.isoformat() if last_analyze else None,
+    }
+
+
+def _session(row) -> dict:
+    return {"pid": row[0], "user": row[1], "application_name": row[2], "state": row[3], "query": row[4]}
+
+
+def terminate_blockers(params: dict) -> dict:
+    with connect(params["target"]) as conn:
+        threshold = params["min_blocked_seconds"]
+        blockers = {pid for _, waited, pids in _blocked(conn) if waited >= threshold for pid in pids}
+        if not blockers:
+            return {"terminated": [], "skipped": [], "blockers_found": 0}
+        rows = conn.execute(_SESSIONS, {"pids": sorted(blockers), "protected": protected_applications()}).fetchall()
+        terminated, skipped = [], []
+        # Longest-running transaction first: it is the head of the lock queue most of the time.
+        for row in sorted(rows, key=lambda r: -(r[5] or 0)):
+            session = _session(row)
+            if not row[6]:
+                skipped.append(session | {"reason": "protected (superuser, replication, GRACE or not a client)"})
+            elif len(terminated) >= params["max_sessions"]:
+                skipped.append(session | {"reason": "max_sessions reached"})
+            elif conn.execute("SELECT pg_terminate_backend(%s, 5000)", [row[0]]).fetchone()[0]:
+                terminated.append(session)
+            else:
+                skipped.append(session | {"reason": "already gone"})
+    return {"terminated": terminated, "skipped": skipped, "blockers_found": len(blockers)}
+
+
+def cancel_long_queries(params: dict) -> dict:
+    with connect(params["target"]) as conn:
+        rows = conn.execute(
+            _LONG_QUERIES, {"min_seconds": params["min_seconds"], "protected": protected_applications()}
+        ).fetchall()
+        cancelled, skipped = [], []
+        for row in rows:
+            session = {"pid": row[0], "user": row[1], "application_name": row[2], "query": row[3], "seconds": row[4]}
+            if not row[5]:
+                skipped.append(session | {"reason": "protected (superuser, replication, GRACE or not a client)"})
+            elif len(cancelled) >= params["max_sessions"]:
+                skipped.append(session | {"reason": "max_sessions reached"})
+            elif conn.execute("SELECT pg_cancel_backend(%s)", [row[0]]).fetchone()[0]:
+                cancelled.append(session)
+            else:
+                skipped.append(session | {"reason": "already gone"})
+    return {"cancelled": cancelled, "skipped": skipped}
+
+
+def vacuum_analyze(params: dict) -> dict:
+    with connect(params["target"], statement_timeout_ms=settings.GRACE_PG_MAINTENANCE_TIMEOUT_MS) as conn:
+        if params.get("table"):
+            if conn.execute("SELECT to_regclass(%s)", [params["table"]]).fetchone()[0] is None:
+                raise ActionRefused(f"postgres {params['target']}: no table {params['table']!r}")
+            name = sql.SQL(".").join(sql.Identifier(part) for part in params["table"].split("."))
+            conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(name))
+        else:
+            conn.execute("VACUUM (ANALYZE)")
+    return {"vacuumed": params.get("table") or "database"}
+
+
+_COMMON = {"family": "local", "observe": observe, "target_param": "target"}
+
+registry.register(
+    Action(
+        name="postgres.terminate_blockers",
+        params=BlockerParams,
+        execute=terminate_blockers,
+        tier=1,
+        idempotent=True,
+        timeout=60,
+        description="Terminate client sessions that have blocked others for at least min_blocked_seconds.",
+        default_contract=[
+            {"field": "sessions_blocked_over_threshold", "op": "==", "value": 0, "within": 15},
+        ],
+        **_COMMON,
+    )
+)
+registry.register(
+    Action(
+        name="postgres.cancel_long_queries",
+        params=LongQueryParams,
+        execute=cancel_long_queries,
+        tier=1,
+        idempotent=True,
+        timeout=60,
+        description="Cancel statements running for at least min_seconds (the sessions stay connected).",
+        default_contract=[{"field": "long_queries", "op": "==", "value": 0, "within": 15}],
+        **_COMMON,
+    )
+)
+registry.register(
+    Action(
+        name="postgres.vacuum_analyze",
+        params=VacuumParams,
+        execute=vacuum_analyze,
+        tier=1,
+        idempotent=True,
+        timeout=900,
+        description="VACUUM (ANALYZE) one table or the whole database.",
+        **_COMMON,
+    )
+)

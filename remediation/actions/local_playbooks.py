@@ -1,0 +1,96 @@
+"""Default playbooks for the local action family (installed as Playbook rows).
+
+Each diagnosis listed here has a local remedy that really addresses it; the others
+(disk_pressure, memory_pressure, high_cpu, latency_spike...) have no safe generic
+local fix and are left to other families or to humans.
+Templates: ``{labels.<key>}``, ``{service}``, ``{environment}`` are filled from the
+incident before validation; ``{params.<key>}`` / ``{snapshot.<key>}`` in a contract
+value are read at verification time.
+"""
+
+PLAYBOOKS = [
+    {
+        "name": "sqlite-wal-checkpoint",
+        "description": (
+            "Copy the SQLite write-ahead log back into the database and truncate it "
+            "(PRAGMA wal_checkpoint(TRUNCATE)); never deletes the -wal/-shm files."
+        ),
+        "diagnosis_codes": ["database_wal_bloat"],
+        "steps": [
+            {
+                "action": "sqlite.checkpoint",
+                "params": {"path": "{labels.db_path}"},
+                "contract": [{"field": "wal_bytes", "op": "<=", "value": 1048576, "within": 10}],
+            }
+        ],
+        "tier": 1,
+        "cooldown_seconds": 300,
+    },
+    {
+        "name": "postgres-terminate-blockers",
+        "description": (
+            "Terminate client sessions that have blocked others for 5 s or more on a configured PostgreSQL "
+            "target (never superusers, replication or GRACE's own sessions)."
+        ),
+        "diagnosis_codes": ["database_locked"],
+        "steps": [
+            {
+                "action": "postgres.terminate_blockers",
+                "params": {"target": "{labels.pg_target}", "min_blocked_seconds": 5},
+                "contract": [
+                    {"field": "longest_block_seconds", "op": "<", "value": "{params.min_blocked_seconds}", "within": 15}
+                ],
+            }
+        ],
+        "tier": 1,
+        "cooldown_seconds": 300,
+    },
+    {
+        "name": "clear-corrupt-cache",
+        "description": "Empty the cache directory named by the incident (kept in the snapshot for rollback).",
+        "diagnosis_codes": ["cache_corruption"],
+        "steps": [
+            {
+                "action": "cache.clear",
+                "params": {"path": "{labels.cache_dir}"},
+                "contract": [
+                    {"field": "exists", "op": "==", "value": True},
+                    {"field": "bytes", "op": "<=", "value": "{snapshot.bytes}"},
+                ],
+            }
+        ],
+        "tier": 1,
+        "cooldown_seconds": 600,
+    },
+    {
+        "name": "restart-down-service",
+        "description": "Start a service from the allow-list again (systemd unit or pidfile-supervised command).",
+        "diagnosis_codes": ["service_down"],
+        "steps": [
+            {
+                "action": "service.restart",
+                "params": {"service": "{service}"},
+                "contract": [{"field": "running", "op": "==", "value": True, "within": 30}],
+            }
+        ],
+        "tier": 1,
+        "cooldown_seconds": 300,
+    },
+    {
+        # A restart clears what usually drives a sudden error spike in one process (leaked
+        # connections, a poisoned in-process cache) but cuts traffic: a human approves it.
+        # Raising the log level does not remedy anything, so it is no default step.
+        "name": "restart-service-on-error-spike",
+        "description": "Restart the erroring service (needs approval: a restart interrupts its traffic).",
+        "diagnosis_codes": ["error_rate_spike"],
+        "steps": [
+            {
+                "action": "service.restart",
+                "params": {"service": "{service}"},
+                "contract": [{"field": "running", "op": "==", "value": True, "within": 30}],
+            }
+        ],
+        "tier": 2,
+        "cooldown_seconds": 900,
+    },
+]
