@@ -213,9 +213,36 @@ GRACE_HEALTH_WORKER_TIMEOUT = env_float("GRACE_HEALTH_WORKER_TIMEOUT", 1.0, mini
 GRACE_HEALTH_BEAT_MAX_AGE = env_int("GRACE_HEALTH_BEAT_MAX_AGE", 60, minimum=1)
 
 # --- incidents: intake, diagnosis, sweeps -----------------------------------
+# Intake limits: a bigger body gets 413; labels over the caps get 400 naming the label.
+GRACE_INTAKE_MAX_BODY_BYTES = env_int("GRACE_INTAKE_MAX_BODY_BYTES", 1024 * 1024, minimum=1024)
+GRACE_INTAKE_MAX_ALERTS = env_int("GRACE_INTAKE_MAX_ALERTS", 1000, minimum=1)
+GRACE_INTAKE_MAX_LABELS = env_int("GRACE_INTAKE_MAX_LABELS", 64, minimum=1)
+GRACE_INTAKE_MAX_LABEL_BYTES = env_int("GRACE_INTAKE_MAX_LABEL_BYTES", 1024, minimum=16)
+GRACE_INTAKE_RAW_MAX_BYTES = env_int("GRACE_INTAKE_RAW_MAX_BYTES", 16 * 1024, minimum=256)
+# How often each process compares its compiled diagnosis rules with the rule table.
+GRACE_DIAGNOSIS_RECHECK_SECONDS = env_float("GRACE_DIAGNOSIS_RECHECK_SECONDS", 1.0, minimum=0.0)
+# Exception capture (see docs/intake.md): empty URL ingests in-process; GRACE_CAPTURE_SELF captures GRACE's own.
+GRACE_CAPTURE_URL = env_str("GRACE_CAPTURE_URL", "")
+GRACE_CAPTURE_TOKEN = env_str("GRACE_CAPTURE_TOKEN", "")
+GRACE_CAPTURE_SERVICE = env_str("GRACE_CAPTURE_SERVICE", "grace")
+GRACE_CAPTURE_ENVIRONMENT = env_str("GRACE_CAPTURE_ENVIRONMENT", "production")
+GRACE_CAPTURE_QUEUE_SIZE = env_int("GRACE_CAPTURE_QUEUE_SIZE", 1000, minimum=1)
+GRACE_CAPTURE_TIMEOUT = env_float("GRACE_CAPTURE_TIMEOUT", 3.0, minimum=0.1)
+if env_bool("GRACE_CAPTURE_SELF", False):
+    MIDDLEWARE.append("incidents.capture.ExceptionCaptureMiddleware")
+    LOGGING["handlers"]["grace_incidents"] = {"class": "incidents.capture.IncidentLogHandler", "level": "ERROR"}
+    LOGGING["root"]["handlers"].append("grace_incidents")
 # (end incidents)
 
 # --- remediation: pipeline, local actions, snapshots, resilience -------------
+# pipeline
+GRACE_SNAPSHOT_DIR = Path(env_str("GRACE_SNAPSHOT_DIR", str(VAR_DIR / "snapshots")))
+GRACE_SNAPSHOT_RETENTION_DAYS = env_int("GRACE_SNAPSHOT_RETENTION_DAYS", 14, minimum=1)
+# A stage may go this long (plus its steps' timeouts) without progress before the reaper re-dispatches it.
+GRACE_STAGE_GRACE_SECONDS = env_int("GRACE_STAGE_GRACE_SECONDS", 60, minimum=1)
+GRACE_REAPER_MAX_TRIES = env_int("GRACE_REAPER_MAX_TRIES", 3, minimum=1)
+# An open incident with no run after this long had its hand-off lost: the reaper starts its run.
+GRACE_HANDOFF_GRACE_SECONDS = env_int("GRACE_HANDOFF_GRACE_SECONDS", 30, minimum=1)
 # local actions
 # Directories local actions may touch (SQLite files, caches, service configs); nothing outside them.
 GRACE_ALLOWED_ROOTS = env_list("GRACE_ALLOWED_ROOTS", [str(VAR_DIR / "managed")])

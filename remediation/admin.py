@@ -1,1 +1,170 @@
-from django.contrib import admin  # noqa: F401
+from django.contrib import admin, messages
+from django.db import transaction
+from django.utils.html import format_html
+
+from approvals import audit
+from remediation import lifecycle
+from remediation.choices import RunStatus
+from remediation.models import ActionAttempt, ContractResult, HealRun, Playbook, RunEvent, Snapshot
+from remediation.planner import validate_steps
+from remediation.services import dispatch
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class RunEventInline(ReadOnlyInline):
+    model = RunEvent
+    fields = readonly_fields = ("at", "from_status", "to_status", "note")
+    verbose_name_plural = "timeline"
+
+
+class AttemptInline(ReadOnlyInline):
+    model = ActionAttempt
+    fields = readonly_fields = ("step_index", "phase", "attempt", "action", "target", "status", "started_at",
+                                "finished_at", "error")  # fmt: skip
+
+
+class ContractResultInline(ReadOnlyInline):
+    model = ContractResult
+    fields = readonly_fields = ("step_index", "phase", "field", "operator", "expected", "actual", "passed", "detail")
+
+
+class SnapshotInline(ReadOnlyInline):
+    model = Snapshot
+    fields = readonly_fields = ("step_index", "action", "target", "size_bytes", "created_at", "restored_at",
+                                "purged_at")  # fmt: skip
+
+
+STATUS_COLOURS = {
+    RunStatus.SUCCEEDED: "#1a7f37", RunStatus.ROLLED_BACK: "#9a6700", RunStatus.FAILED: "#cf222e",
+    RunStatus.ESCALATED: "#cf222e", RunStatus.BLOCKED: "#9a6700", RunStatus.AWAITING_APPROVAL: "#0969da",
+}  # fmt: skip
+
+
+@admin.register(HealRun)
+class HealRunAdmin(admin.ModelAdmin):
+    list_display = ("id", "coloured_status", "incident", "service", "diagnosis_code", "playbook", "tier", "target",
+                    "created_at", "finished_at")  # fmt: skip
+    list_filter = ("status", "tier", "family", "dry_run", "shadow", "diagnosis_code")
+    search_fields = ("incident__title", "incident__service", "target", "status_reason")
+    date_hierarchy = "created_at"
+    list_select_related = ("incident", "playbook")
+    inlines = [RunEventInline, AttemptInline, ContractResultInline, SnapshotInline]
+    actions = ["retry_stage", "cancel_runs", "roll_back_runs"]
+    readonly_fields = [f.name for f in HealRun._meta.fields]
+
+    @admin.display(description="status", ordering="status")
+    def coloured_status(self, obj):
+        return format_html('<b style="color:{}">{}</b>', STATUS_COLOURS.get(obj.status, "inherit"), obj.status)
+
+    @admin.display(description="service", ordering="incident__service")
+    def service(self, obj):
+        return obj.incident.service
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Retry the current stage of the selected runs", permissions=["change"])
+    def retry_stage(self, request, queryset):
+        retried = 0
+        for run in queryset.filter(status__in=RunStatus.ACTIVE):
+            with transaction.atomic():
+                audit.record("run.retry", actor=request.user, obj=run, data={"status": run.status})
+                RunEvent.objects.create(run=run, note=f"stage {run.status} dispatched again by {request.user}")
+                HealRun.objects.filter(pk=run.pk).update(reaper_tries=1)
+                dispatch(run.pk, run.status, family=run.family)
+            retried += 1
+        self.message_user(request, f"{retried} run(s) dispatched again; finished or waiting runs were left alone.")
+
+    @admin.action(description="Cancel the selected runs (before they execute)", permissions=["change"])
+    def cancel_runs(self, request, queryset):
+        done = [
+            run.pk
+            for run in queryset
+            if lifecycle.cancel(run.pk, actor=request.user, reason=f"cancelled by {request.user} in the admin")
+        ]
+        skipped = queryset.count() - len(done)
+        self.message_user(request, f"cancelled {len(done)} run(s); {skipped} were already executing or finished.",
+                          messages.SUCCESS if done else messages.WARNING)  # fmt: skip
+
+    @admin.action(description="Roll back the selected finished runs from their snapshots", permissions=["change"])
+    def roll_back_runs(self, request, queryset):
+        for run in queryset:
+            try:
+                lifecycle.operator_rollback(run.pk, actor=request.user)
+            except lifecycle.RollbackRefused as exc:
+                self.message_user(request, f"run #{run.pk}: rollback refused: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"run #{run.pk}: rolling back from verified snapshots", messages.SUCCESS)
+
+
+class PlaybookForm(admin.ModelAdmin.form):
+    def clean_steps(self):
+        from django.core.exceptions import ValidationError
+        from rest_framework.exceptions import ValidationError as DRFValidationError
+
+        steps = self.cleaned_data["steps"]
+        try:
+            validate_steps(steps)
+        except DRFValidationError as exc:
+            raise ValidationError(str(exc.detail.get("steps", exc.detail))) from None
+        return steps
+
+
+@admin.register(Playbook)
+class PlaybookAdmin(admin.ModelAdmin):
+    form = PlaybookForm
+    list_display = ("name", "diagnosis_codes", "tier", "enabled", "shadow", "escalate_only", "paused_reason")
+    list_filter = ("enabled", "shadow", "tier", "escalate_only")
+    search_fields = ("name", "description")
+    readonly_fields = ("paused_reason", "created_at", "updated_at")
+
+    def save_model(self, request, obj, form, change):
+        with transaction.atomic():
+            if obj.enabled:
+                obj.paused_reason = ""
+            super().save_model(request, obj, form, change)
+            audit.record("playbook.updated" if change else "playbook.created", actor=request.user, obj=obj,
+                         data={"changed": form.changed_data})  # fmt: skip
+
+
+@admin.register(Snapshot)
+class SnapshotAdmin(admin.ModelAdmin):
+    """The safe-point history: what each run captured, and its sha256 manifest."""
+
+    list_display = (
+        "id",
+        "run",
+        "step_index",
+        "action",
+        "target",
+        "size_bytes",
+        "created_at",
+        "restored_at",
+        "purged_at",
+    )
+    list_filter = ("action",)
+    search_fields = ("target", "action")
+    readonly_fields = [f.name for f in Snapshot._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -19,10 +19,13 @@ class RunStatus(models.TextChoices):
     ROLLED_BACK = "ROLLED_BACK"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
+    SIMULATED = "SIMULATED", "SIMULATED (dry run or shadow mode: nothing executed)"
 
 
 S = RunStatus
-RunStatus.TERMINAL = (S.REJECTED, S.EXPIRED, S.BLOCKED, S.ESCALATED, S.SUCCEEDED, S.ROLLED_BACK, S.FAILED, S.CANCELLED)
+RunStatus.TERMINAL = (
+    S.REJECTED, S.EXPIRED, S.BLOCKED, S.ESCALATED, S.SUCCEEDED, S.ROLLED_BACK, S.FAILED, S.CANCELLED, S.SIMULATED,
+)  # fmt: skip
 # Runs that wait for a human: the reaper leaves them alone except for expiry.
 RunStatus.WAITING = (S.AWAITING_APPROVAL,)
 # Runs a worker should be moving forward; the reaper re-dispatches stale ones.

@@ -1,9 +1,16 @@
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
+from remediation.api import views
+
 router = DefaultRouter(trailing_slash=True)
+router.register("runs", views.HealRunViewSet, basename="run")
+router.register("playbooks", views.PlaybookViewSet, basename="playbook")
 
 urlpatterns = [
     path("", include("remediation.api.cloud_urls")),
+    path("incidents/<int:pk>/heal/", views.HealIncidentView.as_view(), name="incident-heal"),
+    path("actions/", views.actions_catalogue, name="actions"),
+    path("resilience/", views.resilience_status, name="resilience"),
     *router.urls,
 ]

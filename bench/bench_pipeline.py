@@ -1,0 +1,189 @@
+"""Tier-1 heal end to end, beside a Celery chain of the same length, measured in the same run.
+
+- latency: one incident at a time, posted to the API (gunicorn on loopback) until
+  its run's SUCCEEDED timeline entry, with a fast local action (sqlite.analyze on a
+  small database) and its contract; p50/p99 over N runs.
+- baseline: a chain of 6 no-op tasks (`grace.ping`) on the same worker, one at a
+  time, the same number of times. 6 = the stages a tier-1 run passes through until
+  SUCCEEDED (start, plan, gate, snapshot, execute, verify).
+- throughput: M incidents posted at once; runs finished per second.
+
+Run with `make bench` (or `bash scripts/bench.sh bench/bench_pipeline.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import django
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "grace_site.settings")
+django.setup()
+
+import requests  # noqa: E402
+from celery import chain  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.contrib.auth import get_user_model  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from rest_framework.authtoken.models import Token  # noqa: E402
+
+from grace_site.celery import app  # noqa: E402
+from grace_site.tasks import ping  # noqa: E402
+from incidents.models import DiagnosisRule  # noqa: E402
+from remediation.models import HealRun, Playbook, RunEvent  # noqa: E402
+
+RUNS = int(os.environ.get("BENCH_RUNS", "200"))
+BURST = int(os.environ.get("BENCH_BURST", "100"))
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def start(argv: list[str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(argv, cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)  # noqa: SIM115
+
+
+def stop(proc: subprocess.Popen) -> None:
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def setup() -> tuple[str, Path]:
+    call_command("migrate", "--noinput", verbosity=0)
+    user, _ = get_user_model().objects.get_or_create(
+        username="bench", defaults={"is_superuser": True, "is_staff": True}
+    )
+    token, _ = Token.objects.get_or_create(user=user)
+    root = Path(settings.GRACE_ALLOWED_ROOTS[0])
+    root.mkdir(parents=True, exist_ok=True)
+    db = root / "bench.sqlite3"
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v TEXT)")
+        conn.executemany("INSERT INTO t (v) VALUES (?)", (("x",) for _ in range(100)))
+    DiagnosisRule.objects.update_or_create(
+        name="bench: probe", defaults={"code": "bench_probe", "position": 1, "enabled": True,
+                                       "title_regex": r"^bench probe", "confidence": 0.99},
+    )  # fmt: skip
+    Playbook.objects.update_or_create(
+        name="bench-analyze",
+        defaults={
+            "diagnosis_codes": ["bench_probe"], "tier": 1, "cooldown_seconds": 0, "enabled": True,
+            "steps": [{"action": "sqlite.analyze", "params": {"path": "{labels.db_path}"},
+                       "contract": [{"field": "integrity", "op": "==", "value": "ok"}]}],
+        },
+    )  # fmt: skip
+    return token.key, db
+
+
+def post(session: requests.Session, url: str, token: str, i: int, db: Path) -> tuple[int, float]:
+    t0 = time.time()
+    r = session.post(
+        f"{url}/api/incidents/",
+        json={"source": "api", "service": f"bench-{i}", "title": f"bench probe {i} {t0}", "severity": "warning",
+              "labels": {"db_path": str(db), "environment": "bench"}, "environment": "bench"},
+        headers={"Authorization": f"Token {token}"}, timeout=10,
+    )  # fmt: skip
+    r.raise_for_status()
+    return r.json()["id"], t0
+
+
+def succeeded_at(incident_id: int, timeout: float = 60) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ev = (
+            RunEvent.objects.filter(run__incident_id=incident_id, to_status__in=["SUCCEEDED", "FAILED", "ESCALATED",
+                                                                                  "BLOCKED", "ROLLED_BACK"])
+            .values_list("to_status", "at", "run__status_reason").first()
+        )  # fmt: skip
+        if ev:
+            if ev[0] != "SUCCEEDED":
+                raise RuntimeError(f"incident {incident_id}: run ended {ev[0]}: {ev[2]}")
+            return ev[1].timestamp()
+        time.sleep(0.002)
+    raise RuntimeError(f"incident {incident_id}: no finished run after {timeout} s")
+
+
+def main() -> None:
+    token, db = setup()
+    tmp = Path(settings.VAR_DIR) / "bench"
+    tmp.mkdir(parents=True, exist_ok=True)
+    port = 18000 + os.getpid() % 1000
+    env_worker = [sys.executable, "-m", "celery", "-A", "grace_site", "worker", "-Q",
+                  "heal.local,heal.cloud,sweeps,benchmarks,default", "-c", "2", "-n", f"bench-{os.getpid()}@localhost",
+                  "--without-mingle", "--without-gossip", "-l", "warning"]  # fmt: skip
+    worker = start(env_worker, tmp / "worker.log")
+    web = start([str(ROOT / ".venv/bin/gunicorn"), "grace_site.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+                 "--log-level", "warning"], tmp / "gunicorn.log")  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while not app.control.ping(timeout=0.5):
+            if time.monotonic() > deadline:
+                raise RuntimeError("worker did not start")
+        session = requests.Session()
+        while True:
+            try:
+                session.get(f"{url}/api/health/", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        # warm up both paths
+        for i in range(5):
+            ping.apply_async().get(timeout=10)
+            iid, _ = post(session, url, token, -i - 1, db)
+            succeeded_at(iid)
+
+        chain_ms = []
+        for _ in range(RUNS):
+            t0 = time.perf_counter()
+            chain(*(ping.si() for _ in range(6))).apply_async().get(timeout=30)
+            chain_ms.append((time.perf_counter() - t0) * 1000)
+
+        e2e_ms = []
+        for i in range(RUNS):
+            iid, t0 = post(session, url, token, i, db)
+            e2e_ms.append((succeeded_at(iid) - t0) * 1000)
+
+        t0 = time.time()
+        with ThreadPoolExecutor(16) as pool:
+            ids = list(pool.map(lambda i: post(requests.Session(), url, token, 100000 + i, db)[0], range(BURST)))
+        last = max(succeeded_at(i, timeout=300) for i in ids)
+        burst_s = last - t0
+    finally:
+        stop(web)
+        stop(worker)
+
+    result = {
+        "runs": RUNS,
+        "database": settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1],
+        "tier1_e2e_ms": {"p50": round(pct(e2e_ms, 0.5), 1), "p99": round(pct(e2e_ms, 0.99), 1),
+                         "mean": round(statistics.mean(e2e_ms), 1)},
+        "celery_chain6_ms": {"p50": round(pct(chain_ms, 0.5), 1), "p99": round(pct(chain_ms, 0.99), 1)},
+        "ratio_p50": round(pct(e2e_ms, 0.5) / pct(chain_ms, 0.5), 2),
+        "burst": {"incidents": BURST, "seconds": round(burst_s, 2), "runs_per_s": round(BURST / burst_s, 1)},
+        "succeeded_runs": HealRun.objects.filter(status="SUCCEEDED", playbook__name="bench-analyze").count(),
+    }  # fmt: skip
+    print(json.dumps(result, indent=2))
+    (tmp / "pipeline.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

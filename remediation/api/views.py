@@ -1,0 +1,148 @@
+import django_filters
+from django.db import transaction
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import status, viewsets
+from rest_framework.decorators import action, api_view, permission_classes
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from approvals import audit
+from grace_site.permissions import ModelPermissions
+from incidents.models import Incident
+from remediation import lifecycle, pipeline, resilience
+from remediation.actions import load_all
+from remediation.api.serializers import (
+    HealRequestSerializer,
+    HealRunDetailSerializer,
+    HealRunSerializer,
+    PlaybookSerializer,
+)
+from remediation.models import HealRun, Playbook
+
+
+class RunPermissions(ModelPermissions):
+    """Reading runs needs view_healrun; cancel and roll back need change_healrun."""
+
+
+class HealRunFilter(django_filters.FilterSet):
+    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    service = django_filters.CharFilter(field_name="incident__service")
+    playbook = django_filters.CharFilter(field_name="playbook__name")
+    diagnosis = django_filters.CharFilter(field_name="diagnosis_code")
+
+    class Meta:
+        model = HealRun
+        fields = ["status", "incident", "tier", "family", "target", "dry_run", "shadow"]
+
+
+class HealRunViewSet(viewsets.ReadOnlyModelViewSet):
+    """Heal runs (missions): status, plan, timeline, attempts, contract results and snapshots."""
+
+    queryset = HealRun.objects.select_related("incident", "playbook")
+    permission_classes = [RunPermissions]
+    filterset_class = HealRunFilter
+    ordering_fields = ["created_at", "finished_at", "tier"]
+
+    def get_queryset(self):
+        qs = super().get_queryset()
+        if self.action == "retrieve":
+            qs = qs.prefetch_related("events", "attempts", "contract_results", "snapshots")
+        return qs
+
+    def get_serializer_class(self):
+        return HealRunDetailSerializer if self.action == "retrieve" else HealRunSerializer
+
+    @extend_schema(request=None, responses={200: HealRunSerializer, 409: dict})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        run = self.get_object()
+        if not lifecycle.cancel(run.pk, actor=request.user, reason=f"cancelled by {request.user.get_username()}"):
+            return Response(
+                {"detail": f"run is {run.status}: only a run that has not started executing can be cancelled"},
+                status=status.HTTP_409_CONFLICT,
+            )
+        return Response(HealRunSerializer(HealRun.objects.get(pk=run.pk)).data)
+
+    @extend_schema(request=None, responses={202: HealRunSerializer, 409: dict})
+    @action(detail=True, methods=["post"])
+    def rollback(self, request, pk=None):
+        run = self.get_object()
+        try:
+            run = lifecycle.operator_rollback(run.pk, actor=request.user)
+        except lifecycle.RollbackRefused as exc:
+            return Response({"detail": f"rollback refused: {exc}"}, status=status.HTTP_409_CONFLICT)
+        return Response(HealRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class HealIncidentView(APIView):
+    """`POST /api/incidents/{id}/heal/`: start a run by hand (``dry_run`` plans and gates only)."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=HealRequestSerializer, responses={202: HealRunSerializer, 409: dict})
+    def post(self, request, pk: int):
+        if not request.user.has_perm("remediation.add_healrun"):
+            return Response({"detail": "needs the remediation.add_healrun permission"}, status=403)
+        incident = get_object_or_404(Incident, pk=pk)
+        body = HealRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        run = pipeline.start_run(incident.pk, dry_run=body.validated_data["dry_run"], started_by=request.user,
+                                 manual=True)  # fmt: skip
+        if run is None:
+            return Response({"detail": f"incident is {incident.status}: nothing to heal"}, status=409)
+        if run.started_by_id != request.user.pk:
+            return Response(
+                {"detail": f"incident already has a live run #{run.pk} ({run.status})", "run": run.pk}, status=409
+            )
+        return Response(HealRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class PlaybookViewSet(viewsets.ModelViewSet):
+    """Playbooks: diagnosis codes to ordered, contract-checked steps. Changes are audited."""
+
+    queryset = Playbook.objects.all()
+    serializer_class = PlaybookSerializer
+    permission_classes = [ModelPermissions]
+    filterset_fields = ["enabled", "tier", "shadow"]
+
+    def perform_create(self, serializer):
+        with transaction.atomic():
+            playbook = serializer.save()
+            audit.record("playbook.created", actor=self.request.user, obj=playbook, data=serializer.data)
+
+    def perform_update(self, serializer):
+        with transaction.atomic():
+            playbook = serializer.save()
+            if playbook.enabled and playbook.paused_reason:
+                Playbook.objects.filter(pk=playbook.pk).update(paused_reason="")
+            audit.record("playbook.updated", actor=self.request.user, obj=playbook, data=serializer.data)
+
+    def perform_destroy(self, instance):
+        with transaction.atomic():
+            audit.record("playbook.deleted", actor=self.request.user, obj=instance, data={"name": instance.name})
+            instance.delete()
+
+
+@extend_schema(summary="Registered actions with their parameter fields", responses={200: dict})
+@api_view(["GET"])
+@permission_classes([IsAuthenticated])
+def actions_catalogue(request):
+    return Response(
+        [
+            {
+                "name": a.name, "family": a.family, "tier": a.tier, "idempotent": a.idempotent,
+                "reversible": a.reversible, "timeout": a.timeout, "description": a.description,
+                "params": {name: type(f).__name__ for name, f in a.params().fields.items()},
+            }
+            for a in load_all().all()
+        ]
+    )  # fmt: skip
+
+
+@extend_schema(summary="Open circuit breakers and spent rate limits per (action, target)", responses={200: dict})
+@api_view(["GET"])
+@permission_classes([IsAuthenticated])
+def resilience_status(request):
+    return Response({"breakers": resilience.open_breakers(), "rate_limits": resilience.spent_limits()})

@@ -1,0 +1,137 @@
+"""Action contracts: machine-checkable predicates over observed facts.
+
+A predicate is ``{"field", "op", "value", "within"}``. ``value`` may be a
+template ``"{snapshot.<key>}"`` or ``"{params.<key>}"``. With ``within`` the
+facts are observed again, with exponential backoff, until the predicate holds
+or the time is up.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rest_framework import serializers
+from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_exponential
+
+from remediation.actions.base import ActionError
+
+_MISSING = object()
+
+
+def _exists(actual: Any, expected: Any) -> bool:
+    return (actual is not None and actual is not _MISSING) == bool(expected if expected is not None else True)
+
+
+def _compare(fn: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
+    def safe(actual: Any, expected: Any) -> bool:
+        if actual is _MISSING or actual is None:
+            return False
+        try:
+            return bool(fn(actual, expected))
+        except TypeError:
+            return False
+
+    return safe
+
+
+OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
+    "==": _compare(operator.eq),
+    "!=": lambda a, e: a is not _MISSING and a != e,
+    "<": _compare(operator.lt),
+    "<=": _compare(operator.le),
+    ">": _compare(operator.gt),
+    ">=": _compare(operator.ge),
+    "in": _compare(lambda a, e: a in e),
+    "not_in": _compare(lambda a, e: a not in e),
+    "exists": _exists,
+}
+
+_TEMPLATE = re.compile(r"^\{(snapshot|params)\.([A-Za-z0-9_]+)\}$")
+
+
+class PredicateSerializer(serializers.Serializer):
+    field = serializers.CharField(max_length=100)
+    op = serializers.ChoiceField(choices=sorted(OPERATORS))
+    value = serializers.JSONField(required=False, allow_null=True)
+    within = serializers.FloatField(required=False, min_value=0, max_value=3600)
+
+
+def validate_contract(predicates: Any) -> list[dict]:
+    """Validated predicates, or a ValidationError naming the bad one."""
+    if not isinstance(predicates, list):
+        raise serializers.ValidationError({"contract": ["must be a list of predicates"]})
+    serializer = PredicateSerializer(data=predicates, many=True)
+    if not serializer.is_valid():
+        raise serializers.ValidationError({"contract": serializer.errors})
+    return [dict(p) for p in serializer.validated_data]
+
+
+@dataclass
+class PredicateResult:
+    field: str
+    operator: str
+    expected: Any
+    actual: Any
+    passed: bool
+    detail: str = ""
+
+
+def _expected(value: Any, params: dict, state: dict) -> Any:
+    if isinstance(value, str):
+        match = _TEMPLATE.match(value)
+        if match:
+            source = state if match.group(1) == "snapshot" else params
+            return source.get(match.group(2))
+    return value
+
+
+def check(predicates: list[dict], facts: dict, params: dict, state: dict) -> list[PredicateResult]:
+    results = []
+    for p in predicates:
+        expected = _expected(p.get("value"), params, state)
+        actual = facts.get(p["field"], _MISSING)
+        passed = OPERATORS[p["op"]](actual, expected)
+        results.append(
+            PredicateResult(
+                field=p["field"],
+                operator=p["op"],
+                expected=expected,
+                actual=None if actual is _MISSING else actual,
+                passed=passed,
+                detail="" if actual is not _MISSING else f"fact {p['field']!r} was not observed",
+            )
+        )
+    return results
+
+
+def verify(
+    predicates: list[dict], observe: Callable[[], dict], params: dict, state: dict, *, wait: bool = True
+) -> list[PredicateResult]:
+    """Observe and check; poll (bounded by the largest ``within``) until every predicate holds."""
+    within = max((p.get("within") or 0 for p in predicates), default=0) if wait else 0
+
+    def attempt() -> list[PredicateResult]:
+        try:
+            facts = observe()
+        except ActionError as exc:
+            return [
+                PredicateResult(p["field"], p["op"], p.get("value"), None, False, f"observe failed: {exc}")
+                for p in predicates
+            ]
+        return check(predicates, facts, params, state)
+
+    if within <= 0:
+        return attempt()
+    retrying = Retrying(
+        stop=stop_after_delay(within),
+        wait=wait_exponential(multiplier=0.02, min=0.02, max=1.0),
+        retry=retry_if_result(lambda results: not all(r.passed for r in results)),
+    )
+    try:
+        return retrying(attempt)
+    except RetryError as exc:
+        return exc.last_attempt.result()

@@ -1,0 +1,297 @@
+"""The stages that touch a target: snapshot, execute, verify, roll back.
+
+Exactly-once: an ActionAttempt row is committed before an action runs. When a
+stage is re-entered after a crash, an attempt left STARTED means the worker
+died mid-action: an idempotent action runs again; a non-idempotent one is
+first re-observed through its contract and skipped when its effect is there.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.db import transaction
+from django.utils import timezone
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from approvals import audit
+from remediation import contracts, snapshots
+from remediation.actions import load_all
+from remediation.actions.base import ActionError, ActionUnavailable
+from remediation.choices import AttemptStatus, Phase, RunStatus
+from remediation.models import ActionAttempt, ContractResult, HealRun, Snapshot
+from remediation.planner import plan_hash
+from remediation.resilience import Blocked, run_guarded
+from remediation.services import heartbeat, note, transition
+
+logger = logging.getLogger(__name__)
+S = RunStatus
+
+
+@dataclass
+class StepFailure:
+    step: int
+    kind: str  # blocked | unavailable | error | timeout
+    reason: str
+    changed_nothing: bool
+
+
+def _steps(run: HealRun) -> list[dict]:
+    return list(run.plan.get("steps", []))
+
+
+def plan_intact(run: HealRun) -> bool:
+    return bool(run.plan_hash) and plan_hash(run.plan) == run.plan_hash
+
+
+def take_snapshots(run: HealRun) -> None:
+    if not plan_intact(run):
+        transition(run.pk, S.APPROVED, S.BLOCKED, reason="the plan changed after it was approved: nothing executed")
+        return
+    registry = load_all()
+    for step in _steps(run):
+        if not step["reversible"] or Snapshot.objects.filter(run=run, step_index=step["index"]).exists():
+            continue
+        action = registry.get(step["action"])
+        directory = snapshots.directory_for(run.pk, step["index"])
+        try:
+            state = action.snapshot(step["params"], directory)
+        except ActionUnavailable as exc:
+            transition(run.pk, S.APPROVED, S.BLOCKED, reason=f"{action.family} unavailable: {exc}")
+            return
+        except ActionError as exc:
+            transition(run.pk, S.APPROVED, S.FAILED, reason=f"snapshot of step {step['index']} failed: {exc}")
+            return
+        manifest = snapshots.build_manifest(directory)
+        with transaction.atomic():
+            snap = Snapshot.objects.create(
+                run=run,
+                step_index=step["index"],
+                action=action.name,
+                target=step["target"],
+                path=str(directory),
+                state=state or {},
+                manifest=manifest if manifest["files"] else {},
+                size_bytes=manifest["bytes"],
+            )
+            audit.record("snapshot.created", obj=snap, data={"run": run.pk, "step": step["index"], **manifest})
+        heartbeat(run.pk)
+    transition(run.pk, S.APPROVED, S.SNAPSHOTTED, note="safe-hold snapshots taken")
+
+
+def _attempt(run: HealRun, step: dict, phase: str, number: int) -> ActionAttempt:
+    with transaction.atomic():
+        attempt = ActionAttempt.objects.create(
+            run=run,
+            step_index=step["index"],
+            phase=phase,
+            attempt=number,
+            idempotency_key=f"run{run.pk}:step{step['index']}:{phase}:{number}",
+            action=step["action"],
+            target=step["target"],
+            params=step["params"],
+        )
+        audit.record(
+            f"action.{phase}.started",
+            obj=attempt,
+            data={"run": run.pk, "step": step["index"], "action": step["action"], "target": step["target"]},
+        )
+    return attempt
+
+
+def _finish(attempt: ActionAttempt, status: str, *, result: dict | None = None, error: str = "") -> None:
+    with transaction.atomic():
+        ActionAttempt.objects.filter(pk=attempt.pk).update(
+            status=status, finished_at=timezone.now(), result=result or {}, error=error[:4000]
+        )
+        audit.record(
+            f"action.{attempt.phase}.{status}",
+            obj=attempt,
+            data={"run": attempt.run_id, "step": attempt.step_index, "action": attempt.action, "error": error[:500]},
+        )
+
+
+def _snapshot_state(run: HealRun, index: int) -> dict:
+    snap = Snapshot.objects.filter(run=run, step_index=index).first()
+    return snap.state if snap else {}
+
+
+def _run_step(run: HealRun, step: dict) -> StepFailure | None:
+    action = load_all().get(step["action"])
+    params = step["params"]
+    last = (
+        ActionAttempt.objects.filter(run=run, step_index=step["index"], phase=Phase.EXECUTE)
+        .order_by("-attempt")
+        .first()
+    )
+    if last and last.status in (AttemptStatus.SUCCEEDED, AttemptStatus.SKIPPED):
+        return None
+    if last and last.status == AttemptStatus.FAILED:
+        return StepFailure(step["index"], "error", last.error or "the step failed", False)
+    number = 1
+    if last:  # STARTED: the worker was lost during the action
+        if not action.idempotent:
+            results = contracts.verify(
+                step["contract"],
+                lambda: action.observe(params),
+                params,
+                _snapshot_state(run, step["index"]),
+                wait=False,
+            )
+            if results and all(r.passed for r in results):
+                _finish(last, AttemptStatus.SKIPPED, result={"reobserved": [r.__dict__ for r in results]})
+                note(
+                    run.pk,
+                    f"step {step['index']} ({action.name}): effect already present after a lost worker; not repeated",
+                )
+                return None
+        _finish(last, AttemptStatus.FAILED, error="the worker was lost during this attempt")
+        number = last.attempt + 1
+    attempt = _attempt(run, step, Phase.EXECUTE, number)
+    try:
+        result = run_guarded(action, params, lambda: action.execute(params))
+    except Blocked as exc:
+        _finish(attempt, AttemptStatus.FAILED, error=f"blocked: {exc.reason}")
+        return StepFailure(step["index"], "blocked", f"{action.name} on {step['target']}: {exc.reason}", True)
+    except ActionUnavailable as exc:
+        _finish(attempt, AttemptStatus.FAILED, error=str(exc))
+        return StepFailure(step["index"], "unavailable", f"{action.family} unavailable: {exc}", True)
+    except SoftTimeLimitExceeded:
+        _finish(attempt, AttemptStatus.FAILED, error="timed out")
+        return StepFailure(step["index"], "timeout", f"{action.name} timed out", False)
+    except ActionError as exc:
+        _finish(attempt, AttemptStatus.FAILED, error=str(exc))
+        return StepFailure(step["index"], "error", f"{action.name} failed: {exc}", False)
+    _finish(attempt, AttemptStatus.SUCCEEDED, result=result or {})
+    heartbeat(run.pk)
+    return None
+
+
+def execute(run: HealRun) -> None:
+    """Run every step in order (the run is already claimed in EXECUTING)."""
+    for index, step in enumerate(_steps(run)):
+        failure = _run_step(run, step)
+        if failure is None:
+            continue
+        if index == 0 and failure.changed_nothing:
+            transition(run.pk, S.EXECUTING, S.BLOCKED, reason=failure.reason, data={"step": failure.step})
+        else:
+            transition(run.pk, S.EXECUTING, S.ROLLING_BACK, reason=f"step {failure.step} failed: {failure.reason}")
+        return
+    transition(run.pk, S.EXECUTING, S.VERIFYING, note="every step executed")
+
+
+def verify(run: HealRun) -> None:
+    registry = load_all()
+    results: list[tuple[int, contracts.PredicateResult]] = []
+    for step in _steps(run):
+        action = registry.get(step["action"])
+        state = _snapshot_state(run, step["index"])
+        for r in contracts.verify(
+            step["contract"], lambda a=action, p=step["params"]: a.observe(p), step["params"], state
+        ):
+            results.append((step["index"], r))
+        heartbeat(run.pk)
+    passed = sum(1 for _, r in results if r.passed)
+    confidence = passed / len(results) if results else 1.0
+    failed = [
+        f"step {i}: {r.field} {r.operator} {r.expected!r} (actual {r.actual!r})" for i, r in results if not r.passed
+    ]
+    with transaction.atomic():
+        ContractResult.objects.filter(run=run, phase=Phase.EXECUTE).delete()
+        ContractResult.objects.bulk_create(
+            ContractResult(
+                run=run, step_index=i, phase=Phase.EXECUTE, field=r.field, operator=r.operator,
+                expected=r.expected, actual=r.actual, passed=r.passed, detail=r.detail[:500],
+            )
+            for i, r in results
+        )  # fmt: skip
+        data = {"passed": passed, "total": len(results)}
+        if failed:
+            transition(
+                run.pk, S.VERIFYING, S.ROLLING_BACK, reason="contract not met: " + "; ".join(failed),
+                fields={"verification_confidence": confidence}, data=data,
+            )  # fmt: skip
+        else:
+            transition(
+                run.pk, S.VERIFYING, S.SUCCEEDED, note="contract met" if results else "no contract predicates",
+                fields={"verification_confidence": confidence}, data=data,
+            )  # fmt: skip
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, ActionError) and exc.transient
+
+
+def rollback(run: HealRun, *, from_status: str = S.ROLLING_BACK) -> None:
+    """Restore every executed step from its verified snapshot, newest first."""
+    registry = load_all()
+    touched = set(ActionAttempt.objects.filter(run=run, phase=Phase.EXECUTE).values_list("step_index", flat=True))
+    problems: list[str] = []
+    for step in reversed(_steps(run)):
+        if step["index"] not in touched:
+            continue
+        action = registry.get(step["action"])
+        done = ActionAttempt.objects.filter(
+            run=run, step_index=step["index"], phase=Phase.ROLLBACK, status=AttemptStatus.SUCCEEDED
+        ).exists()
+        if done:
+            continue
+        if not action.reversible:
+            problems.append(f"step {step['index']} ({action.name}) is not reversible")
+            continue
+        snap = Snapshot.objects.filter(run=run, step_index=step["index"]).first()
+        if snap is None:
+            problems.append(f"step {step['index']} has no snapshot")
+            continue
+        try:
+            snapshots.verify(snap)
+        except snapshots.SnapshotIntegrityError as exc:
+            transition(run.pk, from_status, S.ESCALATED, reason=f"restore refused: {exc}")
+            return
+        number = ActionAttempt.objects.filter(run=run, step_index=step["index"], phase=Phase.ROLLBACK).count() + 1
+        attempt = _attempt(run, step, Phase.ROLLBACK, number)
+        try:
+            for retry in Retrying(
+                stop=stop_after_attempt(3), wait=wait_exponential_jitter(initial=0.2, max=2),
+                retry=retry_if_exception(_transient), reraise=True,
+            ):  # fmt: skip
+                with retry:
+                    result = action.rollback(step["params"], snap.state, Path(snap.path))
+        except ActionError as exc:
+            _finish(attempt, AttemptStatus.FAILED, error=str(exc))
+            problems.append(f"step {step['index']} rollback failed: {exc}")
+            continue
+        _finish(attempt, AttemptStatus.SUCCEEDED, result=result or {})
+        Snapshot.objects.filter(pk=snap.pk).update(restored_at=timezone.now())
+        if result and result.get("verified") is False:
+            problems.append(f"step {step['index']} rollback did not verify: {result.get('detail', '')}")
+        heartbeat(run.pk)
+    if problems:
+        transition(run.pk, from_status, S.FAILED, reason="rollback incomplete: " + "; ".join(problems))
+    else:
+        transition(run.pk, from_status, S.ROLLED_BACK, note="restored from verified snapshots")
+
+
+def verify_all_snapshots(run: HealRun) -> list[str]:
+    """Problems that would stop an operator rollback of a finished run (empty when it can go ahead)."""
+    problems = []
+    touched = set(ActionAttempt.objects.filter(run=run, phase=Phase.EXECUTE).values_list("step_index", flat=True))
+    for step in _steps(run):
+        if step["index"] not in touched:
+            continue
+        if not step["reversible"]:
+            problems.append(f"step {step['index']} ({step['action']}) is not reversible")
+            continue
+        snap = Snapshot.objects.filter(run=run, step_index=step["index"]).first()
+        if snap is None:
+            problems.append(f"step {step['index']} has no snapshot")
+            continue
+        try:
+            snapshots.verify(snap)
+        except snapshots.SnapshotIntegrityError as exc:
+            problems.append(f"step {step['index']}: {exc}")
+    return problems

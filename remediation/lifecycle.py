@@ -1,0 +1,174 @@
+"""What happens around the stages: outcomes, cancellation, operator rollback, the reaper."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from celery import current_app
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from approvals import audit
+from approvals import services as approvals
+from incidents import services as intake
+from incidents.choices import IncidentStatus
+from incidents.models import Incident
+from learning import services as learning
+from remediation import execution
+from remediation.choices import RunStatus
+from remediation.models import ContractResult, HealRun, Playbook, RunEvent
+from remediation.services import dispatch, transition
+
+logger = logging.getLogger(__name__)
+S = RunStatus
+
+OUTCOME = {
+    S.SUCCEEDED: "succeeded", S.FAILED: "failed", S.ROLLED_BACK: "rolled_back", S.ESCALATED: "escalated",
+    S.REJECTED: "rejected", S.EXPIRED: "expired", S.BLOCKED: "blocked", S.CANCELLED: "cancelled",
+    S.SIMULATED: "simulated",
+}  # fmt: skip
+ESCALATING = (S.ESCALATED, S.REJECTED, S.EXPIRED, S.BLOCKED, S.FAILED, S.ROLLED_BACK)
+
+
+def stage_durations(run: HealRun) -> dict[str, float]:
+    """Seconds spent in each status, from the timeline."""
+    durations: dict[str, float] = {}
+    events = list(run.events.exclude(to_status="").order_by("at", "pk").values_list("to_status", "at"))
+    for (status, at), (_, nxt) in zip(events, events[1:], strict=False):
+        durations[status] = durations.get(status, 0.0) + (nxt - at).total_seconds()
+    return {k: round(v, 4) for k, v in durations.items()}
+
+
+def record_outcome(run_id: int) -> None:
+    run = HealRun.objects.select_related("incident", "playbook").filter(pk=run_id, status__in=S.TERMINAL).first()
+    if run is None:
+        return
+    incident = run.incident
+    outcome = OUTCOME[run.status]
+    learning.record_outcome(
+        run_id=run.pk, incident_id=incident.pk, diagnosis_code=run.diagnosis_code,
+        playbook=run.playbook.name if run.playbook else "", service=incident.service, target=run.target,
+        tier=run.tier, outcome=outcome, stage_durations=stage_durations(run),
+        contract_results=list(ContractResult.objects.filter(run=run).values("step_index", "field", "operator",
+                                                                            "expected", "actual", "passed")),
+        started_at=run.created_at, finished_at=run.finished_at or timezone.now(), shadow=run.shadow or run.dry_run,
+    )  # fmt: skip
+    if run.status == S.SUCCEEDED:
+        intake.set_status(incident.pk, IncidentStatus.RESOLVED, reason=f"healed by run #{run.pk}",
+                          expected=(IncidentStatus.HEALING, IncidentStatus.OPEN))  # fmt: skip
+    elif run.status in ESCALATING:
+        if intake.set_status(incident.pk, IncidentStatus.ESCALATED, reason=f"run #{run.pk}: {run.status_reason}",
+                             expected=(IncidentStatus.HEALING, IncidentStatus.OPEN)):  # fmt: skip
+            event = "run.failed" if run.status in (S.FAILED, S.ROLLED_BACK) else "run.escalated"
+            approvals.notify(
+                event,
+                run_id=run.pk,
+                summary=f"{incident.title}: {run.status} — {run.status_reason}",
+                context={"incident": incident.pk, "service": incident.service, "status": run.status},
+            )
+    elif run.status in (S.SIMULATED, S.CANCELLED):
+        intake.set_status(incident.pk, IncidentStatus.OPEN, reason=f"run #{run.pk} {run.status.lower()}",
+                          expected=(IncidentStatus.HEALING,))  # fmt: skip
+    _maybe_pause(run)
+
+
+def _maybe_pause(run: HealRun) -> None:
+    if run.playbook is None or run.status not in (S.FAILED, S.ROLLED_BACK):
+        return
+    failures = learning.consecutive_failures(run.diagnosis_code, run.playbook.name)
+    if failures < learning.PAUSE_AFTER_FAILURES:
+        return
+    reason = f"paused after {failures} consecutive failures (last: run #{run.pk}); re-enable it to try again"
+    with transaction.atomic():
+        if Playbook.objects.filter(pk=run.playbook_id, enabled=True).update(enabled=False, paused_reason=reason):
+            audit.record("playbook.paused", obj=run.playbook, data={"failures": failures, "run": run.pk})
+
+
+def cancel(run_id: int, *, actor=None, reason: str) -> bool:
+    """Cancel a run that has not started changing anything. False when it is past that point."""
+    status = HealRun.objects.filter(pk=run_id).values_list("status", flat=True).first()
+    if status not in S.CANCELLABLE:
+        return False
+    with transaction.atomic():
+        if not transition(run_id, status, S.CANCELLED, actor=actor, reason=reason):
+            return False
+        approvals.void_pending(run_id, reason=f"run cancelled: {reason}")
+    return True
+
+
+def cancel_for_incident(incident_id: int, *, reason: str = "") -> int:
+    reason = reason or "the incident was resolved before the heal started executing"
+    cancelled = 0
+    for run in HealRun.objects.filter(incident_id=incident_id).exclude(status__in=S.TERMINAL):
+        if cancel(run.pk, reason=reason):
+            cancelled += 1
+        else:
+            RunEvent.objects.create(run=run, note=f"incident resolved while {run.status}: the run continues")
+    return cancelled
+
+
+class RollbackRefused(Exception):
+    pass
+
+
+def operator_rollback(run_id: int, *, actor) -> HealRun:
+    """Roll a finished run back from its verified snapshots (refused, with the reason, when one is gone or altered)."""
+    run = HealRun.objects.filter(pk=run_id).first()
+    if run is None or run.status != S.SUCCEEDED:
+        raise RollbackRefused(f"only a SUCCEEDED run can be rolled back (this one is {getattr(run, 'status', '-')})")
+    problems = execution.verify_all_snapshots(run)
+    if problems:
+        raise RollbackRefused("; ".join(problems))
+    try:
+        moved = transition(run.pk, S.SUCCEEDED, S.ROLLING_BACK, actor=actor, reason="rollback requested by an operator")
+    except IntegrityError:
+        raise RollbackRefused("the incident already has another live run") from None
+    if not moved:
+        raise RollbackRefused("the run changed state meanwhile; try again")
+    return HealRun.objects.get(pk=run.pk)
+
+
+def stage_allowance(run: HealRun) -> float:
+    """How long a run may sit in its current stage before the reaper considers it lost."""
+    grace = settings.GRACE_STAGE_GRACE_SECONDS
+    steps = run.plan.get("steps", []) if run.plan else []
+    if run.status in (S.EXECUTING, S.ROLLING_BACK, S.SNAPSHOTTED, S.APPROVED):
+        return grace + sum(float(s.get("timeout", 30)) for s in steps)
+    if run.status == S.VERIFYING:
+        return grace + sum(max((p.get("within") or 0 for p in s.get("contract", [])), default=0) for s in steps)
+    return grace
+
+
+def reap(*, now=None) -> dict[str, int]:
+    """Re-dispatch runs whose worker was lost; start runs whose hand-off was lost."""
+    now = now or timezone.now()
+    counts = {"redispatched": 0, "given_up": 0, "started": 0}
+    oldest = now - timedelta(seconds=settings.GRACE_STAGE_GRACE_SECONDS)
+    for run in HealRun.objects.filter(status__in=S.ACTIVE, heartbeat_at__lt=oldest).order_by("heartbeat_at")[:500]:
+        if (now - run.heartbeat_at).total_seconds() < stage_allowance(run):
+            continue
+        if run.reaper_tries >= settings.GRACE_REAPER_MAX_TRIES:
+            reason = f"stuck in {run.status} after {run.reaper_tries} re-dispatches; handed to humans"
+            if transition(run.pk, run.status, S.ESCALATED, reason=reason):
+                counts["given_up"] += 1
+            continue
+        with transaction.atomic():
+            claimed = HealRun.objects.filter(
+                pk=run.pk, status=run.status, heartbeat_at=run.heartbeat_at, reaper_tries=run.reaper_tries
+            ).update(reaper_tries=F("reaper_tries") + 1)
+            if claimed:
+                RunEvent.objects.create(run=run, note=f"reaper: no progress in {run.status}; dispatched again")
+                audit.record("run.reaped", obj=run, data={"status": run.status, "try": run.reaper_tries + 1})
+                dispatch(run.pk, run.status, family=run.family)
+                counts["redispatched"] += 1
+    lost_before = now - timedelta(seconds=settings.GRACE_HANDOFF_GRACE_SECONDS)
+    orphans = Incident.objects.filter(
+        status=IncidentStatus.OPEN, created_at__lt=lost_before, heal_runs__isnull=True
+    ).values_list("pk", flat=True)[:500]
+    for incident_id in orphans:
+        current_app.send_task("remediation.start_run", args=[incident_id], queue="heal.local")
+        counts["started"] += 1
+    return counts

@@ -1,0 +1,214 @@
+"""The heal pipeline's decisions: start, plan, gate, resume, outcome, cancel, reap.
+
+Every function takes ids, re-reads the run, and returns quietly when the run
+is no longer in the state it acts on, so a redelivered task changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from approvals import audit
+from approvals import policy as governance
+from approvals import services as approvals
+from incidents import services as intake
+from incidents.choices import UNKNOWN_DIAGNOSIS, IncidentStatus
+from incidents.models import Incident
+from learning import services as learning
+from remediation import execution, planner
+from remediation.choices import RunStatus
+from remediation.models import HealRun, Playbook, RunEvent
+from remediation.services import transition
+
+logger = logging.getLogger(__name__)
+S = RunStatus
+EXECUTED = (S.SUCCEEDED, S.ROLLED_BACK, S.FAILED)
+
+
+def start_run(incident_id: int, *, dry_run: bool = False, started_by=None, manual: bool = False) -> HealRun | None:
+    """Create the run for an incident (idempotent: an incident has at most one live run)."""
+    incident = Incident.objects.filter(pk=incident_id).first()
+    if incident is None:
+        return None
+    live = HealRun.objects.filter(incident_id=incident_id).exclude(status__in=S.TERMINAL).first()
+    if live is not None:
+        return live
+    allowed = IncidentStatus.ACTIVE if manual else (IncidentStatus.OPEN,)
+    if incident.status not in allowed:
+        return None
+    if not manual and HealRun.objects.filter(incident_id=incident_id).exists():
+        return None  # an automatic start happens once per incident; more are started by hand
+    try:
+        with transaction.atomic():
+            run = HealRun.objects.create(
+                incident=incident, diagnosis_code=incident.diagnosis_code, dry_run=dry_run,
+                started_by=started_by, status=S.RECEIVED,
+            )  # fmt: skip
+            RunEvent.objects.create(
+                run=run, to_status=S.RECEIVED, note="run created" + (" (dry run)" if dry_run else "")
+            )
+            audit.record(
+                "run.created", actor=started_by, obj=run,
+                data={"incident": incident.pk, "dry_run": dry_run, "manual": manual},
+            )  # fmt: skip
+            if not dry_run:
+                intake.set_status(incident.pk, IncidentStatus.HEALING, reason=f"heal run #{run.pk} started",
+                                  expected=(IncidentStatus.OPEN,))  # fmt: skip
+            transition(
+                run.pk, S.RECEIVED, S.DIAGNOSED,
+                note=f"diagnosis {incident.diagnosis_code} (confidence {incident.diagnosis_confidence:.2f})",
+                data={"evidence": incident.diagnosis_evidence},
+            )  # fmt: skip
+    except IntegrityError:
+        return HealRun.objects.filter(incident_id=incident_id).exclude(status__in=S.TERMINAL).first()
+    return run
+
+
+def _escalate(run: HealRun, expected: str, reason: str) -> None:
+    transition(run.pk, expected, S.ESCALATED, reason=reason)
+
+
+def plan(run_id: int) -> None:
+    run = HealRun.objects.select_related("incident").filter(pk=run_id, status=S.DIAGNOSED).first()
+    if run is None:
+        return
+    incident = run.incident
+    code = incident.diagnosis_code
+    if code == UNKNOWN_DIAGNOSIS:
+        return _escalate(run, S.DIAGNOSED, "diagnosis unknown: handed to humans, never acted on")
+    candidates = {p.name: p for p in Playbook.objects.filter(enabled=True) if code in (p.diagnosis_codes or [])}
+    if not candidates:
+        return _escalate(run, S.DIAGNOSED, f"no enabled playbook remedies {code}")
+    ranking = learning.recommend(code, sorted(candidates))
+    chosen = ranking[0]
+    playbook = candidates[chosen.playbook]
+    if playbook.escalate_only:
+        return _escalate(run, S.DIAGNOSED, f"playbook {playbook.name} hands {code} to humans")
+    try:
+        built = planner.build(playbook, incident)
+    except planner.PlanError as exc:
+        return _escalate(run, S.DIAGNOSED, f"cannot plan {playbook.name}: {exc}")
+    cooldown_from = timezone.now() - timedelta(seconds=playbook.cooldown_seconds)
+    recent = (
+        HealRun.objects.filter(
+            playbook=playbook, target=built.target, status__in=EXECUTED, finished_at__gte=cooldown_from
+        )
+        .exclude(pk=run.pk)
+        .order_by("-finished_at")
+        .first()
+    )
+    if recent is not None and not run.dry_run:
+        return transition(
+            run.pk, S.DIAGNOSED, S.BLOCKED,
+            reason=f"cooldown: run #{recent.pk} of {playbook.name} on {built.target} ended at "
+            f"{recent.finished_at:%H:%M:%S}; the playbook waits {playbook.cooldown_seconds} s between runs",
+        )  # fmt: skip
+    transition(
+        run.pk, S.DIAGNOSED, S.PLANNED,
+        note=f"playbook {playbook.name} chosen (score {chosen.score:.2f}, "
+        + ("exploring: too few outcomes yet)" if chosen.exploring else f"confidence {chosen.confidence:.2f})"),
+        data={"ranking": [r.__dict__ for r in ranking], "plan_hash": built.hash},
+        fields={
+            "playbook": playbook, "plan": built.document, "plan_hash": built.hash, "family": built.family,
+            # No learned confidence while the playbook is still under-tried: its declared tier stands
+            # until outcomes say otherwise (then low confidence raises it through governance).
+            "target": built.target, "confidence": None if chosen.exploring else chosen.confidence,
+            "shadow": playbook.shadow,
+        },
+    )  # fmt: skip
+
+
+def _facts(run: HealRun) -> governance.PlanFacts:
+    steps = run.plan.get("steps", [])
+    since = timezone.now() - timedelta(hours=24)
+    recent_failures = (
+        HealRun.objects.filter(target=run.target, status__in=(S.FAILED, S.ROLLED_BACK), finished_at__gte=since)
+        .exclude(pk=run.pk)
+        .count()
+    )
+    return governance.PlanFacts(
+        actions=[s["action"] for s in steps],
+        families=sorted({s["family"] for s in steps}),
+        environment=run.incident.environment,
+        service=run.incident.service,
+        diagnosis_code=run.diagnosis_code,
+        target=run.target,
+        declared_tier=run.playbook.tier if run.playbook else 1,
+        confidence=run.confidence,
+        confidence_threshold=learning.CONFIDENCE_TIER_THRESHOLD,
+        recent_failures=recent_failures,
+        blast_radius=len({s["target"] for s in steps}),
+    )
+
+
+def gate(run_id: int) -> None:
+    run = HealRun.objects.select_related("incident", "playbook").filter(pk=run_id, status=S.PLANNED).first()
+    if run is None:
+        return
+    facts = _facts(run)
+    decision = governance.evaluate(facts)
+    steps = run.plan.get("steps", [])
+    action_tier = max((s["tier"] for s in steps), default=1)
+    reasons = list(decision.reasons)
+    tier = decision.tier
+    if action_tier > tier:
+        tier = action_tier
+        reasons.append(f"raised to tier {tier}: an action of the plan declares tier {action_tier}")
+    fields = {"tier": tier, "tier_reasons": reasons, "policy_explanation": decision.explanation}
+    if not decision.allowed:
+        return transition(run.pk, S.PLANNED, S.BLOCKED, reason=f"policy: {decision.blocked_reason}", fields=fields)
+    shadow = run.shadow or governance.shadow_mode()
+    if run.dry_run or shadow:
+        mode = "dry run" if run.dry_run else "shadow mode"
+        needs = "runs autonomously" if tier == 1 else f"needs {tier - 1} approval(s)"
+        return transition(
+            run.pk, S.PLANNED, S.SIMULATED, fields={**fields, "shadow": shadow},
+            reason=f"{mode}: planned and gated at tier {tier} ({needs}); nothing executed",
+        )  # fmt: skip
+    if tier == 1:
+        ok, why = governance.consume_action_budget(facts)
+        if not ok:
+            return transition(run.pk, S.PLANNED, S.BLOCKED, reason=f"policy: {why}", fields=fields)
+        return transition(run.pk, S.PLANNED, S.APPROVED, note="tier 1: runs autonomously", fields=fields)
+    with transaction.atomic():
+        if transition(
+            run.pk, S.PLANNED, S.AWAITING_APPROVAL, advance=False, fields=fields,
+            note=f"tier {tier}: waiting for {tier - 1} approval(s)",
+        ):  # fmt: skip
+            approvals.open_request(
+                run_id=run.pk, plan_hash=run.plan_hash, tier=tier, requested_by_id=run.started_by_id,
+                context={
+                    "service": run.incident.service, "environment": run.incident.environment,
+                    "incident": run.incident_id, "title": run.incident.title, "diagnosis": run.diagnosis_code,
+                    "playbook": run.playbook.name if run.playbook else "", "plan": run.plan,
+                    "contract": [s.get("contract", []) for s in steps],
+                    "snapshot_policy": run.plan.get("snapshot_policy", ""), "confidence": run.confidence,
+                    "tier_reasons": reasons, "policy_explanation": decision.explanation,
+                },
+            )  # fmt: skip
+
+
+def resume(run_id: int) -> None:
+    """After a decision on the run's approval request (or its expiry)."""
+    run = HealRun.objects.select_related("incident").filter(pk=run_id, status=S.AWAITING_APPROVAL).first()
+    if run is None:
+        return
+    if not execution.plan_intact(run):
+        approvals.void_pending(run.pk, reason="the plan changed after approval was requested")
+        transition(run.pk, S.AWAITING_APPROVAL, S.BLOCKED, reason="the plan changed after approval was requested")
+        return
+    state = approvals.approval_state(run.pk, run.plan_hash)
+    if state == "approved":
+        ok, why = governance.consume_action_budget(_facts(run))
+        if not ok:
+            transition(run.pk, S.AWAITING_APPROVAL, S.BLOCKED, reason=f"policy: {why}")
+            return
+        transition(run.pk, S.AWAITING_APPROVAL, S.APPROVED, note="approved")
+    elif state == "rejected":
+        transition(run.pk, S.AWAITING_APPROVAL, S.REJECTED, reason="an approver rejected the plan")
+    elif state == "expired":
+        transition(run.pk, S.AWAITING_APPROVAL, S.EXPIRED, reason="the approval request expired; escalated to humans")

@@ -1,0 +1,85 @@
+"""Safe-hold snapshots: files an action saved before changing anything, with a
+sha256 manifest per file and overall, verified before any restore."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from approvals import audit
+from remediation.models import Snapshot
+
+
+class SnapshotIntegrityError(Exception):
+    """A snapshot's files do not match its manifest: restoring from it is refused."""
+
+
+def root() -> Path:
+    return Path(settings.GRACE_SNAPSHOT_DIR)
+
+
+def directory_for(run_id: int, step_index: int) -> Path:
+    path = root() / f"run-{run_id}" / f"step-{step_index}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build_manifest(directory: Path) -> dict:
+    """``{"files": {relative path: sha256}, "bytes": total, "sha256": digest over the sorted entries}``.
+    Symlinks are recorded as such, never followed."""
+    files: dict[str, str] = {}
+    total = 0
+    for path in sorted(directory.rglob("*")):
+        rel = path.relative_to(directory).as_posix()
+        if path.is_symlink():
+            files[rel] = "symlink:" + hashlib.sha256(str(path.readlink()).encode()).hexdigest()
+        elif path.is_file():
+            files[rel] = _digest(path)
+            total += path.stat().st_size
+    overall = hashlib.sha256("\n".join(f"{k} {v}" for k, v in sorted(files.items())).encode()).hexdigest()
+    return {"files": files, "bytes": total, "sha256": overall}
+
+
+def verify(snapshot: Snapshot) -> None:
+    """Raise SnapshotIntegrityError unless the files on disk match the manifest exactly."""
+    if snapshot.purged_at is not None:
+        raise SnapshotIntegrityError(f"snapshot of step {snapshot.step_index} was purged by retention")
+    if not snapshot.manifest:
+        return  # a state-only snapshot (no files)
+    directory = Path(snapshot.path)
+    if not directory.is_dir():
+        raise SnapshotIntegrityError(f"snapshot directory {directory} is gone")
+    current = build_manifest(directory)
+    if current["sha256"] != snapshot.manifest.get("sha256"):
+        expected, actual = snapshot.manifest.get("files", {}), current["files"]
+        changed = sorted(k for k in set(expected) | set(actual) if expected.get(k) != actual.get(k))
+        raise SnapshotIntegrityError(f"snapshot files do not match the manifest: {', '.join(changed[:10])}")
+
+
+def purge_expired(*, now=None) -> int:
+    """Delete snapshot files older than the retention period (the rows stay, marked purged)."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(days=settings.GRACE_SNAPSHOT_RETENTION_DAYS)
+    purged = 0
+    for snap in Snapshot.objects.filter(created_at__lt=cutoff, purged_at__isnull=True).iterator():
+        with transaction.atomic():
+            if Snapshot.objects.filter(pk=snap.pk, purged_at__isnull=True).update(purged_at=now):
+                if snap.path:
+                    shutil.rmtree(snap.path, ignore_errors=True)
+                audit.record("snapshot.purged", obj=snap, data={"run": snap.run_id, "step": snap.step_index})
+                purged += 1
+    return purged

@@ -1,0 +1,118 @@
+"""Celery tasks of the heal pipeline: thin wrappers that load ids and call the services.
+
+Each is idempotent: it re-reads the run and returns when the run is past its
+stage. Names are pinned (tests/test_celery_config.py): renaming strands queued messages.
+"""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+from django.utils import timezone
+
+from remediation import execution, lifecycle, pipeline, snapshots
+from remediation.choices import RunStatus
+from remediation.models import HealRun
+from remediation.services import claim, transition
+
+S = RunStatus
+TRANSIENT_DB = (OperationalError, InterfaceError)
+_common = {
+    "acks_late": True,
+    "autoretry_for": TRANSIENT_DB,
+    "retry_backoff": 1,
+    "retry_backoff_max": 30,
+    "retry_jitter": True,
+    "max_retries": 5,
+}
+_short = {**_common, "soft_time_limit": 60, "time_limit": 90}
+_long = {
+    **_common,
+    "soft_time_limit": settings.GRACE_TASK_SOFT_TIME_LIMIT,
+    "time_limit": settings.GRACE_TASK_TIME_LIMIT,
+}
+
+
+def _reentrant(run: HealRun) -> bool:
+    """A stage already entered is resumed only when the reaper declared its worker lost."""
+    if run.reaper_tries == 0:
+        age = (timezone.now() - run.heartbeat_at).total_seconds()
+        if age < lifecycle.stage_allowance(run):
+            return False
+    return claim(run)
+
+
+@shared_task(name="remediation.start_run", **_short)
+def start_run(incident_id: int) -> int | None:
+    run = pipeline.start_run(incident_id)
+    return run.pk if run else None
+
+
+@shared_task(name="remediation.plan_run", **_short)
+def plan_run(run_id: int) -> None:
+    pipeline.plan(run_id)
+
+
+@shared_task(name="remediation.gate_run", **_short)
+def gate_run(run_id: int) -> None:
+    pipeline.gate(run_id)
+
+
+@shared_task(name="remediation.resume_run", **_short)
+def resume_run(run_id: int) -> None:
+    pipeline.resume(run_id)
+
+
+@shared_task(name="remediation.snapshot_run", **_long)
+def snapshot_run(run_id: int) -> None:
+    run = HealRun.objects.filter(pk=run_id, status=S.APPROVED).first()
+    if run is not None and claim(run):
+        execution.take_snapshots(HealRun.objects.get(pk=run_id))
+
+
+@shared_task(name="remediation.execute_run", **_long)
+def execute_run(run_id: int) -> None:
+    run = HealRun.objects.filter(pk=run_id).first()
+    if run is None:
+        return
+    if run.status == S.SNAPSHOTTED:
+        if not transition(run_id, S.SNAPSHOTTED, S.EXECUTING, note="executing", advance=False):
+            return
+    elif run.status != S.EXECUTING or not _reentrant(run):
+        return
+    execution.execute(HealRun.objects.get(pk=run_id))
+
+
+@shared_task(name="remediation.verify_run", **_long)
+def verify_run(run_id: int) -> None:
+    run = HealRun.objects.filter(pk=run_id, status=S.VERIFYING).first()
+    if run is not None and claim(run):
+        execution.verify(HealRun.objects.get(pk=run_id))
+
+
+@shared_task(name="remediation.rollback_run", **_long)
+def rollback_run(run_id: int) -> None:
+    run = HealRun.objects.filter(pk=run_id, status=S.ROLLING_BACK).first()
+    if run is not None and claim(run):
+        execution.rollback(HealRun.objects.get(pk=run_id))
+
+
+@shared_task(name="remediation.record_outcome", **_short)
+def record_outcome(run_id: int) -> None:
+    lifecycle.record_outcome(run_id)
+
+
+@shared_task(name="remediation.cancel_for_incident", **_short)
+def cancel_for_incident(incident_id: int) -> int:
+    return lifecycle.cancel_for_incident(incident_id)
+
+
+@shared_task(name="remediation.reap", **_short)
+def reap() -> dict:
+    return lifecycle.reap()
+
+
+@shared_task(name="remediation.purge_snapshots", **_long)
+def purge_snapshots() -> int:
+    return snapshots.purge_expired()
