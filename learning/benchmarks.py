@@ -16,8 +16,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 
+from celery import current_app
+from celery.exceptions import TimeoutError as CeleryTimeoutError
+from celery.result import AsyncResult
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -31,6 +35,7 @@ from learning.models import BenchmarkResult, BenchmarkRun, BenchmarkSuite
 
 logger = logging.getLogger(__name__)
 ACTOR = "system:benchmarks"
+EXECUTE_TASK = "learning.benchmark_execute"
 
 
 @dataclass(frozen=True)
@@ -86,12 +91,34 @@ def get_suite(name: str) -> BenchmarkSuite:
     return suite
 
 
-def create_run(name: str, *, trigger: str = Trigger.API, actor=None) -> BenchmarkRun:
-    """A queued run of the named suite (call inside the transaction that dispatches it)."""
+def create_run(name: str, *, trigger: str = Trigger.API, actor=None, task_id: str = "") -> BenchmarkRun:
+    """A queued run of the named suite."""
     suite = get_suite(name)
     with transaction.atomic():
-        run = BenchmarkRun.objects.create(suite=suite, trigger=trigger)
+        run = BenchmarkRun.objects.create(suite=suite, trigger=trigger, task_id=task_id)
         audit.record("benchmark.run_queued", actor=actor or ACTOR, obj=run, data={"suite": name, "trigger": trigger})
+    return run
+
+
+def dispatch(name: str, *, actor=None, trigger: str = Trigger.API) -> BenchmarkRun:
+    """Queue a run and hand it to a worker (queue ``benchmarks``) once the run is committed."""
+    task_id = str(uuid.uuid4())
+    with transaction.atomic():
+        run = create_run(name, trigger=trigger, actor=actor, task_id=task_id)
+        transaction.on_commit(
+            lambda: current_app.send_task(EXECUTE_TASK, args=[run.pk], task_id=task_id, queue="benchmarks")
+        )
+    return run
+
+
+def wait(run: BenchmarkRun, timeout: float) -> BenchmarkRun:
+    """Wait up to ``timeout`` seconds for a dispatched run to finish; returns it fresh either way."""
+    if run.status not in BenchmarkRunStatus.FINISHED and run.task_id:
+        try:
+            AsyncResult(run.task_id, app=current_app).get(timeout=timeout, propagate=False)
+        except CeleryTimeoutError:
+            pass  # still running: the caller reports it as such
+    run.refresh_from_db()
     return run
 
 

@@ -109,6 +109,7 @@ class BenchmarkRun(models.Model):
     suite = models.ForeignKey(BenchmarkSuite, on_delete=models.PROTECT, related_name="runs")
     status = models.CharField(max_length=10, choices=BenchmarkRunStatus.choices, default=BenchmarkRunStatus.QUEUED)
     trigger = models.CharField(max_length=10, choices=Trigger.choices, default=Trigger.API)
+    task_id = models.CharField(max_length=64, blank=True, help_text="Celery task carrying a dispatched run.")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -13,8 +13,11 @@ from remediation.models import HealRun
 _seq = itertools.count(1)
 
 
-def make_run(*, service: str = "orders-db", diagnosis: str = "sqlite_wal_bloat", status: str = "SUCCEEDED") -> HealRun:
-    now = timezone.now()
+def make_run(
+    *, service: str = "orders-db", diagnosis: str = "sqlite_wal_bloat", status: str = "SUCCEEDED", now=None
+) -> HealRun:
+    """A finished run of an incident first seen five minutes before ``now``."""
+    now = now or timezone.now()
     n = next(_seq)
     incident = Incident.objects.create(
         fingerprint=f"fp-{n}-{now.timestamp()}",

@@ -1,0 +1,216 @@
+"""Learning and verification API: thin views over learning.services, .analytics and .benchmarks."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import redis
+from django.apps import apps
+from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from kombu.exceptions import OperationalError as BrokerError
+from rest_framework import generics, serializers, status, viewsets
+from rest_framework.exceptions import NotFound
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from grace_site.permissions import ModelPermissions
+from incidents.choices import IncidentStatus, Source
+from incidents.models import Incident
+from learning import analytics, benchmarks, services
+from learning.api.serializers import BenchmarkRunSerializer, RecommendationSerializer, StatisticsSerializer
+from learning.choices import BenchmarkRunStatus
+from learning.models import BenchmarkRun, BenchmarkSuite, OutcomeRecord, PlaybookStatistics
+
+
+class StatisticsView(generics.ListAPIView):
+    """Playbook statistics per (diagnosis, playbook); ``service=`` aggregates that service's outcomes."""
+
+    serializer_class = StatisticsSerializer
+    permission_classes = [ModelPermissions]
+    queryset = PlaybookStatistics.objects.all()
+    filter_backends: list = []
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("diagnosis", str, description="Diagnosis code"),
+            OpenApiParameter("playbook", str, description="Playbook name"),
+            OpenApiParameter("service", str, description="Only outcomes of this service"),
+        ]
+    )
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        params = self.request.query_params
+        return analytics.statistics(
+            diagnosis=params.get("diagnosis", ""),
+            playbook=params.get("playbook", ""),
+            service=params.get("service", ""),
+        )
+
+
+def _default_candidates(diagnosis: str) -> list[str]:
+    """Enabled playbooks declaring the diagnosis (read through the app registry: learning never imports remediation)."""
+    playbook_model = apps.get_model("remediation", "Playbook")
+    return [
+        name
+        for name, codes in playbook_model.objects.filter(enabled=True).values_list("name", "diagnosis_codes")
+        if isinstance(codes, list) and diagnosis in codes
+    ]
+
+
+class RecommendationsQuery(serializers.Serializer):
+    diagnosis = serializers.CharField(max_length=64)
+    candidates = serializers.CharField(required=False, help_text="Comma-separated playbook names")
+
+
+class RecommendationsView(APIView):
+    """Playbooks for a diagnosis, best first, with the evidence behind each score."""
+
+    permission_classes = [ModelPermissions]
+    queryset = PlaybookStatistics.objects.none()
+
+    @extend_schema(parameters=[RecommendationsQuery], responses={200: RecommendationSerializer(many=True)})
+    def get(self, request):
+        query = RecommendationsQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        diagnosis = query.validated_data["diagnosis"]
+        raw = query.validated_data.get("candidates")
+        candidates = [c.strip() for c in raw.split(",") if c.strip()] if raw else _default_candidates(diagnosis)
+        ranked = services.recommend(diagnosis, candidates)
+        return Response(
+            {
+                "diagnosis": diagnosis,
+                "thresholds": {
+                    "confidence_tier_threshold": services.CONFIDENCE_TIER_THRESHOLD,
+                    "pause_after_failures": services.PAUSE_AFTER_FAILURES,
+                    "min_attempts_for_confidence": services.MIN_ATTEMPTS_FOR_CONFIDENCE,
+                },
+                "recommendations": [asdict(r) for r in ranked],
+            }
+        )
+
+
+class AnalyticsQuery(serializers.Serializer):
+    days = serializers.IntegerField(min_value=1, max_value=366, default=30)
+    service = serializers.CharField(required=False, default="", allow_blank=True)
+
+
+class AnalyticsView(APIView):
+    """MTTR, success rate over time, auto-resolved versus escalated, overall and per service."""
+
+    permission_classes = [ModelPermissions]
+    queryset = OutcomeRecord.objects.none()
+
+    @extend_schema(parameters=[AnalyticsQuery], responses={200: dict})
+    def get(self, request):
+        query = AnalyticsQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return Response(analytics.analytics(**query.validated_data))
+
+
+class VerificationStatusView(APIView):
+    """Latest run of every suite and the open benchmark-regression incidents."""
+
+    permission_classes = [ModelPermissions]
+    queryset = BenchmarkRun.objects.none()
+
+    @extend_schema(responses={200: dict})
+    def get(self, request):
+        suites = []
+        for suite in BenchmarkSuite.objects.order_by("name"):
+            latest = (
+                BenchmarkRun.objects.filter(suite=suite, status__in=BenchmarkRunStatus.FINISHED)
+                .prefetch_related("results")
+                .order_by("-created_at", "-pk")
+                .first()
+            )
+            suites.append(
+                {
+                    "suite": suite.name,
+                    "enabled": suite.enabled,
+                    "latest": BenchmarkRunSerializer(latest).data if latest else None,
+                }
+            )
+        regressions = Incident.objects.filter(source=Source.BENCHMARK, status__in=IncidentStatus.ACTIVE).order_by(
+            "-last_seen"
+        )
+        return Response(
+            {
+                "suites": suites,
+                "open_regressions": [
+                    {
+                        "incident": i.pk,
+                        "title": i.title,
+                        "status": i.status,
+                        "suite": i.labels.get("suite"),
+                        "metric": i.labels.get("metric"),
+                        "value": i.labels.get("value"),
+                        "baseline": i.labels.get("baseline"),
+                        "occurrences": i.occurrences,
+                        "first_seen": i.first_seen,
+                        "last_seen": i.last_seen,
+                    }
+                    for i in regressions[:100]
+                ],
+            }
+        )
+
+
+class WaitQuery(serializers.Serializer):
+    wait = serializers.BooleanField(default=False)
+    timeout = serializers.FloatField(min_value=0.1, required=False)
+
+
+def _wait_and_respond(run: BenchmarkRun, query: WaitQuery) -> Response:
+    if query.validated_data["wait"]:
+        limit = settings.GRACE_BENCH_WAIT_TIMEOUT
+        run = benchmarks.wait(run, min(query.validated_data.get("timeout", limit), limit))
+    finished = run.status in BenchmarkRunStatus.FINISHED
+    body = BenchmarkRunSerializer(run).data
+    body["run_id"] = run.pk
+    return Response(body, status=status.HTTP_200_OK if finished else status.HTTP_202_ACCEPTED)
+
+
+class BenchmarkStartView(APIView):
+    """Queue a run of a suite (``smoke`` or ``full``): 202 with the run id, or the results with ``?wait=true``."""
+
+    permission_classes = [ModelPermissions]
+    queryset = BenchmarkRun.objects.none()
+
+    @extend_schema(
+        request=None, parameters=[WaitQuery], responses={200: BenchmarkRunSerializer, 202: BenchmarkRunSerializer}
+    )
+    def post(self, request, suite: str):
+        query = WaitQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        try:
+            run = benchmarks.dispatch(suite, actor=request.user)
+        except BenchmarkSuite.DoesNotExist as exc:
+            raise NotFound(str(exc)) from None
+        except DjangoValidationError as exc:
+            return Response(exc.message_dict, status=status.HTTP_409_CONFLICT)
+        except (BrokerError, redis.RedisError) as exc:
+            return Response(
+                {"detail": f"the run was queued but could not be handed to a worker: {exc}"},
+                status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            )
+        return _wait_and_respond(run, query)
+
+
+class BenchmarkRunViewSet(viewsets.ReadOnlyModelViewSet):
+    """Benchmark runs with their results, newest first; ``GET .../<id>/?wait=true`` waits for a queued run."""
+
+    queryset = BenchmarkRun.objects.select_related("suite").prefetch_related("results")
+    serializer_class = BenchmarkRunSerializer
+    permission_classes = [ModelPermissions]
+    filterset_fields = ["status", "trigger", "suite__name"]
+    ordering_fields = ["created_at"]
+
+    @extend_schema(parameters=[WaitQuery])
+    def retrieve(self, request, *args, **kwargs):
+        query = WaitQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return _wait_and_respond(self.get_object(), query)
