@@ -232,6 +232,13 @@ if env_bool("GRACE_CAPTURE_SELF", False):
     MIDDLEWARE.append("incidents.capture.ExceptionCaptureMiddleware")
     LOGGING["handlers"]["grace_incidents"] = {"class": "incidents.capture.IncidentLogHandler", "level": "ERROR"}
     LOGGING["root"]["handlers"].append("grace_incidents")
+# Name the API's incident enums explicitly (other apps also have fields called "status").
+SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {}).update(
+    {
+        "IncidentStatusEnum": "incidents.choices.IncidentStatus",
+        "AlertStatusEnum": [("firing", "firing"), ("resolved", "resolved")],
+    }
+)
 # (end incidents)
 
 # --- remediation: pipeline, local actions, snapshots, resilience -------------

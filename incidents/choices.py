@@ -29,3 +29,29 @@ IncidentStatus.ACTIVE = (IncidentStatus.OPEN, IncidentStatus.HEALING, IncidentSt
 IncidentStatus.CLOSED = (IncidentStatus.RESOLVED, IncidentStatus.IGNORED)
 
 UNKNOWN_DIAGNOSIS = "unknown"
+
+
+class SweepKind(models.TextChoices):
+    HOST = "host", "Host (disk, memory, CPU, load)"
+    SQLITE = "sqlite", "SQLite database (WAL size, busy)"
+    POSTGRES = "postgres", "PostgreSQL database (long transactions, blocked locks)"
+    HTTP = "http", "HTTP endpoint (status, latency)"
+
+
+# Diagnosis codes GRACE ships rules for; rules may use any other code too.
+KNOWN_DIAGNOSES = (
+    "database_locked",
+    "database_wal_bloat",
+    "disk_pressure",
+    "memory_pressure",
+    "high_cpu",
+    "latency_spike",
+    "error_rate_spike",
+    "service_down",
+    "cache_corruption",
+    "pod_crashloop",
+    "container_unhealthy",
+    "asg_capacity_low",
+    "rds_unavailable",
+    "benchmark_regression",
+)

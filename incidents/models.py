@@ -1,7 +1,11 @@
-from django.db import models
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models, transaction
 from django.db.models import Q
 
-from incidents.choices import UNKNOWN_DIAGNOSIS, IncidentStatus, Severity, Source
+from incidents import diagnosis
+from incidents.choices import UNKNOWN_DIAGNOSIS, IncidentStatus, Severity, Source, SweepKind
+from incidents.validators import validate_label_equals, validate_label_regex, validate_regex, validate_thresholds
 
 
 class Incident(models.Model):
@@ -54,3 +58,144 @@ class Incident(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.title}"
+
+
+class DiagnosisRule(models.Model):
+    """One rule of the input sentinel: the first enabled rule (by position) that matches a signal diagnoses it.
+
+    Every condition that is set must hold: source, exact labels, label regexes, title/message regexes and
+    numeric thresholds over labels or annotations. Rules are compiled once per change of the rule set.
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    position = models.PositiveIntegerField(default=100, help_text="Lower positions are tried first.")
+    enabled = models.BooleanField(default=True)
+    code = models.CharField(
+        max_length=64,
+        validators=[RegexValidator(r"^[a-z][a-z0-9_]*$", "use lower-case letters, digits and underscores")],
+        help_text="The diagnosis code this rule gives, e.g. database_wal_bloat.",
+    )
+    confidence = models.FloatField(default=0.8, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)])
+    source = models.CharField(max_length=20, choices=Source.choices, blank=True, help_text="Blank: any source.")
+    label_equals = models.JSONField(
+        default=dict, blank=True, validators=[validate_label_equals], help_text='Exact values: {"check": "disk"}.'
+    )
+    label_regex = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_label_regex],
+        help_text='Regular expressions searched in label values: {"alertname": "(?i)disk"}.',
+    )
+    title_regex = models.CharField(max_length=500, blank=True, validators=[validate_regex])
+    message_regex = models.CharField(max_length=500, blank=True, validators=[validate_regex])
+    thresholds = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_thresholds],
+        help_text='Numeric conditions: [{"field": "labels.wal_bytes", "op": ">=", "value": 1048576}].',
+    )
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["position", "id"]
+        indexes = [
+            # loading the compiled rule set: enabled rules in order
+            models.Index(fields=["enabled", "position", "id"], name="diagrule_enabled_position_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(confidence__gte=0.0, confidence__lte=1.0), name="diagrule_confidence_0_to_1"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} -> {self.code}"
+
+    def save(self, *args, **kwargs):
+        # A rule that cannot be compiled must never reach the rule set, whatever path saves it.
+        self.full_clean()
+        super().save(*args, **kwargs)
+        transaction.on_commit(diagnosis.invalidate)
+
+    def delete(self, *args, **kwargs):
+        result = super().delete(*args, **kwargs)
+        transaction.on_commit(diagnosis.invalidate)
+        return result
+
+
+# Threshold keys each kind of sweep target understands, with their defaults.
+SWEEP_THRESHOLDS: dict[str, dict[str, float]] = {
+    SweepKind.HOST: {
+        "disk_used_percent": 90.0,
+        "memory_used_percent": 90.0,
+        "cpu_percent": 95.0,
+        "load_per_cpu": 2.0,
+    },
+    SweepKind.SQLITE: {"wal_bytes": 64 * 1024 * 1024, "busy_timeout_ms": 200},
+    SweepKind.POSTGRES: {"long_transaction_seconds": 300, "blocked_locks": 1, "connect_timeout_seconds": 5},
+    SweepKind.HTTP: {"expected_status": 200, "latency_ms": 1000, "timeout_seconds": 5},
+}
+
+
+class SweepTarget(models.Model):
+    """Something the health sweeps check, with its thresholds (editable in the admin).
+
+    ``location`` is the disk path to watch for a host (default ``/``), the SQLite file path, the
+    PostgreSQL URL (``postgres://user@host:port/db``; keep passwords in ``~/.pgpass``) or the HTTP URL.
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=10, choices=SweepKind.choices)
+    location = models.CharField(max_length=500, blank=True)
+    service = models.CharField(max_length=200, blank=True, help_text="Service named on incidents (default: name).")
+    environment = models.CharField(max_length=50, default="production")
+    severity = models.CharField(max_length=10, choices=Severity.choices, default=Severity.WARNING)
+    thresholds = models.JSONField(default=dict, blank=True, help_text="Overrides of the kind's default thresholds.")
+    enabled = models.BooleanField(default=True)
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    last_result = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["kind", "name"]
+        indexes = [
+            # each sweep task loads the enabled targets of its kind
+            models.Index(fields=["kind", "enabled"], name="sweeptarget_kind_enabled_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+    def save(self, *args, **kwargs):
+        self.full_clean(exclude=["last_result"])
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        allowed = SWEEP_THRESHOLDS.get(self.kind, {})
+        if not isinstance(self.thresholds, dict):
+            errors["thresholds"] = "must be an object of threshold name to number"
+        else:
+            for key, value in self.thresholds.items():
+                if key not in allowed:
+                    errors["thresholds"] = f"unknown threshold {key!r} for {self.kind}; allowed: {', '.join(allowed)}"
+                elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                    errors["thresholds"] = f"threshold {key!r} must be a non-negative number"
+        if self.kind in (SweepKind.SQLITE, SweepKind.POSTGRES, SweepKind.HTTP) and not self.location:
+            errors["location"] = f"a {self.kind} target needs a location"
+        elif self.kind == SweepKind.HTTP and not self.location.startswith(("http://", "https://")):
+            errors["location"] = "must be an http:// or https:// URL"
+        elif self.kind == SweepKind.POSTGRES and not self.location.startswith(("postgres://", "postgresql://")):
+            errors["location"] = "must be a postgres:// URL"
+        if errors:
+            raise ValidationError(errors)
+
+    def threshold(self, key: str) -> float:
+        return self.thresholds.get(key, SWEEP_THRESHOLDS[self.kind][key])
+
+    @property
+    def service_name(self) -> str:
+        return self.service or self.name

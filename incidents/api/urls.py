@@ -1,5 +1,12 @@
+from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-router = DefaultRouter(trailing_slash=True)
+from incidents.api.views import AlertmanagerWebhookView, IncidentViewSet
 
-urlpatterns = router.urls
+router = DefaultRouter(trailing_slash=True)
+router.register("incidents", IncidentViewSet, basename="incident")
+
+urlpatterns = [
+    path("webhooks/alertmanager/", AlertmanagerWebhookView.as_view(), name="webhook-alertmanager"),
+    *router.urls,
+]

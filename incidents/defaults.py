@@ -1,0 +1,148 @@
+"""Shipped defaults: diagnosis rules, sweep schedules and a sweep target for this host.
+
+``install()`` is idempotent (existing rows, possibly edited in the admin, are left alone) and returns how
+many rows it created. ``manage.py grace_setup`` calls it.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+from approvals import audit
+from incidents.choices import Source, SweepKind
+from incidents.models import DiagnosisRule, SweepTarget
+
+AM, SWEEP = Source.ALERTMANAGER, Source.SWEEP
+I = "(?i)"  # noqa: E741 - case-insensitive prefix
+
+# (name, code, confidence, conditions). Lower positions first: specific rules before broad ones.
+RULES: list[tuple[str, str, float, dict]] = [
+    # health sweeps: exact checks, high confidence
+    ("sweep-sqlite-wal", "database_wal_bloat", 0.95, {"source": SWEEP, "label_equals": {"check": "sqlite_wal"}}),
+    ("sweep-sqlite-busy", "database_locked", 0.9, {"source": SWEEP, "label_equals": {"check": "sqlite_busy"}}),
+    ("sweep-pg-blocked", "database_locked", 0.9, {"source": SWEEP, "label_equals": {"check": "pg_blocked_locks"}}),
+    ("sweep-pg-long-tx", "database_locked", 0.7, {"source": SWEEP, "label_equals": {"check": "pg_long_transaction"}}),
+    ("sweep-pg-down", "service_down", 0.9, {"source": SWEEP, "label_equals": {"check": "postgres_down"}}),
+    ("sweep-disk", "disk_pressure", 0.95, {"source": SWEEP, "label_equals": {"check": "disk"}}),
+    ("sweep-memory", "memory_pressure", 0.9, {"source": SWEEP, "label_equals": {"check": "memory"}}),
+    ("sweep-cpu", "high_cpu", 0.85, {"source": SWEEP, "label_equals": {"check": "cpu"}}),
+    ("sweep-load", "high_cpu", 0.75, {"source": SWEEP, "label_equals": {"check": "load"}}),
+    ("sweep-http-status", "service_down", 0.9, {"source": SWEEP, "label_equals": {"check": "http_status"}}),
+    ("sweep-http-latency", "latency_spike", 0.85, {"source": SWEEP, "label_equals": {"check": "http_latency"}}),
+    # benchmark regressions, opened by the learning app through intake
+    ("benchmark-regression", "benchmark_regression", 0.95, {"source": Source.BENCHMARK}),
+    # Kubernetes / containers / cloud (alert names of kube-prometheus and common exporters)
+    ("k8s-crashloop-reason", "pod_crashloop", 0.95, {"label_equals": {"reason": "CrashLoopBackOff"}}),
+    ("k8s-crashloop", "pod_crashloop", 0.9, {"label_regex": {"alertname": I + r"crash.?loop"}}),
+    (
+        "container-unhealthy",
+        "container_unhealthy",
+        0.85,
+        {"label_regex": {"alertname": I + r"container.*(unhealthy|down|restart|oom)"}},
+    ),
+    (
+        "asg-capacity-low",
+        "asg_capacity_low",
+        0.85,
+        {"label_regex": {"alertname": I + r"(asg|auto.?scaling).*(capacity|instances|low)|capacity.?low"}},
+    ),
+    ("rds-unavailable", "rds_unavailable", 0.85, {"label_regex": {"alertname": I + r"rds"}}),
+    # databases
+    ("sqlite-wal-alert", "database_wal_bloat", 0.85, {"label_regex": {"alertname": I + r"wal"}}),
+    (
+        "db-locked-alert",
+        "database_locked",
+        0.85,
+        {"label_regex": {"alertname": I + r"(database|db|sqlite|table).?(locked|busy|lock)|lock.?(wait|contention)"}},
+    ),
+    ("db-locked-message", "database_locked", 0.8, {"message_regex": I + r"database is locked|deadlock detected"}),
+    (
+        "cache-corruption-alert",
+        "cache_corruption",
+        0.8,
+        {"label_regex": {"alertname": I + r"cache.*(corrupt|invalid)"}},
+    ),
+    (
+        "cache-corruption-message",
+        "cache_corruption",
+        0.7,
+        {"message_regex": I + r"cache.{0,40}corrupt|corrupt.{0,40}cache"},
+    ),
+    # host resources
+    (
+        "disk-alert",
+        "disk_pressure",
+        0.85,
+        {"label_regex": {"alertname": I + r"disk|filesystem|volume.*(full|space)|inodes"}},
+    ),
+    ("memory-alert", "memory_pressure", 0.85, {"label_regex": {"alertname": I + r"memory|oom|swap"}}),
+    (
+        "cpu-value",
+        "high_cpu",
+        0.8,
+        {"source": AM, "thresholds": [{"field": "annotations.cpu_percent", "op": ">=", "value": 90}]},
+    ),
+    ("cpu-alert", "high_cpu", 0.85, {"label_regex": {"alertname": I + r"cpu|load|throttl"}}),
+    # service health
+    ("latency-alert", "latency_spike", 0.85, {"label_regex": {"alertname": I + r"latency|slow|p9\d"}}),
+    (
+        "error-rate-alert",
+        "error_rate_spike",
+        0.85,
+        {"label_regex": {"alertname": I + r"error.?(rate|ratio|budget)|5xx"}},
+    ),
+    (
+        "service-down-alert",
+        "service_down",
+        0.85,
+        {"label_regex": {"alertname": I + r"(service|target|instance|endpoint|host).?(down|unreachable)|^up$|absent"}},
+    ),
+]
+
+# One beat entry per sweep kind. The expiry drops runs that could not start in time (after downtime).
+SWEEP_SCHEDULES = [
+    ("incidents: sweep host", "incidents.sweep_host", 60),
+    ("incidents: sweep SQLite", "incidents.sweep_sqlite", 60),
+    ("incidents: sweep PostgreSQL", "incidents.sweep_postgres", 60),
+    ("incidents: sweep HTTP", "incidents.sweep_http", 30),
+]
+
+
+def install() -> int:
+    created = 0
+    for position, (name, code, confidence, conditions) in enumerate(RULES, start=1):
+        rule, made = DiagnosisRule.objects.get_or_create(
+            name=name, defaults={"position": position * 10, "code": code, "confidence": confidence, **conditions}
+        )
+        if made:
+            created += 1
+            audit.record("diagnosis_rule.created", actor="system:defaults", obj=rule, data={"code": code})
+    for name, task, seconds in SWEEP_SCHEDULES:
+        interval, _ = IntervalSchedule.objects.get_or_create(every=seconds, period=IntervalSchedule.SECONDS)
+        _, made = PeriodicTask.objects.get_or_create(
+            name=name,
+            defaults={
+                "task": task,
+                "interval": interval,
+                "queue": "sweeps",
+                "expire_seconds": seconds,
+                "kwargs": json.dumps({}),
+                "description": "Health sweep shipped with GRACE (targets in Incidents > Sweep targets).",
+            },
+        )
+        created += made
+    targets = [("this-host", SweepKind.HOST, "/")]
+    database = settings.DATABASES["default"]
+    if database["ENGINE"].endswith("sqlite3"):
+        targets.append(("grace-database", SweepKind.SQLITE, str(database["NAME"])))
+    for name, kind, location in targets:
+        target, made = SweepTarget.objects.get_or_create(
+            name=name, defaults={"kind": kind, "location": location, "service": name}
+        )
+        if made:
+            created += 1
+            audit.record("sweep_target.created", actor="system:defaults", obj=target, data={"kind": kind})
+    return created
