@@ -133,7 +133,7 @@ def _retrying() -> Retrying:
     return Retrying(
         retry=retry_if_exception(lambda exc: isinstance(exc, ActionError) and exc.transient),
         stop=stop_after_attempt(settings.GRACE_RETRY_ATTEMPTS) | stop_after_delay(settings.GRACE_RETRY_MAX_SECONDS),
-        wait=wait_exponential_jitter(initial=initial, max=settings.GRACE_RETRY_WAIT_MAX, jitter=initial),
+        wait=wait_exponential_jitter(multiplier=initial, max=settings.GRACE_RETRY_WAIT_MAX, jitter=initial),
         before_sleep=before_sleep_log(log, logging.WARNING),
         reraise=True,
     )

@@ -1,0 +1,86 @@
+"""http.probe against a real HTTP server on loopback."""
+
+import socket
+import threading
+from contextlib import closing
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from rest_framework.exceptions import ValidationError
+
+from remediation.actions import load_all
+
+PROBE = load_all().get("http.probe")
+
+
+class Handler(BaseHTTPRequestHandler):
+    release = threading.Event()
+
+    def do_GET(self):  # noqa: N802 - the http.server API
+        if self.path == "/slow":
+            self.release.wait(30)
+        status = 503 if self.path == "/down" else 200
+        self.send_response(status)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    Handler.release.set()
+    httpd.shutdown()
+    httpd.server_close()
+    Handler.release.clear()
+
+
+def test_it_reports_status_and_latency(server):
+    facts = PROBE.observe(PROBE.validate({"url": f"{server}/health"}))
+
+    assert facts["status"] == 200
+    assert facts["ok"] is True
+    assert facts["latency_ms"] > 0
+    assert facts["error"] == ""
+
+
+def test_an_error_status_is_a_fact_not_an_exception(server):
+    facts = PROBE.execute(PROBE.validate({"url": f"{server}/down"}))
+
+    assert facts["status"] == 503
+    assert facts["ok"] is False
+
+
+def test_a_refused_connection_is_reported_without_a_status():
+    with closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    facts = PROBE.observe(PROBE.validate({"url": f"http://127.0.0.1:{port}/"}))
+
+    assert facts["status"] is None
+    assert facts["ok"] is False
+    assert facts["error"]
+
+
+def test_the_probe_gives_up_after_its_timeout(server):
+    facts = PROBE.observe(PROBE.validate({"url": f"{server}/slow", "timeout_seconds": 0.2}))
+
+    assert facts["status"] is None
+    assert "timed out" in facts["error"].lower()
+    assert facts["latency_ms"] < 5000
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/file", "file:///etc/passwd", "not a url"])
+def test_only_http_and_https_urls_are_accepted(url):
+    with pytest.raises(ValidationError) as exc:
+        PROBE.validate({"url": url})
+
+    assert "url" in exc.value.detail
