@@ -53,12 +53,17 @@ def take_snapshots(run: HealRun) -> None:
         return
     registry = load_all()
     for step in _steps(run):
-        if not step["reversible"] or Snapshot.objects.filter(run=run, step_index=step["index"]).exists():
+        if Snapshot.objects.filter(run=run, step_index=step["index"]).exists():
             continue
         action = registry.get(step["action"])
         directory = snapshots.directory_for(run.pk, step["index"])
         try:
-            state = action.snapshot(step["params"], directory)
+            if step["reversible"]:
+                state = action.snapshot(step["params"], directory)
+            else:
+                # Not reversible: keep what it looked like before, so contracts and a
+                # re-observation after a lost worker can tell whether the effect happened.
+                state = {"observed_before": True, **action.observe(step["params"])}
         except ActionUnavailable as exc:
             transition(run.pk, S.APPROVED, S.BLOCKED, reason=f"{action.family} unavailable: {exc}")
             return

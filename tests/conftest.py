@@ -42,13 +42,46 @@ def redis_client():
     client.close()
 
 
+class WorkerPool:
+    """The session's real Celery worker process; a test may kill it (SIGKILL) and start a new one."""
+
+    def __init__(self, tmp_dir):
+        self.tmp_dir = tmp_dir
+        self.worker = None
+        self.name = ""
+
+    def ensure(self) -> str:
+        if self.worker is None or self.worker.proc.poll() is not None:
+            self.worker, self.name = start_worker(self.tmp_dir)
+        return self.name
+
+    def kill_hard(self) -> None:
+        """SIGKILL the worker and its prefork children: nothing is acknowledged or cleaned up."""
+        import signal
+
+        if self.worker is not None:
+            self.worker.kill(signal.SIGKILL)
+            self.worker.proc.wait(10)
+            self.worker.stop()
+            self.worker = None
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+
+
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
-    """One real Celery worker process for the session, consuming every queue, on the test database."""
+def worker_pool(django_db_setup, django_db_blocker, tmp_path_factory):
+    pool = WorkerPool(tmp_path_factory.mktemp("worker"))
+    yield pool
+    pool.stop()
+
+
+@pytest.fixture
+def celery_worker(worker_pool, django_db_blocker):
+    """A real Celery worker process consuming every queue, on the test database (shared by the session)."""
     with django_db_blocker.unblock():
-        worker, name = start_worker(tmp_path_factory.mktemp("worker"))
-    yield name
-    worker.stop()
+        return worker_pool.ensure()
 
 
 @pytest.fixture

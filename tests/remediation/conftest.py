@@ -7,10 +7,12 @@ from remediation.models import Playbook
 
 @pytest.fixture
 def allowed_root():
+    """A fresh directory of this test's own inside GRACE's first allowed root."""
+    import uuid
     from pathlib import Path
 
-    root = Path(settings.GRACE_ALLOWED_ROOTS[0])
-    root.mkdir(parents=True, exist_ok=True)
+    root = Path(settings.GRACE_ALLOWED_ROOTS[0]) / f"t-{uuid.uuid4().hex[:10]}"
+    root.mkdir(parents=True)
     return root
 
 
