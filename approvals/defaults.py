@@ -1,4 +1,4 @@
-"""Shipped defaults: safe policy rules and the beat entry that expires approvals.
+"""Shipped defaults: safe policy rules, the beat entry that expires approvals, the governance groups.
 
 ``install()`` is idempotent: it creates what is missing and never overwrites an
 operator's edits (rules are matched by name).
@@ -12,7 +12,7 @@ from datetime import time
 from django.db import transaction
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from approvals import audit
+from approvals import audit, groups
 from approvals.choices import Effect
 from approvals.models import PolicyRule
 
@@ -82,4 +82,5 @@ def install() -> int:
             },
         )
         created += int(made)
+        created += groups.ensure_groups()
     return created

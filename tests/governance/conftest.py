@@ -11,6 +11,8 @@ import pytest
 from django.contrib.auth.models import Group
 from django.utils import timezone
 
+from approvals.groups import ensure_groups
+
 _counter = itertools.count(1)
 
 
@@ -57,6 +59,8 @@ def make_run():
 
 @pytest.fixture
 def make_user(django_user_model):
+    ensure_groups()  # transactional tests flush the groups the migration created
+
     def make(username: str, *groups: str, staff: bool = True):
         user = django_user_model.objects.create_user(username, password=f"pw-{username}-123456", is_staff=staff)
         for name in groups:

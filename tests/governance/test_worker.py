@@ -1,0 +1,200 @@
+"""Governance with real processes: a Celery worker delivering notifications over real HTTP and
+email, the expiry task, and concurrent approvals resuming a run exactly once."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from celery import current_app
+from django.db import connections
+from django.utils import timezone
+
+from approvals import services
+from approvals.models import ApprovalRequest, Notification, NotificationChannel
+from tests.governance.conftest import CONTEXT, plan_hash, queued_tasks
+from tests.support.processes import start_worker
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
+
+
+@pytest.fixture(scope="module")
+def mail_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("mail")
+
+
+@pytest.fixture(scope="module")
+def governance_worker(django_db_setup, django_db_blocker, tmp_path_factory, mail_dir):
+    """A worker on the default queue only (resume hand-offs stay in heal.local for the test to read)."""
+    with django_db_blocker.unblock():
+        worker, name = start_worker(
+            tmp_path_factory.mktemp("governance-worker"),
+            queues="default",
+            GRACE_NOTIFY_RETRY_BACKOFF="1",
+            GRACE_NOTIFY_MAX_RETRIES="3",
+            GRACE_NOTIFY_TIMEOUT="2",
+            GRACE_EMAIL_BACKEND="file",
+            GRACE_EMAIL_FILE_PATH=str(mail_dir),
+        )
+    yield worker
+    worker.stop()
+
+
+class Receiver:
+    """A real HTTP endpoint answering a scripted list of status codes (then 200)."""
+
+    def __init__(self, statuses: list[int]):
+        self.statuses = list(statuses)
+        self.bodies: list[dict] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's API
+                length = int(self.headers["Content-Length"])
+                receiver.bodies.append(json.loads(self.rfile.read(length)))
+                code = receiver.statuses.pop(0) if receiver.statuses else 200
+                self.send_response(code)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    made: list[Receiver] = []
+
+    def make(statuses=()):
+        made.append(Receiver(list(statuses)))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+def _wait_for(predicate, timeout: float = 60.0, what: str = "condition", worker=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}" + (f"; worker log:\n{worker.log()}" if worker else ""))
+
+
+def _open(run, tier=2):
+    return services.open_request(run_id=run.pk, plan_hash=plan_hash(), tier=tier, requested_by_id=None, context=CONTEXT)
+
+
+def test_approval_needed_reaches_a_webhook_after_a_retry_and_an_email(governance_worker, make_run, receiver, mail_dir):
+    hook = receiver([503])  # first delivery fails, the retry succeeds
+    NotificationChannel.objects.create(name="slack", kind="webhook", url=hook.url, events=["approval_needed"])
+    NotificationChannel.objects.create(name="oncall", kind="email", recipients=["oncall@example.com"])
+    run = make_run()
+
+    _open(run)
+
+    sent = _wait_for(
+        lambda: Notification.objects.filter(status="sent").count() == 2, what="both notifications to be sent"
+    )
+    assert sent
+    hooked = Notification.objects.get(channel__name="slack")
+    assert hooked.attempts == 2
+    assert len(hook.bodies) == 2
+    assert hook.bodies[-1]["text"].startswith("[GRACE] approval needed: Run #")
+    assert hook.bodies[-1]["grace"]["run_id"] == run.pk
+    mail = "".join(path.read_text() for path in mail_dir.iterdir())
+    assert "oncall@example.com" in mail and f"Run #{run.pk} needs 1 approval(s)" in mail
+
+
+def test_a_failing_notification_never_blocks_the_approval(governance_worker, make_run, receiver, operator):
+    hook = receiver([404])
+    NotificationChannel.objects.create(name="broken", kind="webhook", url=hook.url)
+    run = make_run()
+    request = _open(run)
+
+    decided = services.decide(request.pk, user=operator, approve=True, reason="go ahead")
+
+    assert decided.status == "approved"
+    failed = _wait_for(
+        lambda: Notification.objects.filter(event="approval_needed", status="failed").first(),
+        what="failure",
+        worker=governance_worker,
+    )
+    assert "HTTP 404" in failed.last_error
+    assert failed.attempts == 1  # a 4xx is not retried
+
+
+def test_an_unreachable_webhook_is_retried_then_given_up(governance_worker, make_run):
+    NotificationChannel.objects.create(name="nowhere", kind="webhook", url="http://127.0.0.1:9/hook")
+    run = make_run()
+
+    _open(run)
+
+    failed = _wait_for(lambda: Notification.objects.filter(status="failed").first(), timeout=90, what="the last retry")
+    assert failed.attempts == 4  # first try + GRACE_NOTIFY_MAX_RETRIES=3
+    assert "gave up after 4 attempt(s)" in failed.last_error
+
+
+def test_the_expiry_task_escalates_overdue_requests(governance_worker, make_run, redis_client, receiver):
+    hook = receiver()
+    NotificationChannel.objects.create(name="escalations", kind="webhook", url=hook.url, events=["escalated"])
+    run = make_run()
+    request = _open(run)
+    ApprovalRequest.objects.filter(pk=request.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+
+    current_app.send_task("approvals.expire_requests", queue="default")
+
+    _wait_for(lambda: ApprovalRequest.objects.get(pk=request.pk).status == "expired", what="expiry")
+    assert _wait_for(lambda: queued_tasks(redis_client), what="the resume hand-off") == [
+        ("remediation.resume_run", [run.pk])
+    ]
+    _wait_for(lambda: hook.bodies, what="the escalation webhook")
+    assert hook.bodies[0]["grace"]["event"] == "escalated"
+
+
+@pytest.mark.parametrize("tier", [2, 3])
+def test_racing_approvals_resume_the_run_exactly_once(make_run, make_user, redis_client, tier):
+    approvers = [make_user(f"racer-{i}", "GRACE senior approvers") for i in range(3)]
+    run = make_run()
+    request = _open(run, tier=tier)
+    start = threading.Barrier(len(approvers))
+    outcomes: list[str] = []
+
+    def approve(user):
+        try:
+            start.wait()
+            services.decide(request.pk, user=user, approve=True, reason="race")
+            outcomes.append("ok")
+        except services.Conflict:
+            outcomes.append("conflict")
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=approve, args=(user,)) for user in approvers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    request.refresh_from_db()
+    assert request.status == "approved"
+    needed = services.required_approvals(tier)
+    assert sorted(outcomes) == ["conflict"] * (3 - needed) + ["ok"] * needed
+    assert request.decisions.count() == needed
+    assert queued_tasks(redis_client) == [("remediation.resume_run", [run.pk])]
