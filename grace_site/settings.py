@@ -252,7 +252,7 @@ GRACE_REAPER_MAX_TRIES = env_int("GRACE_REAPER_MAX_TRIES", 3, minimum=1)
 GRACE_HANDOFF_GRACE_SECONDS = env_int("GRACE_HANDOFF_GRACE_SECONDS", 30, minimum=1)
 # local actions
 # Directories local actions may touch (SQLite files, caches, service configs); nothing outside them.
-GRACE_ALLOWED_ROOTS = env_list("GRACE_ALLOWED_ROOTS", [str(VAR_DIR / "managed")])
+GRACE_ALLOWED_ROOTS = env_list("GRACE_ALLOWED_ROOTS", [str(VAR_DIR / "managed"), str(VAR_DIR / "demo")])
 GRACE_SQLITE_BUSY_TIMEOUT_MS = env_int("GRACE_SQLITE_BUSY_TIMEOUT_MS", 5000, minimum=0)
 # PostgreSQL targets by name: a JSON object {"name": "postgres://..."} or the path of a file holding one.
 GRACE_POSTGRES_TARGETS = env_str("GRACE_POSTGRES_TARGETS", "")
@@ -309,7 +309,7 @@ GRACE_KUBE_IN_CLUSTER = env_bool("GRACE_KUBE_IN_CLUSTER", bool(os.environ.get("K
 GRACE_KUBE_CONTEXT = env_str("GRACE_KUBE_CONTEXT", "")
 GRACE_KUBE_TIMEOUT = env_float("GRACE_KUBE_TIMEOUT", 10.0, minimum=0.1)
 # GET /api/cloud/status/: every family is probed concurrently within this many seconds.
-GRACE_CLOUD_STATUS_TIMEOUT = env_float("GRACE_CLOUD_STATUS_TIMEOUT", 1.5, minimum=0.1)
+GRACE_CLOUD_STATUS_TIMEOUT = env_float("GRACE_CLOUD_STATUS_TIMEOUT", 1.2, minimum=0.1)
 # (end cloud)
 
 # --- approvals: governance, policy, notifications -----------------------------

@@ -12,11 +12,15 @@ from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from remediation import execution, lifecycle, pipeline, snapshots
+from remediation.actions import load_all
 from remediation.choices import RunStatus
 from remediation.models import HealRun
 from remediation.services import claim, transition
 
 S = RunStatus
+# Import every action family (boto3, docker, kubernetes clients) when the worker loads its tasks,
+# before it forks, rather than inside the first run that needs them.
+load_all()
 TRANSIENT_DB = (OperationalError, InterfaceError)
 _common = {
     "acks_late": True,

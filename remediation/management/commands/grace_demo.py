@@ -1,0 +1,115 @@
+"""`manage.py grace_demo`: the whole heal loop against a running GRACE, in one command.
+
+Creates a real SQLite database under var/demo whose WAL grows (a connection
+stays open, as an application's would), raises an incident through the public
+API, and prints the run's timeline live until it ends.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import requests
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from rest_framework.authtoken.models import Token
+
+from remediation.choices import RunStatus
+
+
+class Command(BaseCommand):
+    help = "Grow a real SQLite WAL, raise an incident through the API, and follow GRACE healing it."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--url", default=f"http://127.0.0.1:{settings.GRACE_PORT}", help="GRACE's base URL")
+        parser.add_argument("--token", default=os.environ.get("GRACE_API_TOKEN", ""),
+                            help="API token (default: the first superuser's, created if needed)")  # fmt: skip
+        parser.add_argument("--wal-mib", type=int, default=4, help="grow the WAL to at least this many MiB")
+        parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the run to end")
+
+    def handle(self, *args, **opts):
+        url = opts["url"].rstrip("/")
+        session = requests.Session()
+        session.headers["Authorization"] = f"Token {opts['token'] or self._token()}"
+        try:
+            health = session.get(f"{url}/api/health/", timeout=5).json()
+        except requests.RequestException as exc:
+            raise CommandError(f"GRACE does not answer at {url} ({exc}); start it with `make run`") from None
+        if health.get("failing"):
+            self.stdout.write(self.style.WARNING(f"health reports failing components: {health['failing']}"))
+
+        db = self._demo_db()
+        keeper, wal = self._grow_wal(db, opts["wal_mib"] * 1024 * 1024)
+        self.stdout.write(f"demo database {db}: WAL is {wal / 1048576:.1f} MiB")
+
+        response = session.post(
+            f"{url}/api/incidents/",
+            json={
+                "source": "api", "service": "demo-db", "severity": "warning", "environment": "demo",
+                "title": f"demo-db: SQLite WAL is {wal / 1048576:.1f} MiB",
+                "labels": {"alertname": "SQLiteWALBloat", "db_path": str(db), "wal_bytes": str(wal)},
+            },
+            timeout=10,
+        )  # fmt: skip
+        if response.status_code not in (200, 201):
+            raise CommandError(f"the API refused the incident: {response.status_code} {response.text}")
+        incident = response.json()
+        self.stdout.write(f"incident #{incident['id']} diagnosed {incident['diagnosis']['code']!r}")
+
+        run = self._follow(session, url, incident["id"], opts["timeout"])
+        keeper.close()
+        wal_after = Path(f"{db}-wal").stat().st_size if Path(f"{db}-wal").exists() else 0
+        style = self.style.SUCCESS if run["status"] == RunStatus.SUCCEEDED else self.style.ERROR
+        self.stdout.write(style(f"run #{run['id']} ended {run['status']}: WAL now {wal_after / 1048576:.2f} MiB"))
+        self.stdout.write(f"details: {url}/api/runs/{run['id']}/ and {url}/admin/remediation/healrun/{run['id']}/")
+
+    def _token(self) -> str:
+        user = get_user_model().objects.filter(is_superuser=True).order_by("pk").first()
+        if user is None:
+            raise CommandError("no superuser exists: run `make run` (it creates one) or pass --token")
+        return Token.objects.get_or_create(user=user)[0].key
+
+    def _demo_db(self) -> Path:
+        demo = Path(settings.VAR_DIR) / "demo"
+        roots = [Path(r).resolve() for r in settings.GRACE_ALLOWED_ROOTS]
+        if not any(demo.resolve().is_relative_to(root) for root in roots):
+            raise CommandError(f"{demo} is not under GRACE_ALLOWED_ROOTS ({', '.join(map(str, roots))})")
+        demo.mkdir(parents=True, exist_ok=True)
+        return demo / f"demo-{int(time.time())}.sqlite3"
+
+    def _grow_wal(self, db: Path, target: int) -> tuple[sqlite3.Connection, int]:
+        keeper = sqlite3.connect(db)  # stays open, so the WAL is not checkpointed on close
+        keeper.execute("PRAGMA journal_mode=WAL")
+        keeper.execute("CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, body BLOB)")
+        keeper.commit()
+        writer = sqlite3.connect(db)
+        writer.execute("PRAGMA wal_autocheckpoint=0")
+        wal = Path(f"{db}-wal")
+        while not wal.exists() or wal.stat().st_size < target:
+            with writer:
+                writer.executemany("INSERT INTO events (body) VALUES (?)", ((os.urandom(1024),) for _ in range(500)))
+        writer.close()
+        return keeper, wal.stat().st_size
+
+    def _follow(self, session: requests.Session, url: str, incident_id: int, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        shown = 0
+        run = None
+        while time.monotonic() < deadline:
+            if run is None:
+                runs = session.get(f"{url}/api/runs/", params={"incident": incident_id}, timeout=5).json()["results"]
+                run = runs[0] if runs else None
+            if run is not None:
+                run = session.get(f"{url}/api/runs/{run['id']}/", timeout=5).json()
+                for event in run["timeline"][shown:]:
+                    arrow = f"{event['from_status'] or '·'} -> {event['to_status']}" if event["to_status"] else "note"
+                    self.stdout.write(f"  {event['at'][11:23]}  {arrow:<32} {event['note']}")
+                shown = len(run["timeline"])
+                if run["status"] in RunStatus.TERMINAL:
+                    return run
+            time.sleep(0.2)
+        raise CommandError(f"no finished run for incident #{incident_id} within {timeout} s (is a worker running?)")
