@@ -127,6 +127,36 @@ def test_it_terminates_the_session_holding_the_lock_and_the_blocked_statement_co
         holder.close()
 
 
+def test_only_the_head_of_a_lock_queue_is_terminated_and_everyone_behind_it_completes(server, target):
+    start = balance(server["app"])
+    holder = session(server["app"], "batch-job")
+    holder.execute("SELECT * FROM accounts WHERE id = 1 FOR UPDATE")
+    first = Blocked(server["app"], "first-in-line")
+    poll(lambda: TERMINATE.observe({"target": target})["blocked_sessions"] == 1)
+    second = Blocked(server["app"], "second-in-line")  # waits for the holder and for the first
+    try:
+        poll(
+            lambda: (
+                TERMINATE.observe({"target": target, "min_blocked_seconds": 1})["sessions_blocked_over_threshold"] == 2
+            )
+        )
+
+        result = TERMINATE.execute(TERMINATE.validate({"target": target, "min_blocked_seconds": 1}))
+
+        assert [s["pid"] for s in result["terminated"]] == [holder.info.backend_pid]
+        assert {s["application_name"]: s["reason"] for s in result["skipped"]} == {
+            "first-in-line": "itself waiting on a lock (not the head of the queue)"
+        }
+        for victim in (first, second):
+            victim.thread.join(20)
+            assert victim.error is None
+        assert balance(server["app"]) == start + 2
+    finally:
+        first.finish()
+        second.finish()
+        holder.close()
+
+
 def test_sessions_blocking_for_less_than_the_threshold_are_left_alone(server, target):
     holder = session(server["app"], "short-job")
     holder.execute("SELECT * FROM accounts WHERE id = 1 FOR UPDATE")

@@ -213,6 +213,23 @@ def test_restart_starts_a_down_service_itself_and_replaces_a_running_one(managed
     assert facts["started_at"] is not None
 
 
+def test_a_spawned_service_gets_its_configured_environment_not_graces(managed, configure, cleanup, monkeypatch):
+    monkeypatch.setenv("DJANGO_SECRET_KEY", "x" * 40)
+    pidfile = managed / "env.pid"
+    configure(
+        {"env": {"kind": "pidfile", "argv": SLEEPER, "pidfile": str(pidfile), "restart": "spawn",
+                 "env": {"ORDERS_MODE": "primary"}}}
+    )  # fmt: skip
+
+    result = RESTART.execute({"service": "env"})
+    cleanup.append(result["pid"])
+
+    environ = psutil.Process(result["pid"]).environ()
+    assert environ["ORDERS_MODE"] == "primary"
+    assert "DJANGO_SECRET_KEY" not in environ
+    assert "REDIS_URL" not in environ
+
+
 def test_restart_of_a_supervised_service_waits_for_the_supervisor_to_bring_a_new_process(managed, configure, cleanup):
     pidfile = managed / "api.pid"
     configure({"api": {"kind": "pidfile", "argv": SLEEPER, "pidfile": str(pidfile), "restart": "supervisor"}})

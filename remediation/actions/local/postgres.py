@@ -122,7 +122,8 @@ AND NOT (COALESCE(a.application_name, '') = ANY(%(protected)s))
 
 _SESSIONS = sql.SQL("""
 SELECT a.pid, a.usename, a.application_name, a.state, left(a.query, 200),
-       EXTRACT(EPOCH FROM clock_timestamp() - a.xact_start)::float8, ({signallable}) AS signallable
+       EXTRACT(EPOCH FROM clock_timestamp() - a.xact_start)::float8, ({signallable}) AS signallable,
+       COALESCE(a.wait_event_type = 'Lock', false) AS waiting
   FROM pg_stat_activity a LEFT JOIN pg_roles r ON r.oid = a.usesysid
  WHERE a.pid = ANY(%(pids)s)
 """).format(signallable=_SIGNALLABLE)
@@ -198,11 +199,14 @@ def terminate_blockers(params: dict) -> dict:
             return {"terminated": [], "skipped": [], "blockers_found": 0}
         rows = conn.execute(_SESSIONS, {"pids": sorted(blockers), "protected": protected_applications()}).fetchall()
         terminated, skipped = [], []
-        # Longest-running transaction first: it is the head of the lock queue most of the time.
+        # Longest-running transaction first; a blocker that is itself waiting on a lock is a victim
+        # further down the queue: it goes on once the head of the queue is gone.
         for row in sorted(rows, key=lambda r: -(r[5] or 0)):
             session = _session(row)
             if not row[6]:
                 skipped.append(session | {"reason": "protected (superuser, replication, GRACE or not a client)"})
+            elif row[7]:
+                skipped.append(session | {"reason": "itself waiting on a lock (not the head of the queue)"})
             elif len(terminated) >= params["max_sessions"]:
                 skipped.append(session | {"reason": "max_sessions reached"})
             elif conn.execute("SELECT pg_terminate_backend(%s, 5000)", [row[0]]).fetchone()[0]:

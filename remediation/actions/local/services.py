@@ -18,6 +18,7 @@ writes the pidfile. Commands are argv lists, never shell strings.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -49,6 +50,7 @@ class Service:
     pidfile: str = ""
     restart: str = "supervisor"
     cwd: str = "/"
+    env: dict | None = None  # the spawned command's environment besides PATH (GRACE's own is not passed on)
     config_path: str = ""
     log_level_pattern: str = ""
     stop_timeout: float = 10.0
@@ -78,6 +80,9 @@ def _parse(name: str, raw: object) -> Service:
             raise _invalid(name, "a pidfile service needs an absolute 'pidfile'")
         if raw.get("restart", "supervisor") not in ("supervisor", "spawn"):
             raise _invalid(name, "'restart' must be 'supervisor' or 'spawn'")
+        env = raw.get("env", {})
+        if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+            raise _invalid(name, "'env' must be an object of strings")
     else:
         raise _invalid(name, "'kind' must be 'pidfile' or 'systemd'")
     pattern = raw.get("log_level_pattern", "")
@@ -268,6 +273,7 @@ def _spawn(svc: Service) -> int:
         proc = subprocess.Popen(
             list(svc.argv),
             cwd=svc.cwd,
+            env={"PATH": os.environ.get("PATH", os.defpath), **(svc.env or {})},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
