@@ -160,7 +160,7 @@ def rebuild_statistics(*, actor=None) -> int:
     return count
 
 
-def _confidence_of(successes: int, attempts: int) -> float:
+def confidence_from(successes: int, attempts: int) -> float:
     if attempts < MIN_ATTEMPTS_FOR_CONFIDENCE:
         return 0.0
     return wilson_lower(successes, attempts)
@@ -173,7 +173,7 @@ def confidence(diagnosis_code: str, playbook: str) -> float:
         .values_list("successes", "attempts")
         .first()
     )
-    return _confidence_of(*row) if row else 0.0
+    return confidence_from(*row) if row else 0.0
 
 
 def consecutive_failures(diagnosis_code: str, playbook: str) -> int:
@@ -219,7 +219,7 @@ def _recommendation(name: str, stats: PlaybookStatistics | None) -> Recommendati
     return Recommendation(
         playbook=name,
         score=round(score, 6),
-        confidence=round(_confidence_of(successes, attempts), 6),
+        confidence=round(confidence_from(successes, attempts), 6),
         attempts=attempts,
         successes=successes,
         exploring=exploring,

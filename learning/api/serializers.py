@@ -36,10 +36,7 @@ class StatisticsSerializer(serializers.Serializer):
 
     def get_confidence(self, row) -> float:
         """Wilson 95 % lower bound; 0 below the minimum attempts (what governance compares to the threshold)."""
-        attempts = self._get(row, "attempts")
-        if attempts < services.MIN_ATTEMPTS_FOR_CONFIDENCE:
-            return 0.0
-        return round(estimators.wilson_lower(self._get(row, "successes"), attempts), 4)
+        return round(services.confidence_from(self._get(row, "successes"), self._get(row, "attempts")), 4)
 
     def get_duration_mean_seconds(self, row) -> float | None:
         value = row.get("duration_mean") if isinstance(row, dict) else row.duration_mean
