@@ -3,7 +3,7 @@ from django.db import transaction
 from django.utils.html import format_html
 
 from approvals import audit
-from remediation import lifecycle
+from remediation import lifecycle, pipeline
 from remediation.choices import RunStatus
 from remediation.models import ActionAttempt, ContractResult, HealRun, Playbook, RunEvent, Snapshot
 from remediation.planner import validate_steps
@@ -139,6 +139,10 @@ class PlaybookAdmin(admin.ModelAdmin):
             super().save_model(request, obj, form, change)
             audit.record("playbook.updated" if change else "playbook.created", actor=request.user, obj=obj,
                          data={"changed": form.changed_data})  # fmt: skip
+            replanned = pipeline.replan_waiting(obj, actor=request.user) if change else 0
+        if replanned:
+            self.message_user(request, f"{replanned} run(s) waiting for approval got the new plan; "
+                              "their earlier approvals are void.", messages.WARNING)  # fmt: skip
 
 
 @admin.register(Snapshot)

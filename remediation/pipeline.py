@@ -22,7 +22,7 @@ from learning import services as learning
 from remediation import execution, planner
 from remediation.choices import RunStatus
 from remediation.models import HealRun, Playbook, RunEvent
-from remediation.services import transition
+from remediation.services import note, transition
 
 logger = logging.getLogger(__name__)
 S = RunStatus
@@ -181,15 +181,58 @@ def gate(run_id: int) -> None:
         ):  # fmt: skip
             approvals.open_request(
                 run_id=run.pk, plan_hash=run.plan_hash, tier=tier, requested_by_id=run.started_by_id,
-                context={
-                    "service": run.incident.service, "environment": run.incident.environment,
-                    "incident": run.incident_id, "title": run.incident.title, "diagnosis": run.diagnosis_code,
-                    "playbook": run.playbook.name if run.playbook else "", "plan": run.plan,
-                    "contract": [s.get("contract", []) for s in steps],
-                    "snapshot_policy": run.plan.get("snapshot_policy", ""), "confidence": run.confidence,
-                    "tier_reasons": reasons, "policy_explanation": decision.explanation,
-                },
+                context=approval_context(run, reasons, decision.explanation),
             )  # fmt: skip
+
+
+def approval_context(run: HealRun, reasons: list[str], explanation: list[dict]) -> dict:
+    """What an approver sees: the incident, the exact plan, its contract and the reasons for the tier."""
+    steps = run.plan.get("steps", [])
+    return {
+        "service": run.incident.service, "environment": run.incident.environment, "incident": run.incident_id,
+        "title": run.incident.title, "diagnosis": run.diagnosis_code,
+        "playbook": run.playbook.name if run.playbook else "", "plan": run.plan,
+        "contract": [s.get("contract", []) for s in steps], "snapshot_policy": run.plan.get("snapshot_policy", ""),
+        "confidence": run.confidence, "tier_reasons": reasons, "policy_explanation": explanation,
+    }  # fmt: skip
+
+
+def replan_waiting(playbook: Playbook, *, actor=None) -> int:
+    """A playbook changed: runs waiting for approval get the new plan, and the approvals given
+    for the old one are void (an approval is bound to the exact plan's sha256)."""
+    replanned = 0
+    waiting = HealRun.objects.select_related("incident", "playbook").filter(
+        playbook=playbook, status=S.AWAITING_APPROVAL
+    )
+    for run in waiting:
+        try:
+            built = planner.build(playbook, run.incident) if playbook.enabled else None
+        except planner.PlanError as exc:
+            built, why = None, f"playbook {playbook.name} changed and no longer plans: {exc}"
+        else:
+            why = f"playbook {playbook.name} was disabled while the run waited for approval"
+        if built is None:
+            with transaction.atomic():
+                if transition(run.pk, S.AWAITING_APPROVAL, S.ESCALATED, actor=actor, reason=why):
+                    approvals.void_pending(run.pk, reason=why)
+            continue
+        if built.hash == run.plan_hash:
+            continue
+        with transaction.atomic():
+            moved = HealRun.objects.filter(pk=run.pk, status=S.AWAITING_APPROVAL, plan_hash=run.plan_hash).update(
+                plan=built.document, plan_hash=built.hash
+            )
+            if not moved:
+                continue
+            note(run.pk, f"playbook {playbook.name} changed: plan replaced, earlier approvals void", actor=actor,
+                 data={"old_plan_hash": run.plan_hash, "new_plan_hash": built.hash})  # fmt: skip
+            run.refresh_from_db()
+            approvals.open_request(
+                run_id=run.pk, plan_hash=built.hash, tier=run.tier, requested_by_id=run.started_by_id,
+                context=approval_context(run, run.tier_reasons, run.policy_explanation),
+            )  # fmt: skip
+            replanned += 1
+    return replanned
 
 
 def resume(run_id: int) -> None:

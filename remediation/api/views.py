@@ -118,6 +118,7 @@ class PlaybookViewSet(viewsets.ModelViewSet):
             if playbook.enabled and playbook.paused_reason:
                 Playbook.objects.filter(pk=playbook.pk).update(paused_reason="")
             audit.record("playbook.updated", actor=self.request.user, obj=playbook, data=serializer.data)
+            pipeline.replan_waiting(playbook, actor=self.request.user)
 
     def perform_destroy(self, instance):
         with transaction.atomic():
