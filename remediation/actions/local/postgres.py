@@ -129,13 +129,15 @@ SELECT a.pid, a.usename, a.application_name, a.state, left(a.query, 200),
 """).format(signallable=_SIGNALLABLE)
 
 _LONG_QUERIES = sql.SQL("""
-SELECT a.pid, a.usename, a.application_name, left(a.query, 200),
-       EXTRACT(EPOCH FROM clock_timestamp() - a.query_start)::float8, ({signallable}) AS signallable
+SELECT a.pid, a.usename, a.application_name, a.state, left(a.query, 200),
+       EXTRACT(EPOCH FROM clock_timestamp() - a.query_start)::float8, ({signallable}) AS signallable,
+       COALESCE(a.wait_event_type = 'Lock', false) AS waiting
   FROM pg_stat_activity a LEFT JOIN pg_roles r ON r.oid = a.usesysid
  WHERE a.datname = current_database() AND a.state = 'active' AND a.backend_type = 'client backend'
    AND a.pid <> pg_backend_pid() AND clock_timestamp() - a.query_start >= %(min_seconds)s * interval '1 second'
  ORDER BY a.query_start
 """).format(signallable=_SIGNALLABLE)
+# Both queries above return: pid, user, application_name, state, query, seconds, signallable, waiting.
 
 
 def _blocked(conn: psycopg.Connection) -> list[tuple[int, float, list[int]]]:
@@ -159,7 +161,7 @@ def observe(params: dict) -> dict:
             "sessions_blocked_over_threshold": sum(1 for b in blocked if b[1] >= min_block),
             "blocking_pids": sorted({pid for b in blocked for pid in b[2]}),
             "long_queries": len(long_queries),
-            "longest_query_seconds": round(max((q[4] for q in long_queries), default=0.0), 3),
+            "longest_query_seconds": round(max((q[5] for q in long_queries), default=0.0), 3),
             "idle_in_transaction": idle_in_tx,
             "connections": connections,
         }
@@ -187,8 +189,33 @@ def _table_facts(conn: psycopg.Connection, table: str) -> dict:
     }
 
 
-def _session(row) -> dict:
-    return {"pid": row[0], "user": row[1], "application_name": row[2], "state": row[3], "query": row[4]}
+def _signal_each(
+    conn: psycopg.Connection, rows: list[tuple], statement: str, limit: int, *, skip_waiting: bool
+) -> tuple[list[dict], list[dict]]:
+    """Run ``statement`` (pg_terminate_backend / pg_cancel_backend) for each signallable session, up to ``limit``."""
+    done, skipped = [], []
+    for pid, user, application, state, query, seconds, signallable, waiting in rows:
+        session = {
+            "pid": pid,
+            "user": user,
+            "application_name": application,
+            "state": state,
+            "query": query,
+            "seconds": round(seconds or 0.0, 3),
+        }
+        if not signallable:
+            reason = "protected (superuser, replication, GRACE or not a client)"
+        elif skip_waiting and waiting:
+            reason = "itself waiting on a lock (not the head of the queue)"
+        elif len(done) >= limit:
+            reason = "max_sessions reached"
+        elif conn.execute(statement, [pid]).fetchone()[0]:
+            done.append(session)
+            continue
+        else:
+            reason = "already gone"
+        skipped.append(session | {"reason": reason})
+    return done, skipped
 
 
 def terminate_blockers(params: dict) -> dict:
@@ -198,21 +225,12 @@ def terminate_blockers(params: dict) -> dict:
         if not blockers:
             return {"terminated": [], "skipped": [], "blockers_found": 0}
         rows = conn.execute(_SESSIONS, {"pids": sorted(blockers), "protected": protected_applications()}).fetchall()
-        terminated, skipped = [], []
         # Longest-running transaction first; a blocker that is itself waiting on a lock is a victim
         # further down the queue: it goes on once the head of the queue is gone.
-        for row in sorted(rows, key=lambda r: -(r[5] or 0)):
-            session = _session(row)
-            if not row[6]:
-                skipped.append(session | {"reason": "protected (superuser, replication, GRACE or not a client)"})
-            elif row[7]:
-                skipped.append(session | {"reason": "itself waiting on a lock (not the head of the queue)"})
-            elif len(terminated) >= params["max_sessions"]:
-                skipped.append(session | {"reason": "max_sessions reached"})
-            elif conn.execute("SELECT pg_terminate_backend(%s, 5000)", [row[0]]).fetchone()[0]:
-                terminated.append(session)
-            else:
-                skipped.append(session | {"reason": "already gone"})
+        rows.sort(key=lambda r: -(r[5] or 0))
+        terminated, skipped = _signal_each(
+            conn, rows, "SELECT pg_terminate_backend(%s, 5000)", params["max_sessions"], skip_waiting=True
+        )
     return {"terminated": terminated, "skipped": skipped, "blockers_found": len(blockers)}
 
 
@@ -221,17 +239,9 @@ def cancel_long_queries(params: dict) -> dict:
         rows = conn.execute(
             _LONG_QUERIES, {"min_seconds": params["min_seconds"], "protected": protected_applications()}
         ).fetchall()
-        cancelled, skipped = [], []
-        for row in rows:
-            session = {"pid": row[0], "user": row[1], "application_name": row[2], "query": row[3], "seconds": row[4]}
-            if not row[5]:
-                skipped.append(session | {"reason": "protected (superuser, replication, GRACE or not a client)"})
-            elif len(cancelled) >= params["max_sessions"]:
-                skipped.append(session | {"reason": "max_sessions reached"})
-            elif conn.execute("SELECT pg_cancel_backend(%s)", [row[0]]).fetchone()[0]:
-                cancelled.append(session)
-            else:
-                skipped.append(session | {"reason": "already gone"})
+        cancelled, skipped = _signal_each(
+            conn, rows, "SELECT pg_cancel_backend(%s)", params["max_sessions"], skip_waiting=False
+        )
     return {"cancelled": cancelled, "skipped": skipped}
 
 
