@@ -12,7 +12,7 @@ import pytest
 from rest_framework.exceptions import ValidationError
 
 from remediation.actions import load_all
-from remediation.actions.base import ActionRefused, ActionUnavailable
+from remediation.actions.base import ActionError, ActionRefused, ActionUnavailable
 
 REGISTRY = load_all()
 SET_LEVEL = REGISTRY.get("service.set_log_level")
@@ -265,3 +265,54 @@ def test_a_stale_pidfile_naming_another_process_never_gets_it_signalled(managed,
     assert result["pid"] != bystander.pid
     bystander.kill()
     bystander.wait(10)
+
+
+# --- systemd ---------------------------------------------------------------------------
+# No systemd runs here: systemctl is the edge of the world, doubled by a stand-in on PATH that
+# records its argv and answers like systemctl for a unit whose main process is a real sleeper.
+
+FAKE_SYSTEMCTL = """#!/bin/sh
+printf '%s\\n' "$*" >> "$SYSTEMCTL_LOG"
+case "$1" in
+  show) printf 'ActiveState=active\\nMainPID=%s\\n' "$SYSTEMCTL_PID" ;;
+  restart) exit "${SYSTEMCTL_RESTART_RC:-0}" ;;
+esac
+"""
+
+
+@pytest.fixture
+def systemctl(tmp_path, monkeypatch, cleanup):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "systemctl").write_text(FAKE_SYSTEMCTL)
+    (bindir / "systemctl").chmod(0o755)
+    sleeper = subprocess.Popen(SLEEPER)
+    cleanup.append(sleeper.pid)
+    log = tmp_path / "systemctl.log"
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    monkeypatch.setenv("SYSTEMCTL_LOG", str(log))
+    monkeypatch.setenv("SYSTEMCTL_PID", str(sleeper.pid))
+    yield log, sleeper.pid
+    sleeper.kill()
+    sleeper.wait(10)
+
+
+def test_a_systemd_unit_is_restarted_with_an_argv_naming_only_the_unit(configure, systemctl):
+    log, pid = systemctl
+    configure({"nginx": {"kind": "systemd", "unit": "nginx.service"}})
+
+    result = RESTART.execute({"service": "nginx"})
+
+    assert log.read_text().splitlines()[0] == "restart -- nginx.service"
+    assert result["restarted"] == "nginx.service"
+    assert result["running"] is True
+    assert result["pid"] == pid
+    assert RESTART.observe({"service": "nginx"})["started_at"] is not None
+
+
+def test_a_failed_systemd_restart_is_an_error(configure, systemctl, monkeypatch):
+    monkeypatch.setenv("SYSTEMCTL_RESTART_RC", "1")
+    configure({"nginx": {"kind": "systemd", "unit": "nginx.service"}})
+
+    with pytest.raises(ActionError, match="restart of nginx.service failed"):
+        RESTART.execute({"service": "nginx"})
