@@ -119,15 +119,14 @@ class _Deliverer:
             response = requests.post(url, json=body, headers=headers, timeout=_setting("GRACE_CAPTURE_TIMEOUT", 3.0))
             response.raise_for_status()
             return
-        from django.db import close_old_connections
+        from django.db import connections
 
         from incidents.services import Signal, ingest
 
-        close_old_connections()
         try:
             ingest(Signal(**body, raw={"kind": event["kind"], "traceback": event["traceback"]}), actor="system:capture")
         finally:
-            close_old_connections()
+            connections.close_all()  # this thread's own connections: captures are rare, hold nothing open
 
 
 deliverer = _Deliverer()

@@ -148,6 +148,11 @@ def check_postgres(target: SweepTarget) -> list[Finding]:
     ]
 
 
+def check_postgres_breaches(target: SweepTarget) -> list[str]:
+    """The checks of a PostgreSQL target that are over threshold right now (nothing is recorded)."""
+    return [finding.check for finding in check_postgres(target) if finding.breached]
+
+
 def check_http(target: SweepTarget) -> list[Finding]:
     expected = int(target.threshold("expected_status"))
     latency_limit = float(target.threshold("latency_ms"))

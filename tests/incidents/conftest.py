@@ -5,6 +5,7 @@ from celery.signals import after_task_publish
 from django.contrib.auth.models import Permission
 
 from incidents import defaults, diagnosis
+from incidents.models import SweepTarget
 
 WEBHOOK_TOKEN = "test-webhook-token-0123456789"
 
@@ -62,7 +63,9 @@ def _fresh_rules(settings):
 
 @pytest.fixture
 def default_rules(db):
+    """The shipped diagnosis rules (without the shipped sweep targets, which each test chooses itself)."""
     defaults.install()
+    SweepTarget.objects.all().delete()
 
 
 @pytest.fixture
