@@ -253,6 +253,8 @@ GRACE_HANDOFF_GRACE_SECONDS = env_int("GRACE_HANDOFF_GRACE_SECONDS", 30, minimum
 # local actions
 # Directories local actions may touch (SQLite files, caches, service configs); nothing outside them.
 GRACE_ALLOWED_ROOTS = env_list("GRACE_ALLOWED_ROOTS", [str(VAR_DIR / "managed"), str(VAR_DIR / "demo")])
+if not all(os.path.isabs(_root) for _root in GRACE_ALLOWED_ROOTS):
+    raise ImproperlyConfigured(f"GRACE_ALLOWED_ROOTS must list absolute directories, got {GRACE_ALLOWED_ROOTS!r}")
 GRACE_SQLITE_BUSY_TIMEOUT_MS = env_int("GRACE_SQLITE_BUSY_TIMEOUT_MS", 5000, minimum=0)
 # PostgreSQL targets by name: a JSON object {"name": "postgres://..."} or the path of a file holding one.
 GRACE_POSTGRES_TARGETS = env_str("GRACE_POSTGRES_TARGETS", "")
@@ -273,6 +275,8 @@ GRACE_RETRY_WAIT_INITIAL = env_float("GRACE_RETRY_WAIT_INITIAL", 1.0, minimum=0.
 GRACE_RETRY_WAIT_MAX = env_float("GRACE_RETRY_WAIT_MAX", 20.0, minimum=0.0)
 GRACE_BREAKER_FAIL_MAX = env_int("GRACE_BREAKER_FAIL_MAX", 5, minimum=1)
 GRACE_BREAKER_RESET_TIMEOUT = env_int("GRACE_BREAKER_RESET_TIMEOUT", 300, minimum=1)
+from limits import parse as _parse_limit  # noqa: E402 - the rate limits below are checked at start-up
+
 # "N/second|minute|hour|day" per (action, target); GRACE_RATE_LIMITS overrides per action: "name=limit,name=limit".
 GRACE_RATE_LIMIT = env_str("GRACE_RATE_LIMIT", "30/hour")
 GRACE_RATE_LIMITS = {}
@@ -281,6 +285,12 @@ for _item in env_list("GRACE_RATE_LIMITS", []):
     if not _sep or not _name.strip() or not _limit.strip():
         raise ImproperlyConfigured(f"GRACE_RATE_LIMITS items must look like action=N/period, got {_item!r}")
     GRACE_RATE_LIMITS[_name.strip()] = _limit.strip()
+_rate_limits = [("GRACE_RATE_LIMIT", GRACE_RATE_LIMIT)] + [("GRACE_RATE_LIMITS", v) for v in GRACE_RATE_LIMITS.values()]
+for _var, _limit in _rate_limits:
+    try:
+        _parse_limit(_limit)
+    except ValueError:
+        raise ImproperlyConfigured(f"{_var} must look like '30/hour' or '5 per minute', got {_limit!r}") from None
 # (end remediation)
 
 # --- cloud: AWS, Docker, Kubernetes -------------------------------------------

@@ -259,6 +259,25 @@ def test_an_unparsable_rate_limit_names_the_setting(settings):
         run_guarded(make_action(), PARAMS, Calls())
 
 
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("GRACE_RATE_LIMIT", "lots"),
+        ("GRACE_RATE_LIMITS", "sqlite.vacuum=2/fortnight"),
+        ("GRACE_RATE_LIMITS", "nolimit"),
+    ],
+)
+def test_a_bad_rate_limit_stops_start_up_naming_the_variable(variable, value):
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="grace_site.settings", **{variable: value})
+
+    done = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"], capture_output=True, text=True, env=env, timeout=60
+    )
+
+    assert done.returncode != 0
+    assert f"ImproperlyConfigured: {variable} " in done.stderr
+
+
 def test_unreachable_resilience_state_blocks_the_call_fail_closed(settings):
     with closing(socket.socket()) as sock:
         sock.bind(("127.0.0.1", 0))
