@@ -344,7 +344,9 @@ _EMAIL_BACKENDS = {
 }
 _email_backend = env_str("GRACE_EMAIL_BACKEND", "smtp")
 if _email_backend not in _EMAIL_BACKENDS:
-    raise ImproperlyConfigured(f"GRACE_EMAIL_BACKEND must be one of {', '.join(_EMAIL_BACKENDS)}, got {_email_backend!r}")
+    raise ImproperlyConfigured(
+        f"GRACE_EMAIL_BACKEND must be one of {', '.join(_EMAIL_BACKENDS)}, got {_email_backend!r}"
+    )
 EMAIL_BACKEND = _EMAIL_BACKENDS[_email_backend]
 EMAIL_HOST = env_str("GRACE_EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("GRACE_EMAIL_PORT", 25, minimum=1, maximum=65535)

@@ -76,12 +76,31 @@ def worker_pool(django_db_setup, django_db_blocker, tmp_path_factory):
     yield pool
     pool.stop()
 
+    def drain(self, timeout: float = 30.0) -> None:
+        """Wait until the worker has nothing running or reserved, so a test's teardown does not
+        empty the database under a task that is still finishing (an outcome being recorded...)."""
+        import time
+
+        from grace_site.celery import app
+
+        if self.worker is None or self.worker.proc.poll() is not None:
+            return
+        deadline = time.monotonic() + timeout
+        inspect = app.control.inspect([self.name], timeout=1.0)
+        while time.monotonic() < deadline:
+            active, reserved = inspect.active() or {}, inspect.reserved() or {}
+            if not any(active.values()) and not any(reserved.values()):
+                return
+            time.sleep(0.05)
+
 
 @pytest.fixture
 def celery_worker(worker_pool, django_db_blocker):
     """A real Celery worker process consuming every queue, on the test database (shared by the session)."""
     with django_db_blocker.unblock():
-        return worker_pool.ensure()
+        name = worker_pool.ensure()
+    yield name
+    worker_pool.drain()
 
 
 @pytest.fixture
