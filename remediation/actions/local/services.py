@@ -202,8 +202,11 @@ def _process(svc: Service) -> psutil.Process | None:
         if proc.status() == psutil.STATUS_ZOMBIE or tuple(proc.cmdline()) != svc.argv:
             return None
         return proc
-    except (ValueError, IndexError, psutil.NoSuchProcess, psutil.AccessDenied):
+    except (ValueError, IndexError, psutil.NoSuchProcess):
         return None
+    except psutil.AccessDenied:
+        # Neither "not running" (a second copy would be started) nor "ours" (it would be signalled).
+        raise ActionRefused(f"service {svc.name!r}: cannot read the command line of pid {pid}; nothing was signalled")
 
 
 def _systemd(svc: Service, *args: str) -> subprocess.CompletedProcess:
