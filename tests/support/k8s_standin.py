@@ -109,6 +109,7 @@ class Cluster:
             self._settle(deployment, failing=False)
             for pod in list(self._pods_of(deployment))[:crashloop]:
                 self._crashloop(pod)
+            self._refresh(deployment)
         return deployment
 
     def pods_of(self, namespace: str, name: str) -> list[dict]:
@@ -201,12 +202,18 @@ class Cluster:
             for pod in pods:
                 if pod["metadata"]["labels"]["pod-template-hash"] != current:
                     self._delete(pod)
+        deployment["status"]["observedGeneration"] = deployment["metadata"]["generation"]
+        self._refresh(deployment)
+
+    def _refresh(self, deployment: dict) -> None:
+        """Status counts from the pods as they are now (observedGeneration moves only in _settle)."""
+        current = self._template_hash(deployment)
         pods = self._pods_of(deployment)
         ready = sum(1 for p in pods if self._is_ready(p))
         status = {
-            "observedGeneration": deployment["metadata"]["generation"],
+            "observedGeneration": deployment["status"].get("observedGeneration", 0),
             "replicas": len(pods),
-            "updatedReplicas": len(new),
+            "updatedReplicas": sum(1 for p in pods if p["metadata"]["labels"]["pod-template-hash"] == current),
             "readyReplicas": ready,
             "availableReplicas": ready,
         }
@@ -235,6 +242,7 @@ class Cluster:
         owner = next((d for d in self.deployments.values() if pod in self._pods_of(d)), None)
         self._delete(pod)
         if owner is not None:
+            self._refresh(owner)
             key = (owner["metadata"]["namespace"], owner["metadata"]["name"])
             self.due.setdefault(key, time.monotonic() + self.delay)
 
