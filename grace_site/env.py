@@ -117,6 +117,8 @@ def env_database(name: str, default_sqlite_path: str) -> dict:
             "CONN_HEALTH_CHECKS": True,
             "OPTIONS": {
                 "connect_timeout": 5,
+                # GRACE's own sessions are recognisable, so postgres.terminate_blockers never ends them.
+                "application_name": os.environ.get("GRACE_PG_APPLICATION_NAME", "grace"),
                 # Bound every statement so a stuck query cannot hold a worker forever.
                 "options": f"-c statement_timeout={env_int('GRACE_DB_STATEMENT_TIMEOUT_MS', 60000, minimum=0)}",
             },

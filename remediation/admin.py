@@ -1,9 +1,14 @@
+import redis
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path
 from django.utils.html import format_html
 
 from approvals import audit
-from remediation import lifecycle, pipeline
+from remediation import lifecycle, pipeline, resilience
 from remediation.choices import RunStatus
 from remediation.models import ActionAttempt, ContractResult, HealRun, Playbook, RunEvent, Snapshot
 from remediation.planner import validate_steps
@@ -76,6 +81,29 @@ class HealRunAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.resilience_view)
+        return [path("resilience/", view, name="remediation_resilience"), *super().get_urls()]
+
+    def resilience_view(self, request):
+        """Open circuit breakers and spent rate limits, with an audited reset."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        can_reset = self.has_change_permission(request)
+        if request.method == "POST":
+            if not can_reset:
+                raise PermissionDenied
+            action, target = request.POST.get("action", ""), request.POST.get("target", "")
+            if resilience.reset_breaker(action, target, actor=request.user):
+                self.message_user(request, f"breaker {action} on {target} reset")
+            return redirect("admin:remediation_resilience")
+        context = {**self.admin_site.each_context(request), "can_reset": can_reset, "breakers": [], "limits": []}
+        try:
+            context.update(breakers=resilience.open_breakers(), limits=resilience.spent_limits())
+        except redis.RedisError as exc:
+            context["error"] = f"breaker and rate-limit state is unavailable: Redis: {exc}"
+        return TemplateResponse(request, "admin/remediation/resilience.html", context)
 
     @admin.action(description="Retry the current stage of the selected runs", permissions=["change"])
     def retry_stage(self, request, queryset):

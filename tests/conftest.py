@@ -65,17 +65,6 @@ class WorkerPool:
             self.worker.stop()
             self.worker = None
 
-    def stop(self) -> None:
-        if self.worker is not None:
-            self.worker.stop()
-
-
-@pytest.fixture(scope="session")
-def worker_pool(django_db_setup, django_db_blocker, tmp_path_factory):
-    pool = WorkerPool(tmp_path_factory.mktemp("worker"))
-    yield pool
-    pool.stop()
-
     def drain(self, timeout: float = 30.0) -> None:
         """Wait until the worker has nothing running or reserved, so a test's teardown does not
         empty the database under a task that is still finishing (an outcome being recorded...)."""
@@ -92,6 +81,17 @@ def worker_pool(django_db_setup, django_db_blocker, tmp_path_factory):
             if not any(active.values()) and not any(reserved.values()):
                 return
             time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+
+
+@pytest.fixture(scope="session")
+def worker_pool(django_db_setup, django_db_blocker, tmp_path_factory):
+    pool = WorkerPool(tmp_path_factory.mktemp("worker"))
+    yield pool
+    pool.stop()
 
 
 @pytest.fixture

@@ -12,5 +12,6 @@ urlpatterns = [
     path("incidents/<int:pk>/heal/", views.HealIncidentView.as_view(), name="incident-heal"),
     path("actions/", views.actions_catalogue, name="actions"),
     path("resilience/", views.resilience_status, name="resilience"),
+    path("resilience/reset/", views.resilience_reset, name="resilience-reset"),
     *router.urls,
 ]

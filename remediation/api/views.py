@@ -1,8 +1,9 @@
 import django_filters
+import redis
 from django.db import transaction
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
-from rest_framework import status, viewsets
+from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
@@ -146,4 +147,26 @@ def actions_catalogue(request):
 @api_view(["GET"])
 @permission_classes([IsAuthenticated])
 def resilience_status(request):
-    return Response({"breakers": resilience.open_breakers(), "rate_limits": resilience.spent_limits()})
+    try:
+        return Response({"breakers": resilience.open_breakers(), "rate_limits": resilience.spent_limits()})
+    except redis.RedisError as exc:
+        return Response({"detail": f"breaker and rate-limit state is unavailable: Redis: {exc}"}, status=503)
+
+
+class BreakerResetSerializer(serializers.Serializer):
+    action = serializers.CharField(max_length=100)
+    target = serializers.CharField(max_length=300)
+
+
+@extend_schema(summary="Close a circuit breaker (audited)", request=BreakerResetSerializer, responses={200: dict})
+@api_view(["POST"])
+@permission_classes([IsAuthenticated])
+def resilience_reset(request):
+    if not request.user.has_perm("remediation.change_healrun"):
+        return Response({"detail": "resetting a breaker needs the remediation.change_healrun permission"}, status=403)
+    body = BreakerResetSerializer(data=request.data)
+    body.is_valid(raise_exception=True)
+    if body.validated_data["action"] not in load_all():
+        return Response({"action": [f"unknown action {body.validated_data['action']!r}"]}, status=400)
+    reset = resilience.reset_breaker(body.validated_data["action"], body.validated_data["target"], actor=request.user)
+    return Response({"reset": reset, **body.validated_data})
