@@ -26,9 +26,14 @@ def database_url() -> str:
     return f"postgres://{s['USER']}:{s['PASSWORD']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
 
 
+# PostgreSQL targets of the local actions, read per call: a test writes this file, workers see it.
+PG_TARGETS_FILE = Path(os.environ.get("GRACE_VAR_DIR", "/tmp")) / "test-postgres-targets.json"
+
+
 def process_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["DATABASE_URL"] = database_url()
+    env.setdefault("GRACE_POSTGRES_TARGETS", str(PG_TARGETS_FILE))
     env.update(extra)
     return env
 

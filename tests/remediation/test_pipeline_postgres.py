@@ -1,0 +1,87 @@
+"""A database_locked incident heals through the pipeline: a real blocking PostgreSQL session is
+terminated by a real worker and the blocked statement completes."""
+
+import json
+import os
+import threading
+import uuid
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from incidents.models import DiagnosisRule
+from incidents.services import Signal, ingest
+from remediation.choices import RunStatus
+from remediation.models import ActionAttempt
+from tests.remediation.conftest import make_playbook
+from tests.support.processes import PG_TARGETS_FILE
+from tests.support.runs import wait_for, wait_for_run
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def orders_db():
+    url = os.environ.get("GRACE_PG_URL")
+    if not url:
+        pytest.fail("GRACE_PG_URL is not set: run the tests through scripts/with-services.sh (make test)")
+    admin_url = make_conninfo(url, dbname="postgres")
+    suffix = uuid.uuid4().hex[:8]
+    dbname, role = f"orders_{suffix}", f"orders_app_{suffix}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        admin.execute(f'CREATE DATABASE "{dbname}" OWNER "{role}"')
+    app_dsn = make_conninfo(url, dbname=dbname, user=role)
+    with psycopg.connect(app_dsn, autocommit=True) as app:
+        app.execute("CREATE TABLE accounts (id int PRIMARY KEY, balance int NOT NULL)")
+        app.execute("INSERT INTO accounts VALUES (1, 100)")
+    PG_TARGETS_FILE.write_text(json.dumps({"orders": make_conninfo(url, dbname=dbname)}))
+    yield app_dsn
+    PG_TARGETS_FILE.unlink(missing_ok=True)
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE "{dbname}" WITH (FORCE)')
+        admin.execute(f'DROP ROLE "{role}"')
+
+
+def test_a_lock_blocker_is_terminated_and_the_blocked_statement_completes(celery_worker, orders_db):
+    DiagnosisRule.objects.create(name="test: locked", code="database_locked", position=1, title_regex=r"(?i)locked")
+    make_playbook(
+        "pg-unblock", "database_locked",
+        [{"action": "postgres.terminate_blockers", "params": {"target": "{labels.pg_target}", "min_blocked_seconds": 1},
+          "contract": [{"field": "longest_block_seconds", "op": "<", "value": 1, "within": 15}]}],
+    )  # fmt: skip
+    blocker = psycopg.connect(orders_db, application_name="batch-job")
+    blocker.execute("UPDATE accounts SET balance = 0 WHERE id = 1")  # holds the row lock, idle in transaction
+    victim_result: list = []
+
+    def victim():
+        with psycopg.connect(orders_db, application_name="checkout") as conn:
+            conn.execute("UPDATE accounts SET balance = balance + 1 WHERE id = 1")
+            conn.commit()
+            victim_result.append(conn.execute("SELECT balance FROM accounts WHERE id = 1").fetchone()[0])
+
+    thread = threading.Thread(target=victim, daemon=True)
+    thread.start()
+    with psycopg.connect(orders_db, autocommit=True) as watcher:
+        wait_for(
+            lambda: watcher.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE application_name = 'checkout' AND wait_event_type = 'Lock'"
+                " AND now() - state_change > interval '1.2 seconds'"
+            ).fetchone(),
+            timeout=20, what="checkout to be blocked for over a second",
+        )  # fmt: skip
+
+    incident = ingest(
+        Signal(source="api", title="orders-db locked", service="orders-db", environment="staging",
+               labels={"pg_target": "orders"})
+    ).incident  # fmt: skip
+    run = wait_for_run(incident.pk)
+    thread.join(20)
+
+    assert run.status == RunStatus.SUCCEEDED, run.status_reason
+    assert victim_result == [101]  # the blocker's uncommitted change was rolled back with its session
+    result = ActionAttempt.objects.get(run=run).result
+    assert result["terminated"][0]["application_name"] == "batch-job"
+    with pytest.raises(psycopg.OperationalError):
+        blocker.execute("SELECT 1")
