@@ -165,6 +165,15 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several models have a "status": name each set of choices once, explicitly.
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatusEnum": "remediation.choices.RunStatus",
+        "AttemptStatusEnum": "remediation.choices.AttemptStatus",
+        "IncidentStatusEnum": "incidents.choices.IncidentStatus",
+        "ApprovalStatusEnum": "approvals.choices.RequestStatus",
+        "DeliveryStatusEnum": "approvals.choices.DeliveryStatus",
+        "BenchmarkRunStatusEnum": "learning.choices.BenchmarkRunStatus",
+    },
 }
 
 # --- Celery ----------------------------------------------------------------
