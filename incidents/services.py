@@ -91,7 +91,8 @@ def ingest_many(signals: list[Signal], *, actor=None) -> list[IngestResult]:
     """Record a batch in one transaction: every signal is validated before anything is written.
 
     Signals of a batch that share a fingerprint are absorbed together (one write, ``occurrences + n``).
-    Results are in the order of ``signals``; only the first signal of a new fingerprint reports ``created``.
+    Results are in the order of ``signals``; only the first signal of a new fingerprint reports ``created``
+    (the ``occurrences`` of an absorbing incident is as of this write; concurrent writers may add more).
     Row locks are taken in fingerprint order and creations are serialized, so concurrent batches cannot
     deadlock on each other or on the audit chain's lock.
     """
@@ -99,38 +100,53 @@ def ingest_many(signals: list[Signal], *, actor=None) -> list[IngestResult]:
     groups: dict[str, list[int]] = {}
     for index, signal in enumerate(prepared):
         groups.setdefault(signal.fingerprint, []).append(index)
-    by_fingerprint: dict[str, tuple[Incident, bool]] = {}
+    outcome: dict[str, tuple[Incident, bool]] = {}
     now = timezone.now()
-    with transaction.atomic():
-        active = {
-            incident.fingerprint: incident
-            for incident in Incident.objects.filter(fingerprint__in=list(groups), status__in=IncidentStatus.ACTIVE)
-        }
-        bumped: list[int] = []
-        pending: list[str] = []
-        for fingerprint in sorted(groups):
-            incident = active.get(fingerprint)
-            if incident is not None and _bump_pk(incident.pk, len(groups[fingerprint]), now):
-                bumped.append(incident.pk)
-                by_fingerprint[fingerprint] = (incident, False)
-            else:
-                pending.append(fingerprint)
-        if bumped:
-            fresh = Incident.objects.in_bulk(bumped)
-            for fingerprint, (incident, _) in list(by_fingerprint.items()):
-                by_fingerprint[fingerprint] = (fresh.get(incident.pk, incident), False)
-        if pending:
+    with transaction.atomic(savepoint=False):
+        fingerprints = sorted(groups)
+        active = _active(fingerprints)
+        if len(active) < len(fingerprints):
+            # Creating: take the creation lock before any row lock, then look again (every earlier creation
+            # is committed and visible now).
             _serialize_creations()
-            for fingerprint in pending:
-                indices = groups[fingerprint]
-                by_fingerprint[fingerprint] = _create_or_absorb(prepared[indices[0]], len(indices), now, actor)
+            active = _active(fingerprints)
+        pending = _absorb(groups, fingerprints, active, now, outcome)
+        if pending:
+            created = _create(prepared, groups, pending, now, outcome)
+            for incident, diagnosis in created:
+                _audit_created(incident, diagnosis, actor)
+            handed = [incident.pk for incident, _ in created if incident.status == IncidentStatus.OPEN]
+            if handed:
+                transaction.on_commit(lambda: _send(START_RUN_TASK, handed))
     results = []
     seen: set[str] = set()
     for signal in prepared:
-        incident, created = by_fingerprint[signal.fingerprint]
-        results.append(IngestResult(incident, created and signal.fingerprint not in seen))
+        incident, created_now = outcome[signal.fingerprint]
+        results.append(IngestResult(incident, created_now and signal.fingerprint not in seen))
         seen.add(signal.fingerprint)
     return results
+
+
+def _active(fingerprints: list[str]) -> dict[str, Incident]:
+    return {
+        incident.fingerprint: incident
+        for incident in Incident.objects.filter(fingerprint__in=fingerprints, status__in=IncidentStatus.ACTIVE)
+    }
+
+
+def _absorb(groups: dict, fingerprints: list[str], active: dict, now: datetime, outcome: dict) -> list[str]:
+    """Bump the active incidents of ``fingerprints`` (in order); return the fingerprints that have none."""
+    pending = []
+    for fingerprint in fingerprints:
+        incident = active.get(fingerprint)
+        count = len(groups[fingerprint])
+        if incident is not None and _bump_pk(incident.pk, count, now):
+            incident.occurrences += count
+            incident.last_seen = now
+            outcome[fingerprint] = (incident, False)
+        else:
+            pending.append(fingerprint)
+    return pending
 
 
 # Key of the PostgreSQL advisory lock that serializes incident creation ("GRACEINC").
@@ -161,41 +177,58 @@ def _bump(fingerprint: str, count: int, now: datetime) -> Incident | None:
     return Incident.objects.filter(fingerprint=fingerprint, status__in=IncidentStatus.ACTIVE).first()
 
 
-def _create_or_absorb(signal: Signal, count: int, now: datetime, actor) -> tuple[Incident, bool]:
+def _new_incident(signal: Signal, count: int, now: datetime) -> tuple[Incident, Diagnosis]:
     diagnosis = diagnose(signal)
     known = diagnosis.code != UNKNOWN_DIAGNOSIS
-    first_seen = min(signal.occurred_at, now) if signal.occurred_at else now
+    incident = Incident(
+        fingerprint=signal.fingerprint,
+        source=signal.source,
+        service=signal.service,
+        environment=signal.environment,
+        severity=signal.severity,
+        title=signal.title,
+        message=signal.message,
+        labels=signal.labels,
+        first_seen=min(signal.occurred_at, now) if signal.occurred_at else now,
+        last_seen=now,
+        occurrences=count,
+        status=IncidentStatus.OPEN if known else IncidentStatus.ESCALATED,
+        status_reason="" if known else UNKNOWN_REASON,
+        diagnosis_code=diagnosis.code,
+        diagnosis_confidence=diagnosis.confidence,
+        diagnosis_evidence=diagnosis.evidence,
+        raw_payload=signal.raw,
+    )
+    return incident, diagnosis
+
+
+def _create(prepared: list[Signal], groups: dict, pending: list[str], now: datetime, outcome: dict) -> list:
+    """Insert the new incidents in one statement; row by row only if a conflicting row slipped in."""
+    rows = [_new_incident(prepared[groups[fp][0]], len(groups[fp]), now) for fp in pending]
     try:
         with transaction.atomic():
-            incident = Incident.objects.create(
-                fingerprint=signal.fingerprint,
-                source=signal.source,
-                service=signal.service,
-                environment=signal.environment,
-                severity=signal.severity,
-                title=signal.title,
-                message=signal.message,
-                labels=signal.labels,
-                first_seen=first_seen,
-                last_seen=now,
-                occurrences=count,
-                status=IncidentStatus.OPEN if known else IncidentStatus.ESCALATED,
-                status_reason="" if known else UNKNOWN_REASON,
-                diagnosis_code=diagnosis.code,
-                diagnosis_confidence=diagnosis.confidence,
-                diagnosis_evidence=diagnosis.evidence,
-                raw_payload=signal.raw,
-            )
+            Incident.objects.bulk_create([incident for incident, _ in rows])
     except IntegrityError:
-        # Another transaction created the active incident for this fingerprint first.
-        existing = _bump(signal.fingerprint, count, now)
-        if existing is None:
-            raise
-        return existing, False
-    _audit_created(incident, diagnosis, actor)
-    if known:
-        transaction.on_commit(lambda pk=incident.pk: _send(START_RUN_TASK, pk))
-    return incident, True
+        # A re-opened incident took one of the fingerprints meanwhile: absorb it, create the others one by one.
+        created = []
+        for incident, diagnosis in rows:
+            count = len(groups[incident.fingerprint])
+            incident.pk, incident._state.adding = None, True
+            try:
+                with transaction.atomic():
+                    incident.save(force_insert=True)
+            except IntegrityError:
+                existing = _bump(incident.fingerprint, count, now)
+                if existing is None:
+                    raise
+                outcome[incident.fingerprint] = (existing, False)
+                continue
+            outcome[incident.fingerprint] = (incident, True)
+            created.append((incident, diagnosis))
+        return created
+    for incident, _ in rows:
+        outcome[incident.fingerprint] = (incident, True)
+    return rows
 
 
 def _audit_created(incident: Incident, diagnosis: Diagnosis, actor) -> None:
@@ -217,16 +250,23 @@ def _audit_created(incident: Incident, diagnosis: Diagnosis, actor) -> None:
     )
 
 
-def _send(task_name: str, incident_id: int) -> None:
-    """Hand an incident to the pipeline by task name (after commit).
+def _send(task_name: str, incident_ids: list[int]) -> None:
+    """Hand incidents to the pipeline by task name (after commit), one message each, on one connection.
 
     A broker outage must not turn a committed intake into an error: the remediation reaper starts runs for
-    open incidents whose hand-off was lost, so the failure is logged and the request succeeds.
+    open incidents whose hand-off was lost, so the failure is logged and the request succeeds. Nobody waits
+    for these tasks' results, so none are subscribed to.
     """
     try:
-        current_app.send_task(task_name, args=[incident_id], queue=HEAL_QUEUE, retry=False)
+        with current_app.producer_or_acquire() as producer:
+            for incident_id in incident_ids:
+                current_app.send_task(
+                    task_name, args=[incident_id], queue=HEAL_QUEUE, retry=False, ignore_result=True, producer=producer
+                )
     except (KombuError, redis.RedisError, OSError) as exc:
-        logger.warning("could not send %s for incident %s (the reaper picks it up): %s", task_name, incident_id, exc)
+        logger.warning(
+            "could not send %s for incidents %s (the reaper picks them up): %s", task_name, incident_ids, exc
+        )
 
 
 def _locked_status(incident_id: int) -> str | None:
@@ -253,7 +293,7 @@ def resolve(incident_id: int, *, actor=None, reason: str) -> bool:
             obj=("incidents.incident", incident_id),
             data={"from": current, "to": IncidentStatus.RESOLVED, "reason": reason},
         )
-        transaction.on_commit(lambda: _send(CANCEL_TASK, incident_id))
+        transaction.on_commit(lambda: _send(CANCEL_TASK, [incident_id]))
     return True
 
 
