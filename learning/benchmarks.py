@@ -25,6 +25,8 @@ from celery.result import AsyncResult
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import F, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from approvals import audit
@@ -123,8 +125,19 @@ def wait(run: BenchmarkRun, timeout: float) -> BenchmarkRun:
 
 
 def run_suite(name: str, *, trigger: str = "api") -> BenchmarkRun:
-    """Run the suite now, in the caller: store results, detect regressions, open incidents for them."""
-    return execute_run(create_run(name, trigger=trigger).pk)
+    """Run the suite now, in the caller: store results, detect regressions, open incidents for them.
+
+    The run row, its results and its audit event are written together once the checks are done.
+    """
+    suite = get_suite(name)
+    started_at = timezone.now()
+    measured, duration_ms = _timed_measure(suite.checks)
+    with transaction.atomic():
+        run = BenchmarkRun.objects.create(
+            suite=suite, trigger=trigger, status=BenchmarkRunStatus.RUNNING, started_at=started_at
+        )
+        results = _finish(run, measured, duration_ms)
+    return _after(run, results)
 
 
 def _measure(checks: list[dict]) -> list[tuple[Metric, str, Measurement | None, str]]:
@@ -148,14 +161,27 @@ def _measure(checks: list[dict]) -> list[tuple[Metric, str, Measurement | None, 
     return out
 
 
-def _history(suite_id: int, metric: str, exclude_run: int) -> list[float]:
+def _timed_measure(checks: list[dict]) -> tuple[list, float]:
+    started = time.perf_counter()
+    measured = _measure(checks)
+    return measured, (time.perf_counter() - started) * 1000
+
+
+def _histories(suite_id: int, metrics: list[str], exclude_run: int) -> dict[str, list[float]]:
+    """The last GRACE_BENCH_BASELINE_RUNS good values of each metric (newest first), in one query."""
+    newest_first = Window(RowNumber(), partition_by=[F("metric")], order_by=[F("created_at").desc(), F("pk").desc()])
     rows = (
-        BenchmarkResult.objects.filter(suite_id=suite_id, metric=metric, ok=True)
+        BenchmarkResult.objects.filter(suite_id=suite_id, metric__in=metrics, ok=True)
         .exclude(run_id=exclude_run)
-        .order_by("-created_at", "-pk")
-        .values_list("value", flat=True)[: settings.GRACE_BENCH_BASELINE_RUNS]
+        .annotate(rank=newest_first)
+        .filter(rank__lte=settings.GRACE_BENCH_BASELINE_RUNS)
+        .order_by("metric", "rank")
+        .values_list("metric", "value")
     )
-    return list(rows)
+    histories: dict[str, list[float]] = {metric: [] for metric in metrics}
+    for metric, value in rows:
+        histories[metric].append(value)
+    return histories
 
 
 def execute_run(run_id: int) -> BenchmarkRun:
@@ -166,9 +192,15 @@ def execute_run(run_id: int) -> BenchmarkRun:
     run = BenchmarkRun.objects.select_related("suite").get(pk=run_id)
     if not claimed:
         return run
-    started = time.perf_counter()
-    measured = _measure(run.suite.checks)
-    duration_ms = (time.perf_counter() - started) * 1000
+    measured, duration_ms = _timed_measure(run.suite.checks)
+    with transaction.atomic():
+        results = _finish(run, measured, duration_ms)
+    return _after(run, results)
+
+
+def _finish(run: BenchmarkRun, measured: list, duration_ms: float) -> list[BenchmarkResult]:
+    """Judge and store the results, set the run's final status and audit it (inside the caller's transaction)."""
+    histories = _histories(run.suite_id, [m.name for m, _, measurement, _ in measured if measurement], run.pk)
     results = []
     for metric, kind, measurement, error in measured:
         result = BenchmarkResult(
@@ -182,7 +214,7 @@ def execute_run(run_id: int) -> BenchmarkRun:
             error=error,
         )
         if measurement is not None:
-            base = baseline_of(_history(run.suite_id, metric.name, run.pk), metric)
+            base = baseline_of(histories[metric.name], metric)
             result.value = measurement.value
             result.details = measurement.details
             result.regression = is_regression(measurement.value, base, metric)
@@ -190,37 +222,45 @@ def execute_run(run_id: int) -> BenchmarkRun:
                 result.baseline_median, result.baseline_mad = base.median, base.mad
                 result.baseline_samples, result.threshold = base.samples, base.threshold
         results.append(result)
-    failed = sum(not r.ok for r in results)
-    regressed = sum(r.regression for r in results)
-    if failed:
-        status = BenchmarkRunStatus.FAILED
-    elif regressed:
-        status = BenchmarkRunStatus.REGRESSED
+    run.failed_checks = sum(not r.ok for r in results)
+    run.regression_count = sum(r.regression for r in results)
+    if run.failed_checks:
+        run.status = BenchmarkRunStatus.FAILED
+    elif run.regression_count:
+        run.status = BenchmarkRunStatus.REGRESSED
     else:
-        status = BenchmarkRunStatus.PASSED
-    with transaction.atomic():
-        BenchmarkResult.objects.bulk_create(results)
-        BenchmarkRun.objects.filter(pk=run.pk).update(
-            status=status,
-            finished_at=timezone.now(),
-            duration_ms=duration_ms,
-            failed_checks=failed,
-            regression_count=regressed,
-        )
-        audit.record(
-            "benchmark.run_finished",
-            actor=ACTOR,
-            obj=run,
-            data={
-                "suite": run.suite.name,
-                "status": status,
-                "failed": [f"{r.metric}: {r.error}" for r in results if not r.ok],
-                "regressions": [r.metric for r in results if r.regression],
-            },
-        )
+        run.status = BenchmarkRunStatus.PASSED
+    run.finished_at = timezone.now()
+    run.duration_ms = duration_ms
+    BenchmarkResult.objects.bulk_create(results)
+    updated = BenchmarkRun.objects.filter(pk=run.pk, status=BenchmarkRunStatus.RUNNING).update(
+        status=run.status,
+        finished_at=run.finished_at,
+        duration_ms=duration_ms,
+        failed_checks=run.failed_checks,
+        regression_count=run.regression_count,
+    )
+    assert updated == 1, "only the claimant of a running run finishes it"
+    audit.record(
+        "benchmark.run_finished",
+        actor=ACTOR,
+        obj=run,
+        data={
+            "suite": run.suite.name,
+            "trigger": run.trigger,
+            "status": run.status,
+            "duration_ms": round(duration_ms, 3),
+            "failed": [f"{r.metric}: {r.error}" for r in results if not r.ok],
+            "regressions": [r.metric for r in results if r.regression],
+        },
+    )
+    return results
+
+
+def _after(run: BenchmarkRun, results: list[BenchmarkResult]) -> BenchmarkRun:
+    regressed = [r for r in results if r.regression]
     if regressed:
-        _open_incidents(run, [r for r in results if r.regression])
-    run.refresh_from_db()
+        _open_incidents(run, regressed)
     return run
 
 

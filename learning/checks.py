@@ -11,6 +11,7 @@ a shared machine dominates.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import time
@@ -71,23 +72,18 @@ def database_roundtrip(params: dict) -> list[Measurement]:
     return [Measurement(DB_ROUNDTRIP, _ms(started), {"vendor": connection.vendor})]
 
 
-def _redis(params: dict) -> redis.Redis:
-    timeout = float(params.get("timeout", 1.0))
-    return redis.Redis.from_url(
-        params.get("url") or settings.REDIS_URL, socket_connect_timeout=timeout, socket_timeout=timeout
-    )
+@functools.lru_cache(maxsize=16)
+def _redis(url: str, timeout: float) -> redis.Redis:
+    """One pooled client per URL, so a check measures a round trip rather than a TCP handshake."""
+    return redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
 
 
 def redis_roundtrip(params: dict) -> list[Measurement]:
-    client = _redis(params)
-    try:
-        started = time.perf_counter()
-        client.set("grace:bench:smoke", "1", ex=60)
-        client.get("grace:bench:smoke")
-        elapsed = _ms(started)
-    finally:
-        client.close()
-    return [Measurement(REDIS_ROUNDTRIP, elapsed)]
+    client = _redis(params.get("url") or settings.REDIS_URL, float(params.get("timeout", 1.0)))
+    started = time.perf_counter()
+    client.set("grace:bench:smoke", "1", ex=60)
+    client.get("grace:bench:smoke")
+    return [Measurement(REDIS_ROUNDTRIP, _ms(started))]
 
 
 def _ping_once(timeout: float) -> float:

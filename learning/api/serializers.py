@@ -77,6 +77,9 @@ class BenchmarkResultSerializer(serializers.ModelSerializer):
 
 class BenchmarkRunSerializer(serializers.ModelSerializer):
     suite = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    # Plain strings in the schema: "status" enums of other apps would otherwise collide in their names.
+    status = serializers.CharField(read_only=True, help_text="queued, running, passed, regressed or failed")
+    trigger = serializers.CharField(read_only=True, help_text="api, schedule, contract or manual")
     results = BenchmarkResultSerializer(many=True, read_only=True)
 
     class Meta:

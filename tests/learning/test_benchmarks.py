@@ -73,20 +73,22 @@ def test_an_unhealthy_endpoint_fails_the_http_check_with_its_status(endpoint):
 
 
 @pytest.mark.django_db
-def test_a_3x_slower_endpoint_is_a_regression_and_opens_one_incident(endpoint):
+def test_a_much_slower_endpoint_is_a_regression_and_opens_one_incident(endpoint):
+    # The exact 3x boundary is tested on synthetic series (test_detection); over real HTTP on a shared machine
+    # the step is made large enough (10 ms -> 200 ms) that scheduling noise cannot hide it.
     incident_defaults.install()  # the shipped diagnosis rules
     suite = BenchmarkSuite.objects.create(
-        name="latency", checks=[{"kind": "http", "params": {"name": "api", "url": endpoint.url("delay/20")}}]
+        name="latency", checks=[{"kind": "http", "params": {"name": "api", "url": endpoint.url("delay/10")}}]
     )
     for _ in range(5):
         assert benchmarks.run_suite("latency").status == "passed"
 
-    suite.checks[0]["params"]["url"] = endpoint.url("delay/60")
+    suite.checks[0]["params"]["url"] = endpoint.url("delay/200")
     suite.save()
     first = benchmarks.run_suite("latency")
     second = benchmarks.run_suite("latency")
 
-    assert first.status == "regressed"
+    assert first.status == "regressed", list(first.results.values("value", "baseline_median", "threshold"))
     [regression] = benchmarks.regressions(first)
     assert regression["metric"] == "http.api_ms"
     assert regression["value"] > regression["threshold"] >= 2 * regression["baseline"]
