@@ -22,14 +22,21 @@ MAX_ENVIRONMENT = 50
 MAX_MESSAGE = 20_000
 
 
-def clean_labels(labels: Any, field: str = "labels") -> dict[str, str]:
-    """Labels as a flat ``{str: str}`` map within the configured count and size limits."""
+# Annotations (Alertmanager's summaries and descriptions) may be longer than labels.
+ANNOTATION_BYTES_FACTOR = 16
+
+
+def clean_labels(labels: Any, field: str = "labels", *, annotations: bool = False) -> dict[str, str]:
+    """Labels as a flat ``{str: str}`` map within the configured count and size limits.
+
+    ``annotations=True`` allows values ANNOTATION_BYTES_FACTOR times longer than labels.
+    """
     if labels is None:
         return {}
     if not isinstance(labels, dict):
         raise ValidationError({field: "must be an object of label name to string value"})
     max_count = settings.GRACE_INTAKE_MAX_LABELS
-    max_bytes = settings.GRACE_INTAKE_MAX_LABEL_BYTES
+    max_bytes = settings.GRACE_INTAKE_MAX_LABEL_BYTES * (ANNOTATION_BYTES_FACTOR if annotations else 1)
     if len(labels) > max_count:
         raise ValidationError({field: f"at most {max_count} labels are accepted, got {len(labels)}"})
     cleaned: dict[str, str] = {}

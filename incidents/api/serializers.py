@@ -88,7 +88,7 @@ class WebhookResultSerializer(serializers.Serializer):
 class AlertmanagerAlertSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["firing", "resolved"])
     labels = LabelsField(allow_empty=False)
-    annotations = LabelsField(required=False, default=dict)
+    annotations = LabelsField(annotations=True, required=False, default=dict)
     startsAt = serializers.DateTimeField()  # noqa: N815 - Alertmanager's field names
     endsAt = StrictCharField(required=False, allow_blank=True, default="")  # noqa: N815
     generatorURL = StrictCharField(required=False, allow_blank=True, default="", max_length=2000)  # noqa: N815
@@ -112,7 +112,7 @@ class AlertmanagerWebhookSerializer(serializers.Serializer):
     alerts = serializers.ListField(child=AlertmanagerAlertSerializer(), allow_empty=True)
     groupLabels = LabelsField(required=False, default=dict)  # noqa: N815
     commonLabels = LabelsField(required=False, default=dict)  # noqa: N815
-    commonAnnotations = LabelsField(required=False, default=dict)  # noqa: N815
+    commonAnnotations = LabelsField(annotations=True, required=False, default=dict)  # noqa: N815
     externalURL = StrictCharField(required=False, allow_blank=True, default="")  # noqa: N815
     groupKey = StrictCharField(required=False, allow_blank=True, default="")  # noqa: N815
     truncatedAlerts = serializers.IntegerField(required=False, default=0, min_value=0)  # noqa: N815

@@ -65,6 +65,18 @@ def test_a_resolved_alert_resolves_its_incident_and_cancels_the_heal(
     assert AuditEvent.objects.get(action="incident.resolved").data["reason"] == incident.status_reason
 
 
+def test_long_annotations_are_accepted_and_kept(api_client, default_rules):
+    item = alert("DiskFull")
+    item["annotations"] = {"summary": "disk full", "description": "d" * 4000, "runbook_url": "http://runbooks/disk"}
+
+    response = deliver(api_client, alertmanager_body(item))
+
+    assert response.status_code == 200, response.content
+    incident = Incident.objects.get()
+    assert incident.message == "d" * 4000
+    assert incident.raw_payload["annotations"]["runbook_url"] == "http://runbooks/disk"
+
+
 def test_a_batch_mixes_new_repeated_and_resolved_alerts(api_client, default_rules):
     deliver(api_client, alertmanager_body(alert("HighCPU")))
     body = alertmanager_body(
