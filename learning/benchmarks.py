@@ -18,6 +18,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 from celery import current_app
 from celery.exceptions import TimeoutError as CeleryTimeoutError
@@ -25,7 +26,7 @@ from celery.result import AsyncResult
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F, Window
+from django.db.models import F, Q, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
@@ -38,6 +39,7 @@ from learning.models import BenchmarkResult, BenchmarkRun, BenchmarkSuite
 logger = logging.getLogger(__name__)
 ACTOR = "system:benchmarks"
 EXECUTE_TASK = "learning.benchmark_execute"
+ABANDONED_AFTER = 300  # seconds: the hard time limit of learning.benchmark_execute
 
 
 @dataclass(frozen=True)
@@ -185,9 +187,15 @@ def _histories(suite_id: int, metrics: list[str], exclude_run: int) -> dict[str,
 
 
 def execute_run(run_id: int) -> BenchmarkRun:
-    """Run a queued run's checks once; a run already claimed (redelivery) is returned unchanged."""
-    claimed = BenchmarkRun.objects.filter(pk=run_id, status=BenchmarkRunStatus.QUEUED).update(
-        status=BenchmarkRunStatus.RUNNING, started_at=timezone.now()
+    """Run a queued run's checks once; a run already claimed (redelivery) is returned unchanged.
+
+    A run left ``running`` by a worker that died is claimed again once it is older than the task's hard
+    time limit: no live worker can still be running it.
+    """
+    now = timezone.now()
+    abandoned = Q(status=BenchmarkRunStatus.RUNNING, started_at__lt=now - timedelta(seconds=ABANDONED_AFTER))
+    claimed = BenchmarkRun.objects.filter(Q(status=BenchmarkRunStatus.QUEUED) | abandoned, pk=run_id).update(
+        status=BenchmarkRunStatus.RUNNING, started_at=now
     )
     run = BenchmarkRun.objects.select_related("suite").get(pk=run_id)
     if not claimed:
@@ -307,6 +315,18 @@ def regressions(run: BenchmarkRun) -> list[dict]:
         .order_by("pk")
         .values_list("metric", "value", "baseline_median", "threshold")
     ]
+
+
+def no_regression(suite: str = "smoke", *, trigger: str = Trigger.CONTRACT) -> dict:
+    """Facts for a contract predicate "no regression on the suite": runs it now, in the caller.
+
+    ``{"passed": bool, "run_id", "status", "regressions": [...], "failures": [...]}``; ``passed`` is false when
+    a metric regressed or a check could not run.
+    """
+    run = run_suite(suite, trigger=trigger)
+    found, failed = regressions(run), failures(run)
+    return {"passed": not found and not failed, "run_id": run.pk, "status": run.status, "regressions": found,
+            "failures": failed}  # fmt: skip
 
 
 def failures(run: BenchmarkRun) -> list[dict]:

@@ -10,10 +10,11 @@ class Outcome(models.TextChoices):
     EXPIRED = "expired"
     BLOCKED = "blocked"
     CANCELLED = "cancelled"
+    SIMULATED = "simulated", "simulated (dry run or shadow mode: nothing executed)"
 
 
 # Outcomes that say something about whether the playbook works. The others
-# (escalated, rejected, expired, blocked, cancelled) never ran the playbook to
+# (escalated, rejected, expired, blocked, cancelled, simulated) never ran the playbook to
 # the end, so they are recorded but leave PlaybookStatistics untouched.
 Outcome.COUNTED = (Outcome.SUCCEEDED, Outcome.FAILED, Outcome.ROLLED_BACK)
 Outcome.FAILURES = (Outcome.FAILED, Outcome.ROLLED_BACK)

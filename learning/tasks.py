@@ -4,7 +4,7 @@ from celery import shared_task
 
 from learning import benchmarks
 
-_LIMITS = {"acks_late": True, "soft_time_limit": 240, "time_limit": 300}
+_LIMITS = {"acks_late": True, "soft_time_limit": 240, "time_limit": benchmarks.ABANDONED_AFTER}
 
 
 @shared_task(name="learning.benchmark_run", **_LIMITS)

@@ -126,3 +126,21 @@ def test_charts_escape_labels_and_draw_gaps_for_failed_checks():
     assert "<polyline" not in svg  # two single points separated by a gap: no line segment
     assert svg.count("<circle") == 2
     assert "no data yet" in line_chart([], title="empty")
+
+
+@pytest.mark.django_db
+def test_editing_a_suite_in_admin_validates_its_checks_and_is_audited(admin_client_logged):
+    suite = BenchmarkSuite.objects.create(name="edge", checks=[{"kind": "database", "params": {}}])
+    url = reverse("admin:learning_benchmarksuite_change", args=[suite.pk])
+
+    refused = admin_client_logged.post(url, {"name": "edge", "checks": '[{"kind": "teleport"}]', "enabled": "on"})
+    accepted = admin_client_logged.post(
+        url, {"name": "edge", "description": "", "checks": '[{"kind": "redis", "params": {}}]', "enabled": "on"}
+    )
+
+    assert refused.status_code == 200 and "kind must be one of" in refused.content.decode()
+    assert accepted.status_code == 302
+    suite.refresh_from_db()
+    assert suite.checks == [{"kind": "redis", "params": {}}]
+    event = AuditEvent.objects.get(action="benchmark.suite_changed")
+    assert event.actor == "root" and event.data["checks"] == [{"kind": "redis", "params": {}}]

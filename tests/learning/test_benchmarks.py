@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from celery import current_app
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from approvals.models import AuditEvent
@@ -163,3 +166,29 @@ def test_suite_definitions_are_validated_by_kind():
 def test_an_unknown_suite_is_an_error_naming_it():
     with pytest.raises(BenchmarkSuite.DoesNotExist, match="no-such-suite"):
         benchmarks.run_suite("no-such-suite")
+
+
+@pytest.mark.django_db
+def test_a_run_abandoned_by_a_dead_worker_is_claimed_again_but_a_live_one_is_not():
+    suite = BenchmarkSuite.objects.create(name="db", checks=[{"kind": "database", "params": {}}])
+    live = benchmarks.create_run("db")
+    dead = benchmarks.create_run("db")
+    BenchmarkRun.objects.filter(pk=live.pk).update(status="running", started_at=timezone.now())
+    BenchmarkRun.objects.filter(pk=dead.pk).update(
+        status="running", started_at=timezone.now() - timedelta(seconds=benchmarks.ABANDONED_AFTER + 1)
+    )
+
+    assert benchmarks.execute_run(live.pk).status == "running"
+    assert benchmarks.execute_run(dead.pk).status == "passed"
+    assert suite.runs.filter(results__isnull=False).distinct().count() == 1
+
+
+@pytest.mark.django_db
+def test_no_regression_gives_a_contract_its_verdict_and_evidence(endpoint):
+    BenchmarkSuite.objects.create(name="edge", checks=[{"kind": "http", "params": {"url": endpoint.url("status/500")}}])
+
+    verdict = benchmarks.no_regression("edge")
+
+    assert verdict["passed"] is False and verdict["status"] == "failed"
+    assert verdict["regressions"] == [] and "HTTP 500" in verdict["failures"][0]["error"]
+    assert BenchmarkRun.objects.get(pk=verdict["run_id"]).trigger == "contract"

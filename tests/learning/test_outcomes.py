@@ -148,3 +148,11 @@ def test_outcome_records_store_stage_durations_contract_results_and_time_to_reso
     assert record.duration_seconds == pytest.approx(30)
     expected = (record.finished_at - run.incident.first_seen).total_seconds()
     assert record.resolve_seconds == pytest.approx(expected)
+
+
+@pytest.mark.django_db
+def test_simulated_runs_are_recorded_but_not_counted():
+    record = services.record_outcome(**outcome_kwargs(make_run(), outcome="simulated", shadow=True))
+
+    assert record.outcome == "simulated" and not record.counted
+    assert not PlaybookStatistics.objects.exists()
