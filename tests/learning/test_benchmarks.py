@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
 from celery import current_app
 from django.core.exceptions import ValidationError
 from django.utils import timezone
-from django_celery_beat.models import PeriodicTask
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from approvals.models import AuditEvent
 from incidents import defaults as incident_defaults
 from learning import benchmarks, defaults
 from learning.models import BenchmarkResult, BenchmarkRun, BenchmarkSuite
+from tests.support.processes import start_beat
 
 
 def _point_smoke_at(endpoint, **redis_params) -> None:
@@ -192,3 +194,30 @@ def test_no_regression_gives_a_contract_its_verdict_and_evidence(endpoint):
     assert verdict["passed"] is False and verdict["status"] == "failed"
     assert verdict["regressions"] == [] and "HTTP 500" in verdict["failures"][0]["error"]
     assert BenchmarkRun.objects.get(pk=verdict["run_id"]).trigger == "contract"
+
+
+def _poll(predicate, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"nothing matched within {timeout} s")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_real_beat_fires_the_smoke_schedule_onto_the_benchmarks_queue(celery_worker, endpoint, tmp_path):
+    defaults.install()
+    _point_smoke_at(endpoint)
+    every_second, _ = IntervalSchedule.objects.get_or_create(every=1, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.filter(name="learning: smoke benchmark").update(interval=every_second)
+    PeriodicTask.objects.filter(name="learning: full benchmark").update(enabled=False)
+
+    beat = start_beat(tmp_path)
+    try:
+        run = _poll(lambda: BenchmarkRun.objects.filter(trigger="schedule", status__in=["passed", "failed"]).first())
+    finally:
+        beat.stop()
+
+    assert (run.suite.name, run.status) == ("smoke", "passed"), benchmarks.failures(run)
