@@ -202,11 +202,14 @@ def _load(version: tuple) -> RuleSet:
     return compile_rules(list(DiagnosisRule.objects.filter(enabled=True).order_by("position", "id")), version)
 
 
-def current_ruleset() -> RuleSet:
-    """The compiled rule set, re-checked against the table at most every GRACE_DIAGNOSIS_RECHECK_SECONDS."""
+def current_ruleset(max_age: float | None = None) -> RuleSet:
+    """The compiled rule set, re-checked against the table when the last check is older than ``max_age``
+    seconds (default GRACE_DIAGNOSIS_RECHECK_SECONDS; 0 checks now: one cheap query, recompiling only if the
+    table changed)."""
     ruleset: RuleSet | None = _cache["ruleset"]
     now = time.monotonic()
-    if ruleset is not None and now - _cache["checked_at"] < settings.GRACE_DIAGNOSIS_RECHECK_SECONDS:
+    limit = settings.GRACE_DIAGNOSIS_RECHECK_SECONDS if max_age is None else max_age
+    if ruleset is not None and now - _cache["checked_at"] < limit:
         return ruleset
     with _lock:
         version = _table_version()

@@ -23,7 +23,7 @@ from kombu.exceptions import KombuError
 from approvals import audit
 from incidents import normalize
 from incidents.choices import UNKNOWN_DIAGNOSIS, IncidentStatus
-from incidents.diagnosis import Diagnosis, diagnose
+from incidents.diagnosis import Diagnosis, RuleSet, current_ruleset
 from incidents.models import Incident
 
 logger = logging.getLogger(__name__)
@@ -177,8 +177,8 @@ def _bump(fingerprint: str, count: int, now: datetime) -> Incident | None:
     return Incident.objects.filter(fingerprint=fingerprint, status__in=IncidentStatus.ACTIVE).first()
 
 
-def _new_incident(signal: Signal, count: int, now: datetime) -> tuple[Incident, Diagnosis]:
-    diagnosis = diagnose(signal)
+def _new_incident(signal: Signal, count: int, now: datetime, rules: RuleSet) -> tuple[Incident, Diagnosis]:
+    diagnosis = rules.diagnose(signal)
     known = diagnosis.code != UNKNOWN_DIAGNOSIS
     incident = Incident(
         fingerprint=signal.fingerprint,
@@ -204,7 +204,10 @@ def _new_incident(signal: Signal, count: int, now: datetime) -> tuple[Incident, 
 
 def _create(prepared: list[Signal], groups: dict, pending: list[str], now: datetime, outcome: dict) -> list:
     """Insert the new incidents in one statement; row by row only if a conflicting row slipped in."""
-    rows = [_new_incident(prepared[groups[fp][0]], len(groups[fp]), now) for fp in pending]
+    # Creation checks the rule table's version once per batch (one cheap query), so a new incident is always
+    # diagnosed with the rules this transaction sees, however recently they changed.
+    rules = current_ruleset(max_age=0)
+    rows = [_new_incident(prepared[groups[fp][0]], len(groups[fp]), now, rules) for fp in pending]
     try:
         with transaction.atomic():
             Incident.objects.bulk_create([incident for incident, _ in rows])

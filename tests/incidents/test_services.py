@@ -171,3 +171,16 @@ def test_set_status_refuses_to_reopen_when_another_incident_holds_the_fingerprin
     assert not services.set_status(old.pk, "open", reason="reopen")
     with pytest.raises(ValidationError):
         services.set_status(old.pk, "sleeping")
+
+
+def test_intake_diagnoses_with_the_rules_its_transaction_sees_even_between_rechecks(settings):
+    from incidents import diagnosis
+    from incidents.models import DiagnosisRule
+
+    settings.GRACE_DIAGNOSIS_RECHECK_SECONDS = 3600
+    diagnosis.current_ruleset()  # cached: no rules yet
+    DiagnosisRule.objects.create(name="wal", code="database_wal_bloat", label_equals={"check": "sqlite_wal"})
+
+    incident = services.ingest(wal_signal()).incident
+
+    assert incident.diagnosis_code == "database_wal_bloat"
