@@ -110,13 +110,11 @@ class PlaybookStatisticsAdmin(ReadOnlyAdmin):
     def recommendations_view(self, request: HttpRequest):
         if not self.has_view_permission(request):
             raise PermissionDenied
-        diagnoses = list(
-            PlaybookStatistics.objects.order_by("diagnosis_code").values_list("diagnosis_code", flat=True).distinct()
-        )
+        diagnoses = services.known_diagnoses()
         diagnosis = request.GET.get("diagnosis") or (diagnoses[0] if diagnoses else "")
-        candidates = list(
-            PlaybookStatistics.objects.filter(diagnosis_code=diagnosis).values_list("playbook", flat=True)
-        )
+        # The enabled playbooks of the diagnosis, and any playbook with evidence for it (even if paused now).
+        with_evidence = PlaybookStatistics.objects.filter(diagnosis_code=diagnosis).values_list("playbook", flat=True)
+        candidates = [*services.candidates_for(diagnosis), *with_evidence]
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,

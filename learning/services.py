@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -225,6 +226,28 @@ def _recommendation(name: str, stats: PlaybookStatistics | None) -> Recommendati
         exploring=exploring,
         evidence=facts,
     )
+
+
+def candidates_for(diagnosis_code: str) -> list[str]:
+    """Enabled playbooks that declare the diagnosis (read through the app registry: learning never imports
+    remediation)."""
+    playbook_model = apps.get_model("remediation", "Playbook")
+    return [
+        name
+        for name, codes in playbook_model.objects.filter(enabled=True)
+        .order_by("name")
+        .values_list("name", "diagnosis_codes")
+        if isinstance(codes, list) and diagnosis_code in codes
+    ]
+
+
+def known_diagnoses() -> list[str]:
+    """Diagnosis codes with evidence or with an enabled playbook, sorted."""
+    playbook_model = apps.get_model("remediation", "Playbook")
+    codes = set(PlaybookStatistics.objects.values_list("diagnosis_code", flat=True).distinct())
+    for declared in playbook_model.objects.filter(enabled=True).values_list("diagnosis_codes", flat=True):
+        codes.update(code for code in (declared if isinstance(declared, list) else []) if isinstance(code, str))
+    return sorted(codes)
 
 
 def recommend(diagnosis_code: str, candidates: Iterable[str]) -> list[Recommendation]:

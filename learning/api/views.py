@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict
 
 import redis
-from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -51,16 +50,6 @@ class StatisticsView(generics.ListAPIView):
         )
 
 
-def _default_candidates(diagnosis: str) -> list[str]:
-    """Enabled playbooks declaring the diagnosis (read through the app registry: learning never imports remediation)."""
-    playbook_model = apps.get_model("remediation", "Playbook")
-    return [
-        name
-        for name, codes in playbook_model.objects.filter(enabled=True).values_list("name", "diagnosis_codes")
-        if isinstance(codes, list) and diagnosis in codes
-    ]
-
-
 class RecommendationsQuery(serializers.Serializer):
     diagnosis = serializers.CharField(max_length=64)
     candidates = serializers.CharField(required=False, help_text="Comma-separated playbook names")
@@ -78,7 +67,7 @@ class RecommendationsView(APIView):
         query.is_valid(raise_exception=True)
         diagnosis = query.validated_data["diagnosis"]
         raw = query.validated_data.get("candidates")
-        candidates = [c.strip() for c in raw.split(",") if c.strip()] if raw else _default_candidates(diagnosis)
+        candidates = [c.strip() for c in raw.split(",") if c.strip()] if raw else services.candidates_for(diagnosis)
         ranked = services.recommend(diagnosis, candidates)
         return Response(
             {

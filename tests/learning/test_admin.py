@@ -11,6 +11,7 @@ from approvals.models import AuditEvent
 from learning import services
 from learning.charts import Point, line_chart
 from learning.models import BenchmarkResult, BenchmarkRun, BenchmarkSuite, OutcomeRecord, PlaybookStatistics
+from remediation.models import Playbook
 from tests.learning.factories import make_run, outcome_kwargs
 
 
@@ -144,3 +145,14 @@ def test_editing_a_suite_in_admin_validates_its_checks_and_is_audited(admin_clie
     assert suite.checks == [{"kind": "redis", "params": {}}]
     event = AuditEvent.objects.get(action="benchmark.suite_changed")
     assert event.actor == "root" and event.data["checks"] == [{"kind": "redis", "params": {}}]
+
+
+@pytest.mark.django_db
+def test_recommendations_page_includes_untried_enabled_playbooks_as_exploring(admin_client_logged):
+    Playbook.objects.create(name="fresh", diagnosis_codes=["disk_full"])
+    Playbook.objects.create(name="off", diagnosis_codes=["disk_full"], enabled=False)
+
+    html = admin_client_logged.get(reverse("admin:learning_recommendations")).content.decode()
+
+    assert '<option value="disk_full" selected>' in html
+    assert "<td>fresh</td>" in html and "<td>off</td>" not in html
