@@ -45,40 +45,16 @@ from remediation.cloud_status import NotConfigured, note_error
 
 FAMILY = "aws"
 
+# Error codes left after botocore's own retries, by what they mean for the run.
 TRANSIENT_CODES = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestLimitExceeded",
-        "RequestThrottled",
-        "TooManyRequestsException",
-        "ServiceUnavailable",
-        "Unavailable",
-        "InternalError",
-        "InternalFailure",
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "PriorRequestNotComplete",
-        "ScalingActivityInProgress",
-        "ResourceContention",
-    }
+    "Throttling ThrottlingException ThrottledException RequestLimitExceeded RequestThrottled TooManyRequestsException"
+    " ServiceUnavailable Unavailable InternalError InternalFailure RequestTimeout RequestTimeoutException"
+    " PriorRequestNotComplete ScalingActivityInProgress ResourceContention".split()
 )
 UNAVAILABLE_CODES = frozenset(
-    {
-        "AccessDenied",
-        "AccessDeniedException",
-        "UnauthorizedOperation",
-        "AuthFailure",
-        "InvalidClientTokenId",
-        "SignatureDoesNotMatch",
-        "ExpiredToken",
-        "ExpiredTokenException",
-        "UnrecognizedClientException",
-        "InvalidAccessKeyId",
-        "MissingAuthenticationToken",
-        "OptInRequired",
-    }
+    "AccessDenied AccessDeniedException UnauthorizedOperation AuthFailure InvalidClientTokenId SignatureDoesNotMatch"
+    " ExpiredToken ExpiredTokenException UnrecognizedClientException InvalidAccessKeyId MissingAuthenticationToken"
+    " OptInRequired".split()
 )
 REFUSED_CODES = frozenset({"InvalidDBInstanceState", "IncorrectInstanceState", "IncorrectState", "ValidationError"})
 

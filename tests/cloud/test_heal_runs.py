@@ -11,13 +11,14 @@ from django.contrib.auth.models import Permission
 
 from approvals import services as approvals
 from approvals.models import ApprovalRequest
+from grace_site.celery import app as celery_app
 from incidents.models import DiagnosisRule
 from incidents.services import Signal, ingest
 from remediation.actions.aws import client as aws_client
 from remediation.actions.cloud_playbooks import PLAYBOOKS
 from remediation.choices import RunStatus
 from remediation.models import ContractResult, HealRun, Playbook
-from tests.support.runs import wait_for_run
+from tests.support.runs import wait_for, wait_for_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,6 +43,23 @@ def cloud_worker(worker_pool, django_db_blocker, tmp_path_factory):
             name = worker_pool.ensure()
         yield SimpleNamespace(name=name, kubeconfig=kubeconfig)
         worker_pool.stop()  # the next test gets a worker with the suite's own environment
+
+
+@pytest.fixture(autouse=True)
+def _worker_settles(cloud_worker):
+    """After each test, wait until the worker has recorded every run's outcome and is idle.
+
+    Emptying the tables while the worker still writes would deadlock on PostgreSQL.
+    """
+    yield
+
+    def idle() -> bool:
+        if HealRun.objects.filter(status__in=RunStatus.TERMINAL, outcome_record__isnull=True).exists():
+            return False
+        active = celery_app.control.inspect(destination=[cloud_worker.name], timeout=1).active() or {}
+        return not any(active.values())
+
+    wait_for(idle, timeout=30, what="the worker to finish the runs' follow-up work")
 
 
 @pytest.fixture
