@@ -307,13 +307,20 @@ for _var, _limit in _rate_limits:
 # An endpoint URL points every client at a compatible endpoint (moto, LocalStack, a VPC endpoint).
 GRACE_AWS_REGION = env_str("GRACE_AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", os.environ.get("AWS_REGION", "")))
 GRACE_AWS_PROFILE = env_str("GRACE_AWS_PROFILE", "")
+# Named accounts a step may pick with "account": "name=profile,name=profile" (profiles hold region, role...).
+GRACE_AWS_ACCOUNTS = {}
+for _item in env_list("GRACE_AWS_ACCOUNTS", []):
+    _name, _sep, _profile = _item.partition("=")
+    if not _sep or not _name.strip() or not _profile.strip():
+        raise ImproperlyConfigured(f"GRACE_AWS_ACCOUNTS items must look like name=profile, got {_item!r}")
+    GRACE_AWS_ACCOUNTS[_name.strip()] = _profile.strip()
 GRACE_AWS_ENDPOINT_URL = (
     env_url("GRACE_AWS_ENDPOINT_URL", "", schemes=("http", "https")) if os.environ.get("GRACE_AWS_ENDPOINT_URL") else ""
 )
 GRACE_AWS_CONNECT_TIMEOUT = env_float("GRACE_AWS_CONNECT_TIMEOUT", 3.0, minimum=0.1)
 GRACE_AWS_READ_TIMEOUT = env_float("GRACE_AWS_READ_TIMEOUT", 10.0, minimum=0.1)
 GRACE_AWS_MAX_ATTEMPTS = env_int("GRACE_AWS_MAX_ATTEMPTS", 3, minimum=1, maximum=10)
-# Docker: the default engine (unix://, tcp://, ssh://), plus named engines a step may pick with "host".
+# Docker: the default engine (unix:// or tcp://), plus named engines a step may pick with "host".
 GRACE_DOCKER_HOST = env_str("GRACE_DOCKER_HOST", os.environ.get("DOCKER_HOST", ""))
 GRACE_DOCKER_HOSTS = {}  # from GRACE_DOCKER_HOSTS="name=url,name=url"
 for _item in env_list("GRACE_DOCKER_HOSTS", []):

@@ -98,24 +98,36 @@ def aws_errors(what: str) -> Iterator[None]:
         raise ActionError(message) from exc
 
 
-def session() -> boto3.Session:
+def session(account: str = "") -> boto3.Session:
+    """A session from the standard chain, GRACE_AWS_PROFILE, or the profile of a named account."""
+    if account:
+        try:
+            profile = settings.GRACE_AWS_ACCOUNTS[account]
+        except KeyError:
+            raise NotConfigured(f"aws: no account named {account!r} in GRACE_AWS_ACCOUNTS") from None
+    else:
+        profile = settings.GRACE_AWS_PROFILE
     try:
-        return boto3.Session(profile_name=settings.GRACE_AWS_PROFILE or None)
+        return boto3.Session(profile_name=profile or None)
     except ProfileNotFound as exc:
-        raise NotConfigured(f"aws: {exc} (GRACE_AWS_PROFILE)") from exc
+        raise NotConfigured(f"aws: {exc} ({'GRACE_AWS_ACCOUNTS' if account else 'GRACE_AWS_PROFILE'})") from exc
 
 
 def client(
     service: str,
-    region: str = "",
+    params: dict | None = None,
     *,
     connect_timeout: float | None = None,
     read_timeout: float | None = None,
     max_attempts: int | None = None,
 ) -> Any:
-    """A boto3 client with GRACE's endpoint, timeouts and retry policy; ActionUnavailable without credentials."""
-    sess = session()
-    region = region or settings.GRACE_AWS_REGION or sess.region_name or ""
+    """A boto3 client for a step's ``account``/``region`` (or the defaults) with GRACE's endpoint,
+    timeouts and retry policy; NotConfigured without region or credentials."""
+    params = params or {}
+    sess = session(params.get("account", ""))
+    region = params.get("region") or (
+        sess.region_name if params.get("account") else settings.GRACE_AWS_REGION or sess.region_name
+    )
     if not region:
         raise NotConfigured("aws: no region configured (set GRACE_AWS_REGION, AWS_DEFAULT_REGION or a profile region)")
     if sess.get_credentials() is None:
@@ -149,6 +161,14 @@ def probe(timeout: float) -> dict:
 
 class _RegionParams(serializers.Serializer):
     region = serializers.RegexField(r"^[a-z]{2}(-[a-z]+)+-\d$", required=False, allow_blank=True, default="")
+    account = serializers.CharField(
+        max_length=100, required=False, allow_blank=True, default="", help_text="A name from GRACE_AWS_ACCOUNTS."
+    )
+
+    def validate_account(self, value: str) -> str:
+        if value and value not in settings.GRACE_AWS_ACCOUNTS:
+            raise serializers.ValidationError(f"no account named {value!r} in GRACE_AWS_ACCOUNTS")
+        return value
 
 
 # --- aws.asg.set_capacity ----------------------------------------------------------------------
@@ -169,7 +189,7 @@ class AsgCapacityParams(_RegionParams):
 
 
 def _group(params: dict) -> tuple[Any, dict]:
-    asg = client("autoscaling", params.get("region", ""))
+    asg = client("autoscaling", params)
     with aws_errors(f"describe auto scaling group {params['group']}"):
         groups = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[params["group"]])["AutoScalingGroups"]
     if not groups:
@@ -268,7 +288,7 @@ class Ec2RebootParams(_RegionParams):
 
 
 def ec2_observe(params: dict) -> dict:
-    ec2 = client("ec2", params.get("region", ""))
+    ec2 = client("ec2", params)
     instance_id = params["instance_id"]
     with aws_errors(f"describe instance {instance_id}"):
         reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
@@ -295,7 +315,7 @@ def ec2_execute(params: dict) -> dict:
     facts = ec2_observe(params)
     if facts["state"] != "running":
         raise ActionRefused(f"aws: instance {params['instance_id']} is {facts['state']}, not running: not rebooting it")
-    ec2 = client("ec2", params.get("region", ""))
+    ec2 = client("ec2", params)
     with aws_errors(f"reboot instance {params['instance_id']}"):
         ec2.reboot_instances(InstanceIds=[params["instance_id"]])
     return {"instance_id": params["instance_id"], "rebooted": True}
@@ -331,7 +351,7 @@ class RdsRebootParams(_RegionParams):
 
 
 def _db_instance(params: dict) -> dict:
-    rds = client("rds", params.get("region", ""))
+    rds = client("rds", params)
     with aws_errors(f"describe DB instance {params['db_instance']}"):
         found = rds.describe_db_instances(DBInstanceIdentifier=params["db_instance"])["DBInstances"]
     if not found:
@@ -357,7 +377,7 @@ def rds_execute(params: dict) -> dict:
     db = _db_instance(params)
     if params.get("force_failover") and not db.get("MultiAZ"):
         raise ActionRefused(f"aws: force_failover needs a Multi-AZ instance; {params['db_instance']} is single-AZ")
-    rds = client("rds", params.get("region", ""))
+    rds = client("rds", params)
     kwargs: dict[str, Any] = {"DBInstanceIdentifier": params["db_instance"]}
     if params.get("force_failover"):
         kwargs["ForceFailover"] = True

@@ -169,3 +169,33 @@ def test_an_unreachable_endpoint_makes_the_family_unavailable(moto, settings):
 
     with pytest.raises(ActionUnavailable, match="aws: cannot reach the endpoint"):
         action.observe(action.validate({"db_instance": "orders-db"}))
+
+
+def test_a_named_account_uses_its_profile_region_and_credentials(moto, monkeypatch, settings, tmp_path):
+    (tmp_path / "config").write_text("[profile ops-west]\nregion = us-west-2\n")
+    (tmp_path / "credentials").write_text("[ops-west]\naws_access_key_id = west\naws_secret_access_key = west\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    settings.GRACE_AWS_ACCOUNTS = {"west": "ops-west"}
+    west = {"account": "west"}
+    template = {"ImageId": AMI, "InstanceType": "t3.micro"}
+    aws.client("ec2", west).create_launch_template(LaunchTemplateName="api", LaunchTemplateData=template)
+    aws.client("autoscaling", west).create_auto_scaling_group(
+        AutoScalingGroupName="api",
+        LaunchTemplate={"LaunchTemplateName": "api"},
+        MinSize=0,
+        MaxSize=2,
+        DesiredCapacity=0,
+        AvailabilityZones=["us-west-2a"],
+    )
+    action = registry.get("aws.asg.set_capacity")
+
+    action.execute(action.validate({"group": "api", "desired": 1, "account": "west"}))
+
+    assert aws.client("autoscaling", west).meta.region_name == "us-west-2"
+    assert action.observe(action.validate({"group": "api", "desired": 1, "account": "west"}))["desired_capacity"] == 1
+    with pytest.raises(aws.ActionError, match="'api' not found"):  # not in the default region
+        action.observe(action.validate({"group": "api", "desired": 1}))
+    with pytest.raises(ValidationError) as caught:
+        action.validate({"group": "api", "desired": 1, "account": "east"})
+    assert "account" in caught.value.detail
