@@ -100,7 +100,7 @@ def record(action: str, *, actor: Any = None, obj: Any = None, data: dict | None
     """Append one event to the chain, inside the caller's transaction."""
     object_type, object_id = _object_ref(obj)
     payload = _normalize(json.loads(json.dumps(data or {}, cls=DjangoJSONEncoder)))
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # no savepoint: any failure aborts the caller
         _lock_chain()
         last = AuditEvent.objects.order_by("-seq").values_list("seq", "hash").first()
         seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)

@@ -71,7 +71,7 @@ def take_snapshots(run: HealRun) -> None:
             transition(run.pk, S.APPROVED, S.FAILED, reason=f"snapshot of step {step['index']} failed: {exc}")
             return
         manifest = snapshots.build_manifest(directory)
-        with transaction.atomic():
+        with transaction.atomic(savepoint=False):
             snap = Snapshot.objects.create(
                 run=run,
                 step_index=step["index"],
@@ -84,11 +84,11 @@ def take_snapshots(run: HealRun) -> None:
             )
             audit.record("snapshot.created", obj=snap, data={"run": run.pk, "step": step["index"], **manifest})
         heartbeat(run.pk)
-    transition(run.pk, S.APPROVED, S.SNAPSHOTTED, note="safe-hold snapshots taken")
+    transition(run.pk, S.APPROVED, S.SNAPSHOTTED, note="safe-hold snapshots taken", family=run.family)
 
 
 def _attempt(run: HealRun, step: dict, phase: str, number: int) -> ActionAttempt:
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         attempt = ActionAttempt.objects.create(
             run=run,
             step_index=step["index"],
@@ -108,7 +108,7 @@ def _attempt(run: HealRun, step: dict, phase: str, number: int) -> ActionAttempt
 
 
 def _finish(attempt: ActionAttempt, status: str, *, result: dict | None = None, error: str = "") -> None:
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         ActionAttempt.objects.filter(pk=attempt.pk).update(
             status=status, finished_at=timezone.now(), result=result or {}, error=error[:4000]
         )
@@ -184,9 +184,12 @@ def execute(run: HealRun) -> None:
         if index == 0 and failure.changed_nothing:
             transition(run.pk, S.EXECUTING, S.BLOCKED, reason=failure.reason, data={"step": failure.step})
         else:
-            transition(run.pk, S.EXECUTING, S.ROLLING_BACK, reason=f"step {failure.step} failed: {failure.reason}")
+            transition(
+                run.pk, S.EXECUTING, S.ROLLING_BACK, reason=f"step {failure.step} failed: {failure.reason}",
+                family=run.family,
+            )  # fmt: skip
         return
-    transition(run.pk, S.EXECUTING, S.VERIFYING, note="every step executed")
+    transition(run.pk, S.EXECUTING, S.VERIFYING, note="every step executed", family=run.family)
 
 
 def verify(run: HealRun) -> None:
@@ -205,7 +208,7 @@ def verify(run: HealRun) -> None:
     failed = [
         f"step {i}: {r.field} {r.operator} {r.expected!r} (actual {r.actual!r})" for i, r in results if not r.passed
     ]
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         ContractResult.objects.filter(run=run, phase=Phase.EXECUTE).delete()
         ContractResult.objects.bulk_create(
             ContractResult(

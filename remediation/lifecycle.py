@@ -123,7 +123,10 @@ def operator_rollback(run_id: int, *, actor) -> HealRun:
     if problems:
         raise RollbackRefused("; ".join(problems))
     try:
-        moved = transition(run.pk, S.SUCCEEDED, S.ROLLING_BACK, actor=actor, reason="rollback requested by an operator")
+        moved = transition(
+            run.pk, S.SUCCEEDED, S.ROLLING_BACK, actor=actor, reason="rollback requested by an operator",
+            family=run.family,
+        )  # fmt: skip
     except IntegrityError:
         raise RollbackRefused("the incident already has another live run") from None
     if not moved:

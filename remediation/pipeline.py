@@ -173,7 +173,9 @@ def gate(run_id: int) -> None:
         ok, why = governance.consume_action_budget(facts)
         if not ok:
             return transition(run.pk, S.PLANNED, S.BLOCKED, reason=f"policy: {why}", fields=fields)
-        return transition(run.pk, S.PLANNED, S.APPROVED, note="tier 1: runs autonomously", fields=fields)
+        return transition(
+            run.pk, S.PLANNED, S.APPROVED, note="tier 1: runs autonomously", fields=fields, family=run.family
+        )
     with transaction.atomic():
         if transition(
             run.pk, S.PLANNED, S.AWAITING_APPROVAL, advance=False, fields=fields,
@@ -250,7 +252,7 @@ def resume(run_id: int) -> None:
         if not ok:
             transition(run.pk, S.AWAITING_APPROVAL, S.BLOCKED, reason=f"policy: {why}")
             return
-        transition(run.pk, S.AWAITING_APPROVAL, S.APPROVED, note="approved")
+        transition(run.pk, S.AWAITING_APPROVAL, S.APPROVED, note="approved", family=run.family)
     elif state == "rejected":
         transition(run.pk, S.AWAITING_APPROVAL, S.REJECTED, reason="an approver rejected the plan")
     elif state == "expired":

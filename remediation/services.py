@@ -66,9 +66,10 @@ def transition(
     reason: str | None = None,
     fields: dict | None = None,
     advance: bool = True,
+    family: str | None = None,
 ) -> bool:
     """Move run ``run_id`` from ``expected`` to ``new``; False when another worker got there first."""
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         now = timezone.now()
         updates: dict[str, Any] = {"status": new, "heartbeat_at": now, "reaper_tries": 0, **(fields or {})}
         if reason is not None:
@@ -92,14 +93,15 @@ def transition(
                 lambda: current_app.send_task("remediation.record_outcome", args=[run_id], queue="heal.local")
             )
         elif advance:
-            family = HealRun.objects.filter(pk=run_id).values_list("family", flat=True).first() or ""
-            dispatch(run_id, new, family=family)
+            if family is None and new in ACTION_STAGES:
+                family = HealRun.objects.filter(pk=run_id).values_list("family", flat=True).first()
+            dispatch(run_id, new, family=family or "")
     return True
 
 
 def note(run_id: int, text: str, *, data: dict | None = None, actor: Any = None, action: str = "run.note") -> None:
     """A timeline entry that is not a transition (a step started, a retry, a breaker...)."""
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         RunEvent.objects.create(run_id=run_id, note=text[:4000], data=data or {})
         audit.record(action, actor=actor, obj=("remediation.healrun", run_id), data={"note": text, **(data or {})})
 

@@ -51,6 +51,7 @@ as_pg_user "$PGUSER_NAME" "$PG_BIN/initdb" -D "$PGDATA_DIR" -U grace --auth=trus
 as_pg_user "$PGUSER_NAME" "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -l "$TMP/pg/log" -w -t 30 start \
     -o "-p $PG_PORT -k $TMP/pg/sock -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" >/dev/null \
     || { cat "$TMP/pg/log" >&2; die "PostgreSQL did not start"; }
+"$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U grace grace
 
 export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
 export GRACE_PG_URL="postgres://grace@127.0.0.1:$PG_PORT/grace"
