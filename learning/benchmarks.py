@@ -33,6 +33,7 @@ from django.utils import timezone
 from approvals import audit
 from learning.checks import KINDS, Measurement, Metric
 from learning.choices import BenchmarkRunStatus, Trigger
+from learning.defaults import SUITES
 from learning.estimators import mad, median
 from learning.models import BenchmarkResult, BenchmarkRun, BenchmarkSuite
 
@@ -83,8 +84,6 @@ def validate_checks(checks) -> None:
 
 def get_suite(name: str) -> BenchmarkSuite:
     """The enabled suite of that name; the shipped suites are created on first use."""
-    from learning.defaults import SUITES
-
     suite = BenchmarkSuite.objects.filter(name=name).first()
     if suite is None and name in SUITES:
         suite, _ = BenchmarkSuite.objects.get_or_create(name=name, defaults=SUITES[name])
