@@ -9,13 +9,14 @@ import redis
 from django.conf import settings
 from django.db import connection
 from drf_spectacular.utils import extend_schema
-from rest_framework.decorators import api_view, permission_classes
+from rest_framework.decorators import api_view, permission_classes, throttle_classes
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
 import grace_site
 from grace_site.celery import app as celery_app
 from grace_site.scheduler import BEAT_TICK_KEY
+from grace_site.throttling import HealthThrottle
 
 
 def _check_database() -> dict:
@@ -84,6 +85,7 @@ def run_checks() -> dict:
 @extend_schema(summary="Health of the database, Redis, Celery workers and beat", responses={200: dict, 503: dict})
 @api_view(["GET"])
 @permission_classes([AllowAny])
+@throttle_classes([HealthThrottle])
 def health(request):
     report = run_checks()
     return Response(report, status=200 if not report["failing"] else 503)

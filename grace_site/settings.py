@@ -154,7 +154,10 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_CLASSES": ["grace_site.throttling.AnonThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"anon": env_str("GRACE_ANON_THROTTLE", "120/minute")},
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env_str("GRACE_ANON_THROTTLE", "120/minute"),
+        "health": env_str("GRACE_HEALTH_THROTTLE", "1200/minute"),
+    },
 }
 
 SPECTACULAR_SETTINGS = {
@@ -329,6 +332,9 @@ for _item in env_list("GRACE_DOCKER_HOSTS", []):
         raise ImproperlyConfigured(f"GRACE_DOCKER_HOSTS items must look like name=url, got {_item!r}")
     GRACE_DOCKER_HOSTS[_name.strip()] = _url.strip()
 GRACE_DOCKER_TIMEOUT = env_float("GRACE_DOCKER_TIMEOUT", 10.0, minimum=0.1)
+# tcp:// engines with TLS: a directory with ca.pem, cert.pem and key.pem (as docker's DOCKER_CERT_PATH).
+GRACE_DOCKER_CERT_PATH = env_str("GRACE_DOCKER_CERT_PATH", os.environ.get("DOCKER_CERT_PATH", ""))
+GRACE_DOCKER_TLS_VERIFY = env_bool("GRACE_DOCKER_TLS_VERIFY", True)
 # Kubernetes: a kubeconfig file (default: $KUBECONFIG, then ~/.kube/config), or the pod's service account.
 GRACE_KUBECONFIG = env_str("GRACE_KUBECONFIG", os.environ.get("KUBECONFIG", ""))
 GRACE_KUBE_IN_CLUSTER = env_bool("GRACE_KUBE_IN_CLUSTER", bool(os.environ.get("KUBERNETES_SERVICE_HOST")))
@@ -351,6 +357,8 @@ GRACE_POLICY_RECENT_FAILURES = env_int("GRACE_POLICY_RECENT_FAILURES", 2, minimu
 GRACE_NOTIFY_MAX_RETRIES = env_int("GRACE_NOTIFY_MAX_RETRIES", 5, minimum=0)
 GRACE_NOTIFY_RETRY_BACKOFF = env_int("GRACE_NOTIFY_RETRY_BACKOFF", 30, minimum=1)
 GRACE_NOTIFY_TIMEOUT = env_float("GRACE_NOTIFY_TIMEOUT", 10.0, minimum=0.1)
+# Deliveries can be placed on workers with outbound network access.
+GRACE_NOTIFY_QUEUE = env_str("GRACE_NOTIFY_QUEUE", "default")
 GRACE_BASE_URL = env_str("GRACE_BASE_URL", f"http://127.0.0.1:{GRACE_PORT}").rstrip("/")
 _EMAIL_BACKENDS = {
     "smtp": "django.core.mail.backends.smtp.EmailBackend",

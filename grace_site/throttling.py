@@ -16,3 +16,9 @@ class AnonThrottle(AnonRateThrottle):
         except redis.RedisError as exc:
             logger.warning("throttle state unavailable, allowing request: %s", exc)
             return True
+
+
+class HealthThrottle(AnonThrottle):
+    """Monitors and load balancers poll /api/health/ from few addresses: a scope of its own."""
+
+    scope = "health"

@@ -4,6 +4,11 @@ A predicate is ``{"field", "op", "value", "within"}``. ``value`` may be a
 template ``"{snapshot.<key>}"`` or ``"{params.<key>}"``. With ``within`` the
 facts are observed again, with exponential backoff, until the predicate holds
 or the time is up.
+
+Besides the action's own facts, a field ``benchmark.<suite>.passed`` (or
+``.regressions``, ``.failures``: counts) runs that benchmark suite after the
+action: ``{"field": "benchmark.smoke.passed", "op": "==", "value": true}`` is
+"no regression on the smoke suite".
 """
 
 from __future__ import annotations
@@ -51,6 +56,21 @@ OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 _TEMPLATE = re.compile(r"^\{(snapshot|params)\.([A-Za-z0-9_]+)\}$")
+_BENCHMARK_FIELD = re.compile(r"^benchmark\.([a-z0-9][a-z0-9_-]*)\.(passed|regressions|failures)$")
+
+
+def _benchmark_facts(predicates: list[dict]) -> dict:
+    """Run each benchmark suite the predicates name (once per observation) and expose its verdict."""
+    from learning import benchmarks
+
+    facts: dict = {}
+    for suite in sorted({m.group(1) for p in predicates if (m := _BENCHMARK_FIELD.match(p["field"]))}):
+        verdict = benchmarks.no_regression(suite)
+        facts[f"benchmark.{suite}.passed"] = verdict["passed"]
+        facts[f"benchmark.{suite}.regressions"] = len(verdict["regressions"])
+        facts[f"benchmark.{suite}.failures"] = len(verdict["failures"])
+        facts[f"benchmark.{suite}.run_id"] = verdict["run_id"]
+    return facts
 
 
 class PredicateSerializer(serializers.Serializer):
@@ -114,9 +134,13 @@ def verify(
     """Observe and check; poll (bounded by the largest ``within``) until every predicate holds."""
     within = max((p.get("within") or 0 for p in predicates), default=0) if wait else 0
 
+    needs_benchmark = any(_BENCHMARK_FIELD.match(p["field"]) for p in predicates)
+
     def attempt() -> list[PredicateResult]:
         try:
             facts = observe()
+            if needs_benchmark:
+                facts = {**facts, **_benchmark_facts(predicates)}
         except ActionError as exc:
             return [
                 PredicateResult(p["field"], p["op"], p.get("value"), None, False, f"observe failed: {exc}")
