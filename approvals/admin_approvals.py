@@ -47,6 +47,10 @@ def _run_url(run_id: int) -> str:
         return f"/api/runs/{run_id}/"
 
 
+def _clip(text: str, limit: int = 90) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _pretty(value) -> str:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
 
@@ -75,6 +79,10 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
         "service",
         "diagnosis",
         "confidence",
+        "plan_summary",
+        "contract_summary",
+        "snapshot_policy",
+        "policy_summary",
         "run_link",
         "expires",
         "shadow_flag",
@@ -85,6 +93,7 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
     list_per_page = 50
     show_full_result_count = False
     change_form_template = "admin/approvals/approvalrequest/review.html"
+    change_list_template = "admin/approvals/approvalrequest/change_list.html"
 
     def get_queryset(self, request):
         # Not super(): its ordering would run before the annotation it needs.
@@ -112,6 +121,7 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
         return False
 
     def changelist_view(self, request, extra_context=None):
+        extra_context = {"title": "Approval queue (pending first)", **(extra_context or {})}
         if shadow_mode():
             messages.warning(request, "Shadow mode is ON: GRACE plans, gates and records, and executes nothing.")
         return super().changelist_view(request, extra_context)
@@ -148,10 +158,42 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
         value = obj.context.get("confidence", obj.run.confidence)
         return "unknown" if value is None else f"{float(value):.2f}"
 
+    @admin.display(description="plan")
+    def plan_summary(self, obj: ApprovalRequest) -> str:
+        plan = obj.context.get("plan", obj.run.plan) or {}
+        steps = plan.get("steps", []) if isinstance(plan, dict) else plan
+        parts = []
+        for step in steps if isinstance(steps, list) else []:
+            params = step.get("params", {}) if isinstance(step, dict) else {}
+            shown = ", ".join(f"{k}={v}" for k, v in params.items())
+            parts.append(f"{step.get('action', '?')}({shown})" if isinstance(step, dict) else str(step))
+        return _clip("; ".join(parts) or "-")
+
+    @admin.display(description="contract")
+    def contract_summary(self, obj: ApprovalRequest) -> str:
+        contract = obj.context.get("contract", [])
+        flat = [p for item in contract for p in (item if isinstance(item, list) else [item])]
+        shown = [f"{p.get('field')} {p.get('op')} {p.get('value')}" if isinstance(p, dict) else str(p) for p in flat]
+        return _clip("; ".join(shown) or "-")
+
+    @admin.display(description="snapshot policy")
+    def snapshot_policy(self, obj: ApprovalRequest) -> str:
+        value = obj.context.get("snapshot_policy") or "-"
+        return _clip(value if isinstance(value, str) else json.dumps(value, default=str))
+
+    @admin.display(description="policy")
+    def policy_summary(self, obj: ApprovalRequest) -> str:
+        reasons = obj.context.get("tier_reasons") or []
+        if reasons:
+            return _clip("; ".join(str(r) for r in reasons))
+        matched = [e.get("rule", "?") for e in obj.context.get("policy_explanation", []) if e.get("matched")]
+        return _clip("matched: " + ", ".join(matched) if matched else "declared tier")
+
     @admin.display(description="run")
     def run_link(self, obj: ApprovalRequest) -> str:
         url = _run_url(obj.run_id)
-        return format_html('<a href="{}">run #{}</a> ({})', url, obj.run_id, obj.run.status)
+        status = obj.run.status.replace("_", " ").lower()
+        return format_html('<a href="{}">run&nbsp;#{}</a><br>{}', url, obj.run_id, status)
 
     @admin.display(description="expires", ordering="expires_at")
     def expires(self, obj: ApprovalRequest) -> str:

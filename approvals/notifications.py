@@ -38,7 +38,7 @@ class PermanentDeliveryError(Exception):
 
 
 def _enqueue(notification_id: int) -> None:
-    current_app.send_task(DELIVER_TASK, args=[notification_id], queue="default")
+    current_app.send_task(DELIVER_TASK, args=[notification_id], queue=settings.GRACE_NOTIFY_QUEUE)
 
 
 def notify(

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import itertools
-import json
 
 import pytest
+from celery.signals import after_task_publish
 from django.contrib.auth.models import Group
 from django.utils import timezone
 
@@ -21,17 +20,38 @@ def plan_hash(text: str = "plan") -> str:
 
 
 @pytest.fixture(autouse=True)
-def _clean_redis(redis_client):
-    redis_client.flushdb()
+def _fresh_budgets(redis_client):
+    """Hourly budgets are keyed by rule id, which a rolled-back test may reuse."""
+    for key in redis_client.scan_iter(match="LIMITS*grace-policy*"):
+        redis_client.delete(key)
     yield
+
+
+@pytest.fixture
+def published():
+    """(task name, args, queue) of every task this process publishes to the broker during the test."""
+    sent: list[tuple[str, list, str]] = []
+
+    def record(sender=None, body=None, routing_key=None, **_):
+        sent.append((sender, list(body[0]), routing_key))
+
+    after_task_publish.connect(record, weak=False)
+    yield sent
+    after_task_publish.disconnect(record)
+
+
+def resumes(published) -> list[tuple[str, list, str]]:
+    return [entry for entry in published if entry[0] == "remediation.resume_run"]
 
 
 @pytest.fixture
 def make_run():
     from incidents.models import Incident
+    from remediation import planner
     from remediation.models import HealRun
 
     def make(*, started_by=None, service="orders-db", environment="production", **fields) -> HealRun:
+        plan = fields.pop("plan", {"steps": []})
         n = next(_counter)
         now = timezone.now()
         incident = Incident.objects.create(
@@ -51,6 +71,8 @@ def make_run():
             target=service,
             family="local",
             started_by=started_by,
+            plan=plan,
+            plan_hash=planner.plan_hash(plan),
             **fields,
         )
 
@@ -83,16 +105,6 @@ def senior2(make_user):
 @pytest.fixture
 def operator(make_user):
     return make_user("operator-1", "GRACE operators")
-
-
-def queued_tasks(redis_client, queue: str = "heal.local") -> list[tuple[str, list]]:
-    """(task name, args) of every message waiting in a Redis-backed Celery queue, oldest first."""
-    out = []
-    for raw in reversed(redis_client.lrange(queue, 0, -1)):
-        message = json.loads(raw)
-        body = json.loads(base64.b64decode(message["body"]))
-        out.append((message["headers"]["task"], body[0]))
-    return out
 
 
 CONTEXT = {

@@ -5,7 +5,7 @@ from django.contrib.messages import get_messages
 
 from approvals import audit, services
 from approvals.models import AuditEvent, GovernanceSettings, PolicyRule
-from tests.governance.conftest import CONTEXT, plan_hash, queued_tasks
+from tests.governance.conftest import CONTEXT, plan_hash, resumes
 from tests.support import audit as audit_lock
 
 pytestmark = pytest.mark.django_db
@@ -46,7 +46,7 @@ def test_the_review_page_shows_plan_contract_snapshot_policy_and_explanation(cli
 
 
 def test_approving_in_the_admin_records_the_reason_and_resumes_the_run(
-    client, make_run, operator, redis_client, django_capture_on_commit_callbacks
+    client, make_run, operator, published, django_capture_on_commit_callbacks
 ):
     run = make_run()
     request = _open(run)
@@ -59,7 +59,7 @@ def test_approving_in_the_admin_records_the_reason_and_resumes_the_run(
     request.refresh_from_db()
     assert request.status == "approved"
     assert request.decisions.get().reason == "plan is safe"
-    assert queued_tasks(redis_client) == [("remediation.resume_run", [run.pk])]
+    assert resumes(published) == [("remediation.resume_run", [run.pk], "heal.local")]
     assert "resumes" in [str(m) for m in get_messages(response.wsgi_request)][0]
 
 

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from approvals import services
 from approvals.models import ApprovalRequest, GovernanceSettings
-from tests.governance.conftest import CONTEXT, plan_hash, queued_tasks
+from tests.governance.conftest import CONTEXT, plan_hash, resumes
 
 pytestmark = pytest.mark.django_db
 
@@ -41,7 +41,7 @@ def test_the_queue_lists_pending_requests_with_their_context(api_client, make_ru
 
 
 def test_an_approval_through_the_api_resumes_the_run(
-    api_client, make_run, operator, redis_client, django_capture_on_commit_callbacks
+    api_client, make_run, operator, published, django_capture_on_commit_callbacks
 ):
     run = make_run()
     request = _open(run)
@@ -53,7 +53,7 @@ def test_an_approval_through_the_api_resumes_the_run(
     assert response.status_code == 200, response.content
     assert response.json()["status"] == "approved"
     assert response.json()["decisions"][0]["user"] == "operator-1"
-    assert queued_tasks(redis_client) == [("remediation.resume_run", [run.pk])]
+    assert resumes(published) == [("remediation.resume_run", [run.pk], "heal.local")]
 
 
 def test_a_rejection_needs_a_reason(api_client, make_run, operator):

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from approvals import services
 from approvals.models import ApprovalDecision, ApprovalRequest, AuditEvent
-from tests.governance.conftest import CONTEXT, plan_hash, queued_tasks
+from tests.governance.conftest import CONTEXT, plan_hash, resumes
 
 pytestmark = pytest.mark.django_db
 
@@ -56,7 +56,7 @@ def test_an_approval_does_not_carry_over_to_a_changed_plan(make_run, senior, dja
 
 
 def test_tier_two_needs_one_approval_and_resumes_the_run_once(
-    make_run, operator, redis_client, django_capture_on_commit_callbacks
+    make_run, operator, published, django_capture_on_commit_callbacks
 ):
     run = make_run()
     request = _open(run)
@@ -66,13 +66,13 @@ def test_tier_two_needs_one_approval_and_resumes_the_run_once(
 
     assert decided.status == "approved"
     assert "operator-1" in decided.status_reason
-    assert queued_tasks(redis_client) == [("remediation.resume_run", [run.pk])]
+    assert resumes(published) == [("remediation.resume_run", [run.pk], "heal.local")]
     actions = list(AuditEvent.objects.order_by("seq").values_list("action", flat=True))
     assert actions == ["approval.requested", "approval.decision", "approval.approved"]
 
 
 def test_tier_three_needs_two_distinct_approvers(
-    make_run, senior, senior2, redis_client, django_capture_on_commit_callbacks
+    make_run, senior, senior2, published, django_capture_on_commit_callbacks
 ):
     run = make_run()
     request = _open(run, tier=3)
@@ -81,13 +81,13 @@ def test_tier_three_needs_two_distinct_approvers(
     with django_capture_on_commit_callbacks(execute=True):
         after_first = services.decide(request.pk, user=senior, approve=True, reason="first look ok")
     assert after_first.status == "pending"
-    assert queued_tasks(redis_client) == []
+    assert resumes(published) == []
 
     with django_capture_on_commit_callbacks(execute=True):
         after_second = services.decide(request.pk, user=senior2, approve=True, reason="second look ok")
 
     assert after_second.status == "approved"
-    assert queued_tasks(redis_client) == [("remediation.resume_run", [run.pk])]
+    assert resumes(published) == [("remediation.resume_run", [run.pk], "heal.local")]
 
 
 def test_the_same_user_approving_twice_counts_once(make_run, senior):
@@ -137,7 +137,7 @@ def test_an_auditor_cannot_decide(make_run, make_user):
 
 
 def test_one_rejection_rejects_and_resumes_the_run(
-    make_run, senior, senior2, redis_client, django_capture_on_commit_callbacks
+    make_run, senior, senior2, published, django_capture_on_commit_callbacks
 ):
     run = make_run()
     request = _open(run, tier=3)
@@ -149,7 +149,7 @@ def test_one_rejection_rejects_and_resumes_the_run(
     assert rejected.status == "rejected"
     assert "not during the sale" in rejected.status_reason
     assert services.approval_state(run.pk, plan_hash()) == "rejected"
-    assert queued_tasks(redis_client) == [("remediation.resume_run", [run.pk])]
+    assert resumes(published) == [("remediation.resume_run", [run.pk], "heal.local")]
 
 
 def test_a_decided_request_cannot_be_decided_again(make_run, operator, senior):
@@ -169,7 +169,7 @@ def test_a_decision_needs_a_reason(make_run, operator):
     assert "reason" in excinfo.value.message_dict
 
 
-def test_expiry_escalates_the_run(make_run, operator, redis_client, django_capture_on_commit_callbacks):
+def test_expiry_escalates_the_run(make_run, operator, published, django_capture_on_commit_callbacks):
     run = make_run()
     request = _open(run)
     later = request.expires_at + timedelta(seconds=1)
@@ -182,7 +182,7 @@ def test_expiry_escalates_the_run(make_run, operator, redis_client, django_captu
     request.refresh_from_db()
     assert request.status == "expired"
     assert services.approval_state(run.pk, plan_hash()) == "expired"
-    assert queued_tasks(redis_client) == [("remediation.resume_run", [run.pk])]
+    assert resumes(published) == [("remediation.resume_run", [run.pk], "heal.local")]
     assert AuditEvent.objects.filter(action="approval.expired", object_id=str(request.pk)).exists()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -16,7 +17,8 @@ from django.utils import timezone
 
 from approvals import services
 from approvals.models import ApprovalRequest, Notification, NotificationChannel
-from tests.governance.conftest import CONTEXT, plan_hash, queued_tasks
+from remediation.models import HealRun
+from tests.governance.conftest import CONTEXT, resumes
 from tests.support.processes import start_worker
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
@@ -27,13 +29,20 @@ def mail_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("mail")
 
 
+NOTIFY_QUEUE = f"notify-test-{uuid.uuid4().hex[:8]}"
+
+
 @pytest.fixture(scope="module")
 def governance_worker(django_db_setup, django_db_blocker, tmp_path_factory, mail_dir):
-    """A worker on the default queue only (resume hand-offs stay in heal.local for the test to read)."""
+    """A worker of its own for notifications, with quick retries and a file email backend.
+
+    Deliveries go to a private queue (GRACE_NOTIFY_QUEUE), so another test worker on
+    "default" cannot take them with its own retry settings.
+    """
     with django_db_blocker.unblock():
         worker, name = start_worker(
             tmp_path_factory.mktemp("governance-worker"),
-            queues="default",
+            queues=NOTIFY_QUEUE,
             GRACE_NOTIFY_RETRY_BACKOFF="1",
             GRACE_NOTIFY_MAX_RETRIES="3",
             GRACE_NOTIFY_TIMEOUT="2",
@@ -42,6 +51,12 @@ def governance_worker(django_db_setup, django_db_blocker, tmp_path_factory, mail
         )
     yield worker
     worker.stop()
+
+
+@pytest.fixture
+def notify_worker(governance_worker, settings):
+    settings.GRACE_NOTIFY_QUEUE = NOTIFY_QUEUE
+    return governance_worker
 
 
 class Receiver:
@@ -98,10 +113,12 @@ def _wait_for(predicate, timeout: float = 60.0, what: str = "condition", worker=
 
 
 def _open(run, tier=2):
-    return services.open_request(run_id=run.pk, plan_hash=plan_hash(), tier=tier, requested_by_id=None, context=CONTEXT)
+    return services.open_request(
+        run_id=run.pk, plan_hash=run.plan_hash, tier=tier, requested_by_id=None, context=CONTEXT
+    )
 
 
-def test_approval_needed_reaches_a_webhook_after_a_retry_and_an_email(governance_worker, make_run, receiver, mail_dir):
+def test_approval_needed_reaches_a_webhook_after_a_retry_and_an_email(notify_worker, make_run, receiver, mail_dir):
     hook = receiver([503])  # first delivery fails, the retry succeeds
     NotificationChannel.objects.create(name="slack", kind="webhook", url=hook.url, events=["approval_needed"])
     NotificationChannel.objects.create(name="oncall", kind="email", recipients=["oncall@example.com"])
@@ -110,7 +127,9 @@ def test_approval_needed_reaches_a_webhook_after_a_retry_and_an_email(governance
     _open(run)
 
     sent = _wait_for(
-        lambda: Notification.objects.filter(status="sent").count() == 2, what="both notifications to be sent"
+        lambda: Notification.objects.filter(status="sent").count() == 2,
+        what="both notifications to be sent",
+        worker=notify_worker,
     )
     assert sent
     hooked = Notification.objects.get(channel__name="slack")
@@ -122,7 +141,7 @@ def test_approval_needed_reaches_a_webhook_after_a_retry_and_an_email(governance
     assert "oncall@example.com" in mail and f"Run #{run.pk} needs 1 approval(s)" in mail
 
 
-def test_a_failing_notification_never_blocks_the_approval(governance_worker, make_run, receiver, operator):
+def test_a_failing_notification_never_blocks_the_approval(notify_worker, make_run, receiver, operator):
     hook = receiver([404])
     NotificationChannel.objects.create(name="broken", kind="webhook", url=hook.url)
     run = make_run()
@@ -134,13 +153,13 @@ def test_a_failing_notification_never_blocks_the_approval(governance_worker, mak
     failed = _wait_for(
         lambda: Notification.objects.filter(event="approval_needed", status="failed").first(),
         what="failure",
-        worker=governance_worker,
+        worker=notify_worker,
     )
     assert "HTTP 404" in failed.last_error
     assert failed.attempts == 1  # a 4xx is not retried
 
 
-def test_an_unreachable_webhook_is_retried_then_given_up(governance_worker, make_run):
+def test_an_unreachable_webhook_is_retried_then_given_up(notify_worker, make_run):
     NotificationChannel.objects.create(name="nowhere", kind="webhook", url="http://127.0.0.1:9/hook")
     run = make_run()
 
@@ -151,7 +170,7 @@ def test_an_unreachable_webhook_is_retried_then_given_up(governance_worker, make
     assert "gave up after 4 attempt(s)" in failed.last_error
 
 
-def test_the_expiry_task_escalates_overdue_requests(governance_worker, make_run, redis_client, receiver):
+def test_the_expiry_task_escalates_the_run_through_the_pipeline(celery_worker, make_run, receiver):
     hook = receiver()
     NotificationChannel.objects.create(name="escalations", kind="webhook", url=hook.url, events=["escalated"])
     run = make_run()
@@ -160,16 +179,16 @@ def test_the_expiry_task_escalates_overdue_requests(governance_worker, make_run,
 
     current_app.send_task("approvals.expire_requests", queue="default")
 
-    _wait_for(lambda: ApprovalRequest.objects.get(pk=request.pk).status == "expired", what="expiry")
-    assert _wait_for(lambda: queued_tasks(redis_client), what="the resume hand-off") == [
-        ("remediation.resume_run", [run.pk])
-    ]
+    expired = _wait_for(lambda: HealRun.objects.filter(pk=run.pk, status="EXPIRED").first(), what="the run expired")
+    assert "escalated" in expired.status_reason
+    assert ApprovalRequest.objects.get(pk=request.pk).status == "expired"
     _wait_for(lambda: hook.bodies, what="the escalation webhook")
     assert hook.bodies[0]["grace"]["event"] == "escalated"
+    assert hook.bodies[0]["grace"]["run_id"] == run.pk
 
 
 @pytest.mark.parametrize("tier", [2, 3])
-def test_racing_approvals_resume_the_run_exactly_once(make_run, make_user, redis_client, tier):
+def test_racing_approvals_resume_the_run_exactly_once(make_run, make_user, published, tier):
     approvers = [make_user(f"racer-{i}", "GRACE senior approvers") for i in range(3)]
     run = make_run()
     request = _open(run, tier=tier)
@@ -197,4 +216,4 @@ def test_racing_approvals_resume_the_run_exactly_once(make_run, make_user, redis
     needed = services.required_approvals(tier)
     assert sorted(outcomes) == ["conflict"] * (3 - needed) + ["ok"] * needed
     assert request.decisions.count() == needed
-    assert queued_tasks(redis_client) == [("remediation.resume_run", [run.pk])]
+    assert resumes(published) == [("remediation.resume_run", [run.pk], "heal.local")]
