@@ -2,7 +2,9 @@
 
 The engine is ``GRACE_DOCKER_HOST`` (default: ``DOCKER_HOST``), or one of the
 named engines in ``GRACE_DOCKER_HOSTS`` picked by a step's ``host`` parameter.
-Every client has ``GRACE_DOCKER_TIMEOUT`` as its socket timeout. An engine
+``tcp://`` engines speak TLS with the client certificate in
+``GRACE_DOCKER_CERT_PATH`` when it is set. Every client has
+``GRACE_DOCKER_TIMEOUT`` as its socket timeout. An engine
 that is not configured or does not answer makes the family unavailable.
 
 A compose service is the set of containers labelled
@@ -23,7 +25,8 @@ from typing import Any
 import docker
 import requests
 from django.conf import settings
-from docker.errors import APIError, DockerException, NotFound
+from docker.errors import APIError, DockerException, NotFound, TLSParameterError
+from docker.tls import TLSConfig
 from rest_framework import serializers
 
 from remediation.actions.base import (
@@ -81,25 +84,57 @@ def engine_url(host: str = "") -> str:
     return settings.GRACE_DOCKER_HOST
 
 
+def _tls(url: str) -> TLSConfig | None:
+    """Client-certificate TLS for tcp:// engines when GRACE_DOCKER_CERT_PATH is set."""
+    if not url.startswith("tcp://") or not settings.GRACE_DOCKER_CERT_PATH:
+        return None
+    certs = Path(settings.GRACE_DOCKER_CERT_PATH)
+    verify = settings.GRACE_DOCKER_TLS_VERIFY
+    try:
+        return TLSConfig(
+            client_cert=(str(certs / "cert.pem"), str(certs / "key.pem")),
+            ca_cert=str(certs / "ca.pem") if verify else None,
+            verify=verify,
+        )
+    except TLSParameterError as exc:
+        raise NotConfigured(f"docker: TLS files in {certs} (GRACE_DOCKER_CERT_PATH): {exc}") from exc
+
+
+class EngineAPI(docker.APIClient):
+    """The docker SDK's low-level client; with TLS, the configured CA wins over the environment.
+
+    requests lets ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` replace a session's own CA
+    (psf/requests#3829), which would verify the engine against the wrong authorities.
+    """
+
+    def _retrieve_server_version(self) -> str:
+        if self.base_url.startswith("https://"):
+            self.trust_env = False
+        return super()._retrieve_server_version()
+
+
 @contextmanager
-def engine(host: str = "", timeout: float | None = None) -> Iterator[docker.DockerClient]:
+def engine(host: str = "", timeout: float | None = None) -> Iterator[EngineAPI]:
     """A client for the engine, closed afterwards; ActionUnavailable when the engine does not answer."""
     url = engine_url(host)
+    tls = _tls(url)
     try:
         # version="auto" asks the engine which API it speaks (engines drop old API versions).
-        client = docker.DockerClient(base_url=url, version="auto", timeout=timeout or settings.GRACE_DOCKER_TIMEOUT)
+        api = EngineAPI(
+            base_url=url, version="auto", timeout=timeout or settings.GRACE_DOCKER_TIMEOUT, tls=tls or False
+        )
     except DockerException as exc:
         raise _fail(ActionUnavailable, f"docker: cannot reach the engine at {url}: {exc}") from exc
     try:
-        yield client
+        yield api
     finally:
-        client.close()
+        api.close()
 
 
 def probe(timeout: float) -> dict:
     """The engine's version, within ``timeout`` seconds."""
-    with engine(timeout=timeout) as client, docker_errors("version"):
-        version = client.version()
+    with engine(timeout=timeout) as api, docker_errors("version"):
+        version = api.version()
     return {
         "engine_version": version.get("Version", ""),
         "api_version": version.get("ApiVersion", ""),
@@ -142,8 +177,8 @@ def _container_facts(attrs: dict) -> dict:
 
 
 def container_observe(params: dict) -> dict:
-    with engine(params.get("host", "")) as client, docker_errors(f"inspect container {params['container']}"):
-        return _container_facts(client.api.inspect_container(params["container"]))
+    with engine(params.get("host", "")) as api, docker_errors(f"inspect container {params['container']}"):
+        return _container_facts(api.inspect_container(params["container"]))
 
 
 def container_snapshot(params: dict, directory: Path) -> dict:
@@ -153,9 +188,9 @@ def container_snapshot(params: dict, directory: Path) -> dict:
 
 def container_execute(params: dict) -> dict:
     name = params["container"]
-    with engine(params.get("host", "")) as client, docker_errors(f"restart container {name}"):
-        client.api.restart(name, timeout=params.get("stop_timeout", 10))
-        facts = _container_facts(client.api.inspect_container(name))
+    with engine(params.get("host", "")) as api, docker_errors(f"restart container {name}"):
+        api.restart(name, timeout=params.get("stop_timeout", 10))
+        facts = _container_facts(api.inspect_container(name))
     return {"container": name, "status": facts["status"], "started_at": facts["started_at"]}
 
 
@@ -195,11 +230,9 @@ def _number(attrs: dict) -> int:
     return int(raw) if raw.isdigit() else 0
 
 
-def _service_containers(client: docker.DockerClient, project: str, service: str) -> list[dict]:
+def _service_containers(api: EngineAPI, project: str, service: str) -> list[dict]:
     """The service's containers (summaries), oldest first."""
-    found = client.api.containers(
-        all=True, filters={"label": [f"{PROJECT_LABEL}={project}", f"{SERVICE_LABEL}={service}"]}
-    )
+    found = api.containers(all=True, filters={"label": [f"{PROJECT_LABEL}={project}", f"{SERVICE_LABEL}={service}"]})
     found = [c for c in found if (c.get("Labels") or {}).get(ONEOFF_LABEL, "False") != "True"]
     return sorted(found, key=lambda c: (c.get("Created", 0), _number(c)))
 
@@ -209,8 +242,8 @@ def _running(containers: list[dict]) -> list[dict]:
 
 
 def service_observe(params: dict) -> dict:
-    with engine(params.get("host", "")) as client, docker_errors(f"list service {params['service']}"):
-        containers = _service_containers(client, params["project"], params["service"])
+    with engine(params.get("host", "")) as api, docker_errors(f"list service {params['service']}"):
+        containers = _service_containers(api, params["project"], params["service"])
     running = _running(containers)
     return {
         "running_replicas": len(running),
@@ -223,9 +256,8 @@ def service_snapshot(params: dict, directory: Path) -> dict:
     return {"replicas": service_observe(params)["running_replicas"]}
 
 
-def _clone(client: docker.DockerClient, template_id: str, project: str, service: str, number: int) -> str:
+def _clone(api: EngineAPI, template_id: str, project: str, service: str, number: int) -> str:
     """Create (not start) a container of the service from an existing container's configuration."""
-    api = client.api
     info = api.inspect_container(template_id)
     config = info["Config"]
     host_config = info["HostConfig"]
@@ -257,8 +289,8 @@ def _clone(client: docker.DockerClient, template_id: str, project: str, service:
 
 def _scale(params: dict, target: int) -> dict:
     project, service = params["project"], params["service"]
-    with engine(params.get("host", "")) as client, docker_errors(f"scale {project}/{service} to {target}"):
-        containers = _service_containers(client, project, service)
+    with engine(params.get("host", "")) as api, docker_errors(f"scale {project}/{service} to {target}"):
+        containers = _service_containers(api, project, service)
         if not containers:
             raise ActionError(f"docker: service {service!r} of project {project!r} has no container to scale from")
         running = _running(containers)
@@ -267,20 +299,20 @@ def _scale(params: dict, target: int) -> dict:
         if target < len(running):
             # The newest go first.
             for container in reversed(running[target:]):
-                client.api.stop(container["Id"], timeout=params.get("stop_timeout", 10))
+                api.stop(container["Id"], timeout=params.get("stop_timeout", 10))
                 result["stopped"].append(container["Names"][0].lstrip("/"))
         need = target - len(running)
         stopped = sorted((c for c in containers if c.get("State") != "running"), key=_number)
         for container in stopped[: max(need, 0)]:
-            client.api.start(container["Id"])
+            api.start(container["Id"])
             result["started"].append(container["Names"][0].lstrip("/"))
         need -= len(result["started"])
         template = (running or containers)[-1]["Id"]
         number = max(_number(c) for c in containers)
         for _ in range(max(need, 0)):
             number += 1
-            container_id = _clone(client, template, project, service, number)
-            client.api.start(container_id)
+            container_id = _clone(api, template, project, service, number)
+            api.start(container_id)
             result["created"].append(f"{project}-{service}-{number}")
     return result
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -174,3 +175,42 @@ def test_an_engine_that_does_not_answer_makes_the_family_unavailable(settings, t
 
     with pytest.raises(ActionUnavailable, match="docker: cannot reach the engine"):
         action.observe(action.validate({"container": "api-1"}))
+
+
+@pytest.fixture
+def tls_engine(docker_engine, settings):
+    """GRACE pointed at the test engine's TLS listener (client certificates required)."""
+    host = os.environ.get("GRACE_TEST_DOCKER_TLS_HOST")
+    if not host:
+        pytest.fail(f"no TLS engine: {os.environ.get('GRACE_TEST_DOCKER_TLS_ERROR', 'see the cloud.start hook')}")
+    settings.GRACE_DOCKER_HOST = host
+    settings.GRACE_DOCKER_CERT_PATH = os.environ["GRACE_TEST_DOCKER_CERT_PATH"]
+    settings.GRACE_DOCKER_TLS_VERIFY = True
+    return docker_engine
+
+
+def test_a_tls_engine_is_reached_with_the_client_certificate(tls_engine, tmp_path):
+    _run(tls_engine, "tls-1")
+    action = registry.get("docker.container.restart")
+    params = action.validate({"container": "tls-1", "stop_timeout": 1})
+
+    state = action.snapshot(params, tmp_path)
+    action.execute(params)
+
+    assert _verify(action, params, state)["started_at"][0] is True
+
+
+def test_a_tls_engine_refuses_a_client_without_a_certificate(tls_engine, settings):
+    settings.GRACE_DOCKER_CERT_PATH = ""
+    action = registry.get("docker.container.restart")
+
+    with pytest.raises(ActionUnavailable, match="docker: cannot reach the engine"):
+        action.observe(action.validate({"container": "tls-1"}))
+
+
+def test_missing_tls_files_mean_the_engine_is_not_configured(tls_engine, settings, tmp_path):
+    settings.GRACE_DOCKER_CERT_PATH = str(tmp_path)
+    action = registry.get("docker.container.restart")
+
+    with pytest.raises(NotConfigured, match="GRACE_DOCKER_CERT_PATH"):
+        action.observe(action.validate({"container": "tls-1"}))
