@@ -220,6 +220,11 @@ def rollout_restart_execute(params: dict) -> dict:
     return {"skipped": False, "restarted_at": stamp, "generation": patched.metadata.generation}
 
 
+def rollout_restart_rollback(params: dict, state: dict, directory: Path) -> dict:
+    """Back to the previous revision (the stamp before, or none) and the replica count before."""
+    return _restore(params, state, template=True)
+
+
 registry.register(
     Action(
         name="k8s.deployment.rollout_restart",
@@ -228,7 +233,7 @@ registry.register(
         observe=deployment_observe,
         snapshot=deployment_snapshot,
         execute=rollout_restart_execute,
-        rollback=lambda params, state, directory: _restore(params, state, template=True),
+        rollback=rollout_restart_rollback,
         tier=2,
         idempotent=False,
         timeout=60,
@@ -257,6 +262,10 @@ def scale_execute(params: dict) -> dict:
     return {"previous": previous, "replicas": params["replicas"]}
 
 
+def scale_rollback(params: dict, state: dict, directory: Path) -> dict:
+    return _restore(params, state, template=False)
+
+
 registry.register(
     Action(
         name="k8s.deployment.scale",
@@ -265,7 +274,7 @@ registry.register(
         observe=deployment_observe,
         snapshot=deployment_snapshot,
         execute=scale_execute,
-        rollback=lambda params, state, directory: _restore(params, state, template=False),
+        rollback=scale_rollback,
         tier=2,
         idempotent=True,
         timeout=60,
