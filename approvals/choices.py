@@ -26,12 +26,14 @@ class ChannelKind(models.TextChoices):
 
 
 class NotificationEvent(models.TextChoices):
+    """What a channel can subscribe to. The pipeline's "run.<kind>" events match "<kind>"."""
+
     APPROVAL_NEEDED = "approval_needed", "approval needed"
-    APPROVED = "approved"
-    REJECTED = "rejected"
-    ESCALATED = "escalated"
-    BLOCKED = "blocked"
-    FAILED = "failed"
+    APPROVED = "approved", "approval granted"
+    REJECTED = "rejected", "approval rejected"
+    EXPIRED = "expired", "approval expired (no decision in time)"
+    ESCALATED = "escalated", "run escalated to humans (rejected, expired, blocked)"
+    FAILED = "failed", "run failed or rolled back"
     TEST = "test", "test message"
 
 

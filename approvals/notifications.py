@@ -41,6 +41,11 @@ def _enqueue(notification_id: int) -> None:
     current_app.send_task(DELIVER_TASK, args=[notification_id], queue=settings.GRACE_NOTIFY_QUEUE)
 
 
+def wants(channel: NotificationChannel, event: str) -> bool:
+    """Whether the channel subscribes to ``event``; "run.failed" matches a subscription to "failed"."""
+    return not channel.events or event in channel.events or event.rsplit(".", 1)[-1] in channel.events
+
+
 def notify(
     event: str, *, run_id: int | None, summary: str, context: dict, channel_ids: list[int] | None = None
 ) -> None:
@@ -54,11 +59,7 @@ def notify(
             if channel_ids is not None:
                 channels = list(NotificationChannel.objects.filter(pk__in=channel_ids))
             else:
-                channels = [
-                    channel
-                    for channel in NotificationChannel.objects.filter(enabled=True)
-                    if not channel.events or event in channel.events
-                ]
+                channels = [c for c in NotificationChannel.objects.filter(enabled=True) if wants(c, event)]
             payload = json.loads(json.dumps(context or {}, cls=DjangoJSONEncoder))
             for channel in channels:
                 notification = Notification.objects.create(

@@ -280,9 +280,9 @@ def expire_request(request_id: int, *, now: datetime | None = None) -> bool:
         )
         _resume_on_commit(request.run_id)
         notify(
-            NotificationEvent.ESCALATED,
+            NotificationEvent.EXPIRED,
             run_id=request.run_id,
-            summary=f"Run #{request.run_id}: approval expired without a decision; escalated to humans",
+            summary=f"Run #{request.run_id}: approval request #{request.pk} expired without a decision",
             context=request.context,
         )
     return True

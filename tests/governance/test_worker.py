@@ -172,7 +172,9 @@ def test_an_unreachable_webhook_is_retried_then_given_up(notify_worker, make_run
 
 def test_the_expiry_task_escalates_the_run_through_the_pipeline(celery_worker, make_run, receiver):
     hook = receiver()
-    NotificationChannel.objects.create(name="escalations", kind="webhook", url=hook.url, events=["escalated"])
+    NotificationChannel.objects.create(
+        name="escalations", kind="webhook", url=hook.url, events=["expired", "escalated"]
+    )
     run = make_run()
     request = _open(run)
     ApprovalRequest.objects.filter(pk=request.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
@@ -182,9 +184,9 @@ def test_the_expiry_task_escalates_the_run_through_the_pipeline(celery_worker, m
     expired = _wait_for(lambda: HealRun.objects.filter(pk=run.pk, status="EXPIRED").first(), what="the run expired")
     assert "escalated" in expired.status_reason
     assert ApprovalRequest.objects.get(pk=request.pk).status == "expired"
-    _wait_for(lambda: hook.bodies, what="the escalation webhook")
-    assert hook.bodies[0]["grace"]["event"] == "escalated"
-    assert hook.bodies[0]["grace"]["run_id"] == run.pk
+    _wait_for(lambda: len(hook.bodies) == 2, what="the expiry and escalation webhooks")
+    assert sorted(body["grace"]["event"] for body in hook.bodies) == ["expired", "run.escalated"]
+    assert {body["grace"]["run_id"] for body in hook.bodies} == {run.pk}
 
 
 @pytest.mark.parametrize("tier", [2, 3])
