@@ -38,6 +38,7 @@ __all__ = [
     "may_decide",
     "notify",
     "open_request",
+    "redrive_decided",
     "required_approvals",
     "void_pending",
 ]
@@ -293,3 +294,34 @@ def expire_due(now: datetime | None = None) -> int:
     now = now or timezone.now()
     due = ApprovalRequest.objects.filter(status=RequestStatus.PENDING, expires_at__lte=now)
     return sum(expire_request(pk, now=now) for pk in due.values_list("pk", flat=True)[:1000])
+
+
+# remediation.choices.RunStatus.AWAITING_APPROVAL (approvals imports nothing of remediation).
+_RUN_WAITING = "AWAITING_APPROVAL"
+REDRIVE_AFTER = timedelta(seconds=60)
+REDRIVE_WITHIN = timedelta(hours=24)
+
+
+def redrive_decided(now: datetime | None = None) -> int:
+    """Resume runs still waiting a minute after their request was decided or expired.
+
+    The resume hand-off is sent on commit; if the broker was unreachable at that
+    moment, this beat-driven pass sends it again (``remediation.resume_run`` is
+    idempotent). Only requests decided in the last 24 hours are considered.
+    """
+    now = now or timezone.now()
+    stale = (
+        ApprovalRequest.objects.filter(
+            status__in=(RequestStatus.APPROVED, RequestStatus.REJECTED, RequestStatus.EXPIRED),
+            decided_at__lte=now - REDRIVE_AFTER,
+            decided_at__gte=now - REDRIVE_WITHIN,
+            run__status=_RUN_WAITING,
+        )
+        .exclude(run__approval_requests__status=RequestStatus.PENDING)
+        .values_list("run_id", flat=True)
+        .distinct()
+    )
+    run_ids = sorted(set(stale))
+    for run_id in run_ids:
+        _resume(run_id)
+    return len(run_ids)

@@ -7,9 +7,10 @@ from approvals import notifications, services
 
 
 @shared_task(name="approvals.expire_requests", acks_late=True, soft_time_limit=60, time_limit=90)
-def expire_requests() -> int:
-    """Beat: expire overdue approval requests; each expiry resumes its run so the pipeline escalates it."""
-    return services.expire_due()
+def expire_requests() -> dict:
+    """Beat: expire overdue approval requests (each expiry resumes its run so the pipeline escalates it),
+    and re-send lost resume hand-offs of decided requests."""
+    return {"expired": services.expire_due(), "redriven": services.redrive_decided()}
 
 
 @shared_task(

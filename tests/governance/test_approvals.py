@@ -225,3 +225,18 @@ def test_void_pending_voids_and_audits(make_run):
     assert services.void_pending(run.pk, reason="run cancelled") == 0
     assert services.approval_state(run.pk, plan_hash()) == "void"
     assert AuditEvent.objects.filter(action="approval.voided").count() == 1
+
+
+def test_a_lost_resume_hand_off_is_sent_again_by_the_beat_pass(make_run, operator, published):
+    waiting, moved_on = make_run(), make_run()
+    for run in (waiting, moved_on):
+        request = _open(run)
+        services.decide(request.pk, user=operator, approve=True, reason="ok")  # on_commit never runs here
+    moved_on.status = "APPROVED"
+    moved_on.save(update_fields=["status"])
+    decided_at = ApprovalRequest.objects.get(run=waiting).decided_at
+
+    assert services.redrive_decided(now=decided_at + timedelta(seconds=10)) == 0
+    assert services.redrive_decided(now=decided_at + timedelta(seconds=61)) == 1
+    assert resumes(published) == [("remediation.resume_run", [waiting.pk], "heal.local")]
+    assert services.redrive_decided(now=decided_at + timedelta(days=2)) == 0  # too old: left to humans
