@@ -89,7 +89,10 @@ def shadow_mode() -> bool:
 
 @cache
 def _limiter() -> MovingWindowRateLimiter:
-    storage = RedisStorage(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+    url = settings.REDIS_URL
+    if url.startswith("unix://"):  # limits spells a Redis socket redis+unix://
+        url = "redis+" + url
+    storage = RedisStorage(url, socket_connect_timeout=2, socket_timeout=2)
     return MovingWindowRateLimiter(storage)
 
 

@@ -207,3 +207,29 @@ def test_a_rule_validates_its_fields():
         rule.full_clean()
 
     assert {"tier", "window_timezone", "window_weekdays"} <= set(excinfo.value.message_dict)
+
+
+def test_budgets_work_over_a_redis_unix_socket(tmp_path, settings):
+    import subprocess
+    import time as clock
+
+    sock = tmp_path / "redis.sock"
+    server = subprocess.Popen(
+        ["redis-server", "--port", "0", "--unixsocket", str(sock), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = clock.monotonic() + 10
+        while not sock.exists():
+            assert clock.monotonic() < deadline, "redis-server did not open its socket"
+            clock.sleep(0.02)
+        settings.REDIS_URL = f"unix://{sock}"
+        policy._limiter.cache_clear()
+        _rule("one-per-hour", "limit", max_per_hour=1)
+
+        assert policy.consume_action_budget(FACTS) == (True, "")
+        assert policy.consume_action_budget(FACTS)[0] is False
+    finally:
+        policy._limiter.cache_clear()
+        server.terminate()
+        server.wait(10)
