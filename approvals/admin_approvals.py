@@ -35,6 +35,8 @@ KNOWN_CONTEXT = (
     "tier_reasons",
     "shadow",
     "incident",
+    "title",
+    "playbook",
     "environment",
     "target",
 )
@@ -49,6 +51,13 @@ def _run_url(run_id: int) -> str:
 
 def _clip(text: str, limit: int = 90) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _incident_url(incident_id) -> str:
+    try:
+        return reverse("admin:incidents_incident_change", args=[incident_id])
+    except NoReverseMatch:  # the incidents admin is not installed: fall back to the API
+        return f"/api/incidents/{incident_id}/"
 
 
 def _pretty(value) -> str:
@@ -245,6 +254,8 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
             "reason": reason,
             "error": error,
             "run_url": _run_url(obj.run_id),
+            "incident_id": obj.context.get("incident", obj.run.incident_id),
+            "incident_url": _incident_url(obj.context.get("incident", obj.run.incident_id)),
             "has_view_permission": True,
         }
         request.current_app = self.admin_site.name

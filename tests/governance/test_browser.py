@@ -64,7 +64,7 @@ def _tier3_wal_incident(tmp_root: Path):
     return incident, db, keeper
 
 
-def _approve_in_browser(page, base: str, username: str, request_id: int, reason: str) -> None:
+def _approve_in_browser(page, base: str, username: str, request_id: int, reason: str, shot: Path | None = None):
     page.context.clear_cookies()
     page.goto(f"{base}/admin/login/?next=/admin/approvals/approvalrequest/")
     page.fill("#id_username", username)
@@ -74,6 +74,8 @@ def _approve_in_browser(page, base: str, username: str, request_id: int, reason:
     page.click(f"a.grace-review:text('Review #{request_id}')")
     page.wait_for_selector("#decision-form")
     page.fill("#id_reason", reason)
+    if shot is not None:
+        page.screenshot(path=str(shot), full_page=True)
     page.click("button.approve")
     page.wait_for_url("**/admin/approvals/approvalrequest/")
     page.wait_for_selector("ul.messagelist li.success")
@@ -112,7 +114,8 @@ def test_two_approvers_approve_a_tier_three_run_in_the_admin_and_it_succeeds(
         page.wait_for_url("**/admin/approvals/approvalrequest/")
         page.click("#toggle-nav-sidebar")
         page.screenshot(path=str(screenshot), full_page=True)
-        _approve_in_browser(page, live_server.url, first.username, request.pk, "checkpoint only; WAL at 3 MiB")
+        review = tmp_path / "approval-review.png"
+        _approve_in_browser(page, live_server.url, first.username, request.pk, "checkpoint only; WAL at 3 MiB", review)
         assert "still needs another approver" in page.inner_text("ul.messagelist")
         _approve_in_browser(page, live_server.url, second.username, request.pk, "second pair of eyes: fine")
         assert "it is now approved" in page.inner_text("ul.messagelist")
@@ -130,4 +133,5 @@ def test_two_approvers_approve_a_tier_three_run_in_the_admin_and_it_succeeds(
     if os.environ.get("GRACE_DOCS_SCREENSHOTS"):
         DOCS_IMAGE.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(screenshot, DOCS_IMAGE)
+        shutil.copyfile(review, DOCS_IMAGE.with_name("approval-review.png"))
     keeper.close()
