@@ -59,7 +59,7 @@ STATUS_COLOURS = {
 @admin.register(HealRun)
 class HealRunAdmin(admin.ModelAdmin):
     list_display = ("id", "coloured_status", "incident", "service", "diagnosis_code", "playbook", "tier", "target",
-                    "created_at", "finished_at")  # fmt: skip
+                    "shadow", "dry_run", "created_at", "finished_at")  # fmt: skip
     list_filter = ("status", "tier", "family", "dry_run", "shadow", "diagnosis_code")
     search_fields = ("incident__title", "incident__service", "target", "status_reason")
     date_hierarchy = "created_at"

@@ -6,6 +6,7 @@ stage. Names are pinned (tests/test_celery_config.py): renaming strands queued m
 
 from __future__ import annotations
 
+import redis
 from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
@@ -21,10 +22,11 @@ S = RunStatus
 # Import every action family (boto3, docker, kubernetes clients) when the worker loads its tasks,
 # before it forks, rather than inside the first run that needs them.
 load_all()
-TRANSIENT_DB = (OperationalError, InterfaceError)
+# Database hiccups, and Redis outages while governance reads its limits (it fails closed): retried.
+TRANSIENT = (OperationalError, InterfaceError, redis.ConnectionError, redis.TimeoutError)
 _common = {
     "acks_late": True,
-    "autoretry_for": TRANSIENT_DB,
+    "autoretry_for": TRANSIENT,
     "retry_backoff": 1,
     "retry_backoff_max": 30,
     "retry_jitter": True,
