@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.db import transaction
-
 from incidents import normalize, services
 from incidents.choices import Severity, Source
 from incidents.services import Signal
@@ -65,26 +63,18 @@ def to_signal(alert: dict, delivery: dict) -> Signal:
 
 
 def process_delivery(delivery: dict, *, actor=None) -> dict:
-    """Apply one validated delivery in one transaction: firing alerts are ingested, resolved ones resolve."""
+    """Apply one validated delivery in one transaction: resolved alerts resolve, firing alerts are ingested."""
     firing = [to_signal(alert, delivery) for alert in delivery["alerts"] if alert["status"] == "firing"]
-    resolved = [alert for alert in delivery["alerts"] if alert["status"] == "resolved"]
-    incident_ids: set[int] = set()
-    resolved_count = 0
-    with transaction.atomic():
-        results = services.ingest_many(firing, actor=actor) if firing else []
-        incident_ids.update(result.incident.pk for result in results)
-        for alert in resolved:
-            incident_id = services.active_incident_id(fingerprint(alert["labels"]))
-            if incident_id is None:
-                continue
-            reason = f"Alertmanager reported the alert resolved (endsAt {alert.get('endsAt') or 'unknown'})"
-            if services.resolve(incident_id, actor=actor, reason=reason):
-                resolved_count += 1
-                incident_ids.add(incident_id)
+    resolutions = {
+        fingerprint(alert["labels"]): f"Alertmanager reported the alert resolved (endsAt {alert.get('endsAt') or '?'})"
+        for alert in delivery["alerts"]
+        if alert["status"] == "resolved"
+    }
+    batch = services.record_batch(firing, resolutions=resolutions, actor=actor)
     return {
         "alerts": len(delivery["alerts"]),
-        "created": sum(1 for result in results if result.created),
-        "absorbed": sum(1 for result in results if not result.created),
-        "resolved": resolved_count,
-        "incidents": sorted(incident_ids),
+        "created": sum(1 for result in batch.results if result.created),
+        "absorbed": sum(1 for result in batch.results if not result.created),
+        "resolved": len(batch.resolved),
+        "incidents": sorted({result.incident.pk for result in batch.results} | set(batch.resolved)),
     }

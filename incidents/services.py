@@ -8,29 +8,28 @@ occurrence bump, never an error.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import redis
-from celery import current_app
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
-from kombu.exceptions import KombuError
 
 from approvals import audit
-from incidents import normalize
+from incidents import normalize, transitions
 from incidents.choices import UNKNOWN_DIAGNOSIS, IncidentStatus
 from incidents.diagnosis import Diagnosis, RuleSet, current_ruleset
 from incidents.models import Incident
 
-logger = logging.getLogger(__name__)
+# Status changes live in incidents.transitions; these names are part of this module's interface.
+resolve = transitions.resolve
+set_status = transitions.set_status
+active_incident_id = transitions.active_incident_id
+retry_transient = transitions.retry_transient
+START_RUN_TASK = transitions.START_RUN_TASK
+CANCEL_TASK = transitions.CANCEL_TASK
 
-HEAL_QUEUE = "heal.local"
-START_RUN_TASK = "remediation.start_run"
-CANCEL_TASK = "remediation.cancel_for_incident"
 UNKNOWN_REASON = "no diagnosis rule matched: escalated to a human, GRACE will not act on it"
 
 
@@ -87,51 +86,79 @@ def ingest(signal: Signal, *, actor=None) -> IngestResult:
     return ingest_many([signal], actor=actor)[0]
 
 
+@dataclass
+class BatchResult:
+    results: list[IngestResult]
+    resolved: list[int]
+
+
 def ingest_many(signals: list[Signal], *, actor=None) -> list[IngestResult]:
     """Record a batch in one transaction: every signal is validated before anything is written.
 
     Signals of a batch that share a fingerprint are absorbed together (one write, ``occurrences + n``).
     Results are in the order of ``signals``; only the first signal of a new fingerprint reports ``created``
     (the ``occurrences`` of an absorbing incident is as of this write; concurrent writers may add more).
-    Row locks are taken in fingerprint order and creations are serialized, so concurrent batches cannot
-    deadlock on each other or on the audit chain's lock.
+    """
+    return record_batch(signals, actor=actor).results
+
+
+def record_batch(signals: list[Signal], *, resolutions: dict[str, str] | None = None, actor=None) -> BatchResult:
+    """Ingest ``signals`` and resolve the active incidents of ``resolutions`` (fingerprint: reason) in one
+    transaction; resolutions apply first.
+
+    Lock order: a batch that creates or resolves takes the audit chain's lock first, then locks every active
+    incident it touches in fingerprint order; a batch that only absorbs duplicates takes row locks alone, in
+    fingerprint order. Neither can deadlock with the other or with the heal pipeline.
     """
     prepared = [prepare(signal) for signal in signals]
+    resolutions = {normalize.check_fingerprint(fp): reason for fp, reason in (resolutions or {}).items()}
     groups: dict[str, list[int]] = {}
     for index, signal in enumerate(prepared):
         groups.setdefault(signal.fingerprint, []).append(index)
     outcome: dict[str, tuple[Incident, bool]] = {}
+    resolved: list[int] = []
     now = timezone.now()
+    firing = sorted(groups)
     with transaction.atomic(savepoint=False):
-        fingerprints = sorted(groups)
-        active = _active(fingerprints)
-        if len(active) < len(fingerprints):
-            # Creating: take the creation lock before any row lock, then look again (every earlier creation
-            # is committed and visible now).
-            _serialize_creations()
-            active = _active(fingerprints)
-        pending = _absorb(groups, fingerprints, active, now, outcome)
-        if pending:
-            created = _create(prepared, groups, pending, now, outcome)
-            for incident, diagnosis in created:
-                _audit_created(incident, diagnosis, actor)
-            handed = [incident.pk for incident, _ in created if incident.status == IncidentStatus.OPEN]
+        wanted = sorted(set(firing) | set(resolutions))
+        active = _active(wanted)
+        writer = any(fp not in active for fp in firing) or any(fp in active for fp in resolutions)
+        if not writer:
+            try:
+                with transaction.atomic():  # a savepoint: rolling it back releases its row locks
+                    if _absorb(groups, firing, active, now, outcome):
+                        raise transitions.Moved
+            except transitions.Moved:
+                # An incident was resolved between our read and our bump: start over in the writer's lock order.
+                writer = True
+                outcome.clear()
+        if writer:
+            transitions.lock_audit_chain()
+            active = _active(wanted, lock=True)
+            for fingerprint in sorted(resolutions):
+                incident = active.get(fingerprint)
+                if incident is not None and resolve(incident.pk, actor=actor, reason=resolutions[fingerprint]):
+                    resolved.append(incident.pk)
+                    del active[fingerprint]
+            missing = [fp for fp in firing if fp not in active]
+            missing += _absorb(groups, [fp for fp in firing if fp in active], active, now, outcome)
+            handed = _create_audited(prepared, groups, sorted(missing), now, outcome, actor)
             if handed:
-                transaction.on_commit(lambda: _send(START_RUN_TASK, handed))
+                transaction.on_commit(lambda: transitions.send(START_RUN_TASK, handed))
     results = []
     seen: set[str] = set()
     for signal in prepared:
         incident, created_now = outcome[signal.fingerprint]
         results.append(IngestResult(incident, created_now and signal.fingerprint not in seen))
         seen.add(signal.fingerprint)
-    return results
+    return BatchResult(results, resolved)
 
 
-def _active(fingerprints: list[str]) -> dict[str, Incident]:
-    return {
-        incident.fingerprint: incident
-        for incident in Incident.objects.filter(fingerprint__in=fingerprints, status__in=IncidentStatus.ACTIVE)
-    }
+def _active(fingerprints: list[str], *, lock: bool = False) -> dict[str, Incident]:
+    incidents = Incident.objects.filter(fingerprint__in=fingerprints, status__in=IncidentStatus.ACTIVE)
+    if lock:
+        incidents = incidents.select_for_update().order_by("fingerprint")
+    return {incident.fingerprint: incident for incident in incidents}
 
 
 def _absorb(groups: dict, fingerprints: list[str], active: dict, now: datetime, outcome: dict) -> list[str]:
@@ -147,17 +174,6 @@ def _absorb(groups: dict, fingerprints: list[str], active: dict, now: datetime, 
         else:
             pending.append(fingerprint)
     return pending
-
-
-# Key of the PostgreSQL advisory lock that serializes incident creation ("GRACEINC").
-_PG_CREATE_LOCK_KEY = 0x4752414345494E43 - (1 << 63)
-
-
-def _serialize_creations() -> None:
-    # SQLite: every GRACE transaction is BEGIN IMMEDIATE and already holds the single write lock.
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_PG_CREATE_LOCK_KEY])
 
 
 def _bump_pk(pk: int, count: int, now: datetime) -> bool:
@@ -234,6 +250,16 @@ def _create(prepared: list[Signal], groups: dict, pending: list[str], now: datet
     return rows
 
 
+def _create_audited(prepared: list[Signal], groups: dict, missing: list[str], now: datetime, outcome: dict, actor):
+    """Create, audit, and return the ids of the new incidents the pipeline should heal."""
+    if not missing:
+        return []
+    created = _create(prepared, groups, missing, now, outcome)
+    for incident, diagnosis in created:
+        _audit_created(incident, diagnosis, actor)
+    return [incident.pk for incident, _ in created if incident.status == IncidentStatus.OPEN]
+
+
 def _audit_created(incident: Incident, diagnosis: Diagnosis, actor) -> None:
     audit.record(
         "incident.created",
@@ -250,94 +276,4 @@ def _audit_created(incident: Incident, diagnosis: Diagnosis, actor) -> None:
             "confidence": diagnosis.confidence,
             "rule": diagnosis.evidence.get("rule"),
         },
-    )
-
-
-def _send(task_name: str, incident_ids: list[int]) -> None:
-    """Hand incidents to the pipeline by task name (after commit), one message each, on one connection.
-
-    A broker outage must not turn a committed intake into an error: the remediation reaper starts runs for
-    open incidents whose hand-off was lost, so the failure is logged and the request succeeds. Nobody waits
-    for these tasks' results, so none are subscribed to.
-    """
-    try:
-        with current_app.producer_or_acquire() as producer:
-            for incident_id in incident_ids:
-                current_app.send_task(
-                    task_name, args=[incident_id], queue=HEAL_QUEUE, retry=False, ignore_result=True, producer=producer
-                )
-    except (KombuError, redis.RedisError, OSError) as exc:
-        logger.warning(
-            "could not send %s for incidents %s (the reaper picks them up): %s", task_name, incident_ids, exc
-        )
-
-
-def _locked_status(incident_id: int) -> str | None:
-    return Incident.objects.select_for_update().filter(pk=incident_id).values_list("status", flat=True).first()
-
-
-def resolve(incident_id: int, *, actor=None, reason: str) -> bool:
-    """Resolve an active incident and, after commit, cancel any heal that has not started executing.
-
-    Returns False when the incident does not exist or is not active (nothing changes then).
-    """
-    with transaction.atomic():
-        current = _locked_status(incident_id)
-        if current not in IncidentStatus.ACTIVE:
-            return False
-        changed = Incident.objects.filter(pk=incident_id, status=current).update(
-            status=IncidentStatus.RESOLVED, status_reason=reason[:500], resolved_at=timezone.now()
-        )
-        if not changed:
-            return False
-        audit.record(
-            "incident.resolved",
-            actor=actor,
-            obj=("incidents.incident", incident_id),
-            data={"from": current, "to": IncidentStatus.RESOLVED, "reason": reason},
-        )
-        transaction.on_commit(lambda: _send(CANCEL_TASK, [incident_id]))
-    return True
-
-
-def set_status(
-    incident_id: int, status: str, *, actor=None, reason: str = "", expected: tuple[str, ...] | None = None
-) -> bool:
-    """Move an incident to ``status`` (compare-and-set on ``expected`` when given), audited.
-
-    Returns False when the incident does not exist, is not in an expected status, already has ``status``,
-    or (re-opening a closed incident) another active incident already holds its fingerprint.
-    """
-    normalize.check_choice(status, IncidentStatus, "status")
-    with transaction.atomic():
-        current = _locked_status(incident_id)
-        if current is None or current == status or (expected is not None and current not in expected):
-            return False
-        changes: dict = {"status": status, "status_reason": reason[:500]}
-        if status == IncidentStatus.RESOLVED:
-            changes["resolved_at"] = timezone.now()
-        elif status in IncidentStatus.ACTIVE:
-            changes["resolved_at"] = None
-        try:
-            with transaction.atomic():
-                changed = Incident.objects.filter(pk=incident_id, status=current).update(**changes)
-        except IntegrityError:
-            return False
-        if not changed:
-            return False
-        audit.record(
-            "incident.status_changed",
-            actor=actor,
-            obj=("incidents.incident", incident_id),
-            data={"from": current, "to": status, "reason": reason},
-        )
-    return True
-
-
-def active_incident_id(fingerprint: str) -> int | None:
-    """The id of the active incident holding ``fingerprint``, if any."""
-    return (
-        Incident.objects.filter(fingerprint=fingerprint, status__in=IncidentStatus.ACTIVE)
-        .values_list("pk", flat=True)
-        .first()
     )

@@ -72,7 +72,8 @@ class IncidentViewSet(
         serializer.is_valid(raise_exception=True)
         raw = request.data if isinstance(request.data, dict) else {}
         try:
-            result = services.ingest(services.Signal(**serializer.validated_data, raw=raw), actor=request.user)
+            signal = services.Signal(**serializer.validated_data, raw=raw)
+            result = services.retry_transient(services.ingest)(signal, actor=request.user)
         except DjangoValidationError as exc:
             raise _field_errors(exc) from None
         body = IncidentSerializer(result.incident).data
@@ -132,7 +133,9 @@ class AlertmanagerWebhookView(APIView):
         serializer = AlertmanagerWebhookSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            summary = alertmanager.process_delivery(serializer.validated_data, actor=request.user)
+            summary = services.retry_transient(alertmanager.process_delivery)(
+                serializer.validated_data, actor=request.user
+            )
         except DjangoValidationError as exc:
             raise _field_errors(exc) from None
         return Response(summary)

@@ -37,3 +37,57 @@ def test_two_thousand_identical_alerts_from_sixteen_clients_leave_one_incident(l
     assert incident.status == "open"
     assert incident.occurrences == ALERTS
     assert AuditEvent.objects.filter(action="incident.created").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_mixed_batches_and_status_changes_never_deadlock(default_rules):
+    """Service level, no retries: any lock-order cycle would surface as a deadlock error here."""
+    import random
+    import threading
+
+    from django.db import connection
+
+    from incidents import alertmanager, services
+    from incidents.api.serializers import AlertmanagerWebhookSerializer
+    from tests.incidents.conftest import alert, alertmanager_body
+
+    names = [f"Storm{i}" for i in range(30)]
+    stop = threading.Event()
+
+    def deliverer(seed: int) -> int:
+        rng = random.Random(seed)
+        try:
+            for _ in range(20):
+                picked = rng.sample(names, 12)
+                alerts = [alert(name, status="resolved" if rng.random() < 0.2 else "firing") for name in picked]
+                serializer = AlertmanagerWebhookSerializer(data=alertmanager_body(*alerts))
+                serializer.is_valid(raise_exception=True)
+                alertmanager.process_delivery(serializer.validated_data, actor="storm")
+            return 20
+        finally:
+            connection.close()
+
+    def pipeline() -> None:
+        # What the heal pipeline does meanwhile: audited compare-and-set status changes.
+        rng = random.Random(99)
+        try:
+            while not stop.is_set():
+                for pk in list(Incident.objects.filter(status__in=["open", "healing"]).values_list("pk", flat=True)):
+                    new, old = ("healing", "open") if rng.random() < 0.5 else ("open", "healing")
+                    services.set_status(pk, new, expected=(old,), reason="pipeline")
+        finally:
+            connection.close()
+
+    changer = threading.Thread(target=pipeline)
+    changer.start()
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            delivered = sum(pool.map(deliverer, range(8)))
+    finally:
+        stop.set()
+        changer.join(30)
+
+    assert delivered == 160
+    active = Incident.objects.filter(status__in=["open", "healing", "escalated"])
+    assert active.values("fingerprint").distinct().count() == active.count()
+    assert AuditEvent.objects.filter(action="incident.created").count() == Incident.objects.count()

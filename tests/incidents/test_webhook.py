@@ -78,9 +78,9 @@ def test_long_annotations_are_accepted_and_kept(api_client, default_rules):
 
 
 def test_a_batch_mixes_new_repeated_and_resolved_alerts(api_client, default_rules):
-    deliver(api_client, alertmanager_body(alert("HighCPU")))
+    deliver(api_client, alertmanager_body(alert("HighCPU"), alert("HighMemory")))
     body = alertmanager_body(
-        alert("HighCPU"), alert("DiskFull"), alert("DiskFull"), alert("HighCPU", status="resolved")
+        alert("HighCPU"), alert("DiskFull"), alert("DiskFull"), alert("HighMemory", status="resolved")
     )
 
     response = deliver(api_client, body)
@@ -90,6 +90,7 @@ def test_a_batch_mixes_new_repeated_and_resolved_alerts(api_client, default_rule
     assert response.json()["absorbed"] == 2  # HighCPU again, DiskFull's twin
     assert response.json()["resolved"] == 1
     assert Incident.objects.get(labels__alertname="DiskFull").occurrences == 2
+    assert Incident.objects.get(labels__alertname="HighMemory").status == "resolved"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,151 @@
+"""Incident status changes and hand-offs to the heal pipeline (used through ``incidents.services``).
+
+Lock order for every GRACE writer that changes incidents: the audit chain first, then incident rows. A status
+change appends its audit event before it updates the row (in a savepoint rolled back if the status moved
+meanwhile), which is the order the heal pipeline uses too, so the two can never deadlock.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from celery import current_app
+from django.db import IntegrityError, OperationalError, transaction
+from django.utils import timezone
+from kombu.exceptions import KombuError
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random
+
+from approvals import audit
+from incidents import normalize
+from incidents.choices import IncidentStatus
+from incidents.models import Incident
+
+logger = logging.getLogger("incidents.services")
+
+HEAL_QUEUE = "heal.local"
+START_RUN_TASK = "remediation.start_run"
+CANCEL_TASK = "remediation.cancel_for_incident"
+
+
+def lock_audit_chain() -> None:
+    """Take the audit chain's lock now (held to commit), before any incident row: GRACE's lock order."""
+    audit._lock_chain()  # the chain's own lock (a no-op on SQLite, whose write lock is already held)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """PostgreSQL deadlock or serialization failure: the transaction can be run again as a whole."""
+    return isinstance(exc, OperationalError) and getattr(exc.__cause__, "sqlstate", None) in ("40P01", "40001")
+
+
+# For the outermost caller of a whole intake transaction (views): run it again after a deadlock with a
+# writer that does not follow the lock order.
+retry_transient = retry(
+    retry=retry_if_exception(_is_transient), stop=stop_after_attempt(3), wait=wait_random(0.01, 0.2), reraise=True
+)
+
+
+def send(task_name: str, incident_ids: list[int]) -> None:
+    """Hand incidents to the pipeline by task name (after commit), one message each, on one connection.
+
+    A broker outage must not turn a committed intake into an error: the remediation reaper starts runs for
+    open incidents whose hand-off was lost, so the failure is logged and the request succeeds. Nobody waits
+    for these tasks' results, so none are subscribed to.
+    """
+    try:
+        with current_app.producer_or_acquire() as producer:
+            for incident_id in incident_ids:
+                current_app.send_task(
+                    task_name, args=[incident_id], queue=HEAL_QUEUE, retry=False, ignore_result=True, producer=producer
+                )
+    except (KombuError, redis.RedisError, OSError) as exc:
+        logger.warning(
+            "could not send %s for incidents %s (the reaper picks them up): %s", task_name, incident_ids, exc
+        )
+
+
+class Moved(Exception):
+    """The incident's status changed between reading it and updating it."""
+
+
+def _transition(incident_id: int, status: str, *, action: str, actor, reason: str, allowed) -> str | None:
+    """Audited compare-and-set of an incident's status; returns the previous status, or None if not changed.
+
+    The audit event is appended before the row is updated (lock order: audit chain, then incident rows, as in
+    the heal pipeline), inside a savepoint that is rolled back if the status moved meanwhile.
+    """
+    changes: dict = {"status": status, "status_reason": reason[:500]}
+    if status == IncidentStatus.RESOLVED:
+        changes["resolved_at"] = timezone.now()
+    elif status in IncidentStatus.ACTIVE:
+        changes["resolved_at"] = None
+    for _ in range(len(IncidentStatus.values) + 1):
+        current = Incident.objects.filter(pk=incident_id).values_list("status", flat=True).first()
+        if current is None or current == status or not allowed(current):
+            return None
+        try:
+            with transaction.atomic():
+                audit.record(
+                    action,
+                    actor=actor,
+                    obj=("incidents.incident", incident_id),
+                    data={"from": current, "to": status, "reason": reason},
+                )
+                if not Incident.objects.filter(pk=incident_id, status=current).update(**changes):
+                    raise Moved
+        except Moved:
+            continue
+        except IntegrityError:
+            return None  # re-opening would give the fingerprint a second active incident
+        return current
+    return None
+
+
+def resolve(incident_id: int, *, actor=None, reason: str) -> bool:
+    """Resolve an active incident and, after commit, cancel any heal that has not started executing.
+
+    Returns False when the incident does not exist or is not active (nothing changes then).
+    """
+    with transaction.atomic():
+        previous = _transition(
+            incident_id,
+            IncidentStatus.RESOLVED,
+            action="incident.resolved",
+            actor=actor,
+            reason=reason,
+            allowed=lambda current: current in IncidentStatus.ACTIVE,
+        )
+        if previous is None:
+            return False
+        transaction.on_commit(lambda: send(CANCEL_TASK, [incident_id]))
+    return True
+
+
+def set_status(
+    incident_id: int, status: str, *, actor=None, reason: str = "", expected: tuple[str, ...] | None = None
+) -> bool:
+    """Move an incident to ``status`` (compare-and-set on ``expected`` when given), audited.
+
+    Returns False when the incident does not exist, is not in an expected status, already has ``status``,
+    or (re-opening a closed incident) another active incident already holds its fingerprint.
+    """
+    normalize.check_choice(status, IncidentStatus, "status")
+    with transaction.atomic():
+        previous = _transition(
+            incident_id,
+            status,
+            action="incident.status_changed",
+            actor=actor,
+            reason=reason,
+            allowed=lambda current: expected is None or current in expected,
+        )
+    return previous is not None
+
+
+def active_incident_id(fingerprint: str) -> int | None:
+    """The id of the active incident holding ``fingerprint``, if any."""
+    return (
+        Incident.objects.filter(fingerprint=fingerprint, status__in=IncidentStatus.ACTIVE)
+        .values_list("pk", flat=True)
+        .first()
+    )
