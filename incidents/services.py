@@ -133,6 +133,9 @@ def record_batch(signals: list[Signal], *, resolutions: dict[str, str] | None = 
                 writer = True
                 outcome.clear()
         if writer:
+            # The rule table's version is checked once per creating batch (one cheap query, before any lock),
+            # so a new incident is always diagnosed with the rules this transaction sees.
+            rules = current_ruleset(max_age=0)
             transitions.lock_audit_chain()
             active = _active(wanted, lock=True)
             for fingerprint in sorted(resolutions):
@@ -142,7 +145,7 @@ def record_batch(signals: list[Signal], *, resolutions: dict[str, str] | None = 
                     del active[fingerprint]
             missing = [fp for fp in firing if fp not in active]
             missing += _absorb(groups, [fp for fp in firing if fp in active], active, now, outcome)
-            handed = _create_audited(prepared, groups, sorted(missing), now, outcome, actor)
+            handed = _create_audited(prepared, groups, sorted(missing), now, outcome, actor, rules)
             if handed:
                 transaction.on_commit(lambda: transitions.send(START_RUN_TASK, handed))
     results = []
@@ -218,11 +221,10 @@ def _new_incident(signal: Signal, count: int, now: datetime, rules: RuleSet) -> 
     return incident, diagnosis
 
 
-def _create(prepared: list[Signal], groups: dict, pending: list[str], now: datetime, outcome: dict) -> list:
+def _create(
+    prepared: list[Signal], groups: dict, pending: list[str], now: datetime, outcome: dict, rules: RuleSet
+) -> list:
     """Insert the new incidents in one statement; row by row only if a conflicting row slipped in."""
-    # Creation checks the rule table's version once per batch (one cheap query), so a new incident is always
-    # diagnosed with the rules this transaction sees, however recently they changed.
-    rules = current_ruleset(max_age=0)
     rows = [_new_incident(prepared[groups[fp][0]], len(groups[fp]), now, rules) for fp in pending]
     try:
         with transaction.atomic():
@@ -250,11 +252,13 @@ def _create(prepared: list[Signal], groups: dict, pending: list[str], now: datet
     return rows
 
 
-def _create_audited(prepared: list[Signal], groups: dict, missing: list[str], now: datetime, outcome: dict, actor):
+def _create_audited(
+    prepared: list[Signal], groups: dict, missing: list[str], now: datetime, outcome: dict, actor, rules: RuleSet
+) -> list[int]:
     """Create, audit, and return the ids of the new incidents the pipeline should heal."""
     if not missing:
         return []
-    created = _create(prepared, groups, missing, now, outcome)
+    created = _create(prepared, groups, missing, now, outcome, rules)
     for incident, diagnosis in created:
         _audit_created(incident, diagnosis, actor)
     return [incident.pk for incident, _ in created if incident.status == IncidentStatus.OPEN]
