@@ -250,3 +250,28 @@ def test_defaults_install_once_with_expiring_sweep_schedules_on_the_sweeps_queue
     assert tasks.count() == 4
     assert all(task.queue == "sweeps" and task.expire_seconds for task in tasks)
     assert SweepTarget.objects.filter(kind="host").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_beat_schedules_the_sweep_on_the_sweeps_queue_and_a_worker_opens_the_incident(
+    tmp_path, celery_worker, default_rules
+):
+    from django_celery_beat.models import IntervalSchedule
+
+    from tests.support.processes import start_beat
+
+    db = tmp_path / "orders.sqlite3"
+    writer, reader = bloated_sqlite(db)
+    SweepTarget.objects.create(name="orders-db", kind="sqlite", location=str(db), thresholds={"wal_bytes": WAL_LIMIT})
+    every_second, _ = IntervalSchedule.objects.get_or_create(every=1, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.filter(task="incidents.sweep_sqlite").update(interval=every_second, expire_seconds=1)
+    beat = start_beat(tmp_path)
+    try:
+        incident = wait_for(lambda: Incident.objects.filter(diagnosis_code="database_wal_bloat").first(), timeout=60)
+    finally:
+        beat.stop()
+        reader.close()
+        writer.close()
+
+    assert incident.labels["db_path"] == str(db)
+    assert PeriodicTask.objects.get(task="incidents.sweep_sqlite").queue == "sweeps"
