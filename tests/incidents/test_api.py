@@ -133,3 +133,17 @@ def test_the_detail_shows_diagnosis_evidence_and_raw_payload(intake_client, defa
     assert detail.json()["raw_payload"]["labels"]["region"] == "eu-west-1"
     assert detail.json()["diagnosis"]["confidence"] > 0
     assert intake_client.get("/api/incidents/999999/").status_code == 404
+
+
+def test_the_heal_run_id_comes_from_the_incidents_latest_run(intake_client, default_rules):
+    from remediation.models import HealRun
+
+    created = intake_client.post("/api/incidents/", SIGNAL, format="json").json()
+    run = HealRun.objects.create(incident_id=created["id"], diagnosis_code="latency_spike")
+
+    listed = intake_client.get("/api/incidents/").json()["results"][0]
+    detail = intake_client.get(f"/api/incidents/{created['id']}/").json()
+    again = intake_client.post("/api/incidents/", SIGNAL, format="json").json()
+
+    assert created["heal_run_id"] is None
+    assert listed["heal_run_id"] == detail["heal_run_id"] == again["heal_run_id"] == run.pk
