@@ -234,32 +234,45 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, ActionError) and exc.transient
 
 
+class NotRestorable(Exception):
+    """A step that changed something cannot be restored (irreversible, or no snapshot)."""
+
+
+def _executed_steps(run: HealRun) -> list[dict]:
+    touched = set(ActionAttempt.objects.filter(run=run, phase=Phase.EXECUTE).values_list("step_index", flat=True))
+    return [step for step in _steps(run) if step["index"] in touched]
+
+
+def _restore_point(run: HealRun, step: dict) -> Snapshot:
+    """The step's snapshot, its files verified against the manifest (SnapshotIntegrityError otherwise)."""
+    if not step["reversible"]:
+        raise NotRestorable(f"step {step['index']} ({step['action']}) is not reversible")
+    snap = Snapshot.objects.filter(run=run, step_index=step["index"]).first()
+    if snap is None:
+        raise NotRestorable(f"step {step['index']} has no snapshot")
+    snapshots.verify(snap)
+    return snap
+
+
 def rollback(run: HealRun, *, from_status: str = S.ROLLING_BACK) -> None:
     """Restore every executed step from its verified snapshot, newest first."""
     registry = load_all()
-    touched = set(ActionAttempt.objects.filter(run=run, phase=Phase.EXECUTE).values_list("step_index", flat=True))
     problems: list[str] = []
-    for step in reversed(_steps(run)):
-        if step["index"] not in touched:
-            continue
-        action = registry.get(step["action"])
+    for step in reversed(_executed_steps(run)):
         done = ActionAttempt.objects.filter(
             run=run, step_index=step["index"], phase=Phase.ROLLBACK, status=AttemptStatus.SUCCEEDED
         ).exists()
         if done:
             continue
-        if not action.reversible:
-            problems.append(f"step {step['index']} ({action.name}) is not reversible")
-            continue
-        snap = Snapshot.objects.filter(run=run, step_index=step["index"]).first()
-        if snap is None:
-            problems.append(f"step {step['index']} has no snapshot")
-            continue
         try:
-            snapshots.verify(snap)
+            snap = _restore_point(run, step)
+        except NotRestorable as exc:
+            problems.append(str(exc))
+            continue
         except snapshots.SnapshotIntegrityError as exc:
             transition(run.pk, from_status, S.ESCALATED, reason=f"restore refused: {exc}")
             return
+        action = registry.get(step["action"])
         number = ActionAttempt.objects.filter(run=run, step_index=step["index"], phase=Phase.ROLLBACK).count() + 1
         attempt = _attempt(run, step, Phase.ROLLBACK, number)
         try:
@@ -287,19 +300,11 @@ def rollback(run: HealRun, *, from_status: str = S.ROLLING_BACK) -> None:
 def verify_all_snapshots(run: HealRun) -> list[str]:
     """Problems that would stop an operator rollback of a finished run (empty when it can go ahead)."""
     problems = []
-    touched = set(ActionAttempt.objects.filter(run=run, phase=Phase.EXECUTE).values_list("step_index", flat=True))
-    for step in _steps(run):
-        if step["index"] not in touched:
-            continue
-        if not step["reversible"]:
-            problems.append(f"step {step['index']} ({step['action']}) is not reversible")
-            continue
-        snap = Snapshot.objects.filter(run=run, step_index=step["index"]).first()
-        if snap is None:
-            problems.append(f"step {step['index']} has no snapshot")
-            continue
+    for step in _executed_steps(run):
         try:
-            snapshots.verify(snap)
+            _restore_point(run, step)
+        except NotRestorable as exc:
+            problems.append(str(exc))
         except snapshots.SnapshotIntegrityError as exc:
             problems.append(f"step {step['index']}: {exc}")
     return problems
