@@ -43,8 +43,13 @@ def _compare(fn: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
     return safe
 
 
+def _equals(actual: Any, expected: Any) -> bool:
+    """A fact observed as null equals null; a fact not observed at all equals nothing."""
+    return actual is not _MISSING and actual == expected
+
+
 OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
-    "==": _compare(operator.eq),
+    "==": _equals,
     "!=": lambda a, e: a is not _MISSING and a != e,
     "<": _compare(operator.lt),
     "<=": _compare(operator.le),
