@@ -109,7 +109,8 @@ def test_an_ha_pair_fires_one_incident_and_its_resolution_resolves_it(alertmanag
         lambda: Incident.objects.filter(occurrences__gte=2).first(), what="both deliveries absorbed by one incident"
     )
     assert Incident.objects.count() == 1
-    assert (incident.source, incident.diagnosis_code, incident.status) == ("alertmanager", "database_locked", "open")
+    assert (incident.source, incident.diagnosis_code) == ("alertmanager", "database_locked")
+    assert incident.status in ("open", "healing", "escalated")  # a pipeline worker may have picked it up
 
     ended = datetime.now(UTC)
     for url in alertmanagers:
