@@ -88,7 +88,8 @@ def _object_ref(obj: Any) -> tuple[str, str]:
     return str(object_type), str(object_id)
 
 
-def _lock_chain() -> None:
+def lock_chain() -> None:
+    """Serialize appends to the chain until the transaction ends (callers that must take it first)."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_PG_LOCK_KEY])
@@ -101,7 +102,7 @@ def record(action: str, *, actor: Any = None, obj: Any = None, data: dict | None
     object_type, object_id = _object_ref(obj)
     payload = _normalize(json.loads(json.dumps(data or {}, cls=DjangoJSONEncoder)))
     with transaction.atomic(savepoint=False):  # no savepoint: any failure aborts the caller
-        _lock_chain()
+        lock_chain()
         last = AuditEvent.objects.order_by("-seq").values_list("seq", "hash").first()
         seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
         event = AuditEvent(

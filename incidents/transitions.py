@@ -30,7 +30,7 @@ CANCEL_TASK = "remediation.cancel_for_incident"
 
 def lock_audit_chain() -> None:
     """Take the audit chain's lock now (held to commit), before any incident row: GRACE's lock order."""
-    audit._lock_chain()  # the chain's own lock (a no-op on SQLite, whose write lock is already held)
+    audit.lock_chain()  # the chain's own lock (a no-op on SQLite, whose write lock is already held)
 
 
 def _is_transient(exc: BaseException) -> bool:

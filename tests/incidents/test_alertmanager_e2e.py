@@ -13,10 +13,17 @@ from incidents.models import Incident
 from tests.incidents.conftest import WEBHOOK_TOKEN
 
 BINARY = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(BINARY is None, reason="needs the prometheus-alertmanager binary (apt-get install it)"),
-]
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _alertmanager_binary():
+    if BINARY is None:
+        pytest.fail(
+            "prometheus-alertmanager is not installed: scripts/services.d/alertmanager.start installs it "
+            "when the suite runs through `make test`"
+        )
+
 
 CONFIG = """
 route:
