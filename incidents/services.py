@@ -259,14 +259,13 @@ def _create_audited(
     if not missing:
         return []
     created = _create(prepared, groups, missing, now, outcome, rules)
-    for incident, diagnosis in created:
-        _audit_created(incident, diagnosis, actor)
+    audit.record_many([_created_entry(incident, diagnosis, actor) for incident, diagnosis in created])
     return [incident.pk for incident, _ in created if incident.status == IncidentStatus.OPEN]
 
 
-def _audit_created(incident: Incident, diagnosis: Diagnosis, actor) -> None:
-    audit.record(
-        "incident.created",
+def _created_entry(incident: Incident, diagnosis: Diagnosis, actor) -> dict:
+    return dict(
+        action="incident.created",
         actor=actor,
         obj=incident,
         data={

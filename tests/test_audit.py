@@ -138,3 +138,19 @@ def test_concurrent_writers_leave_one_unbroken_chain():
     assert report.ok, report.reason
     assert report.count == threads * per_thread
     assert list(AuditEvent.objects.order_by("seq").values_list("seq", flat=True)) == list(range(1, 4001))
+
+
+@pytest.mark.django_db
+def test_record_many_makes_the_same_links_as_recording_one_by_one():
+    audit.record("test.before", actor="tester")
+    batch = audit.record_many(
+        [{"action": "test.batch", "actor": "tester", "obj": ("thing", i), "data": {"i": i}} for i in range(50)]
+    )
+    audit.record("test.after", actor="tester")
+
+    assert [e.seq for e in batch] == list(range(2, 52))
+    assert batch[0].prev_hash == AuditEvent.objects.get(seq=1).hash
+    assert AuditEvent.objects.get(seq=52).prev_hash == batch[-1].hash
+    report = audit.verify_chain()
+    assert report.ok and report.count == 52
+    assert audit.record_many([]) == []
