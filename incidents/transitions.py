@@ -25,6 +25,8 @@ logger = logging.getLogger("incidents.services")
 
 HEAL_QUEUE = "heal.local"
 START_RUN_TASK = "remediation.start_run"
+# A batch that created several incidents hands them over in one message; a worker fans it out.
+START_RUNS_TASK = "remediation.start_runs"
 CANCEL_TASK = "remediation.cancel_for_incident"
 
 
@@ -46,13 +48,19 @@ retry_transient = retry(
 
 
 def send(task_name: str, incident_ids: list[int]) -> None:
-    """Hand incidents to the pipeline by task name (after commit), one message each, on one connection.
+    """Hand incidents to the pipeline by task name (after commit), on one connection: one message each,
+    except that several new incidents go as one ``remediation.start_runs`` message (a worker fans it out).
 
     A broker outage must not turn a committed intake into an error: the remediation reaper starts runs for
     open incidents whose hand-off was lost, so the failure is logged and the request succeeds. Nobody waits
     for these tasks' results, so none are subscribed to.
     """
     try:
+        if task_name == START_RUN_TASK and len(incident_ids) > 1:
+            current_app.send_task(
+                START_RUNS_TASK, args=[list(incident_ids)], queue=HEAL_QUEUE, retry=False, ignore_result=True
+            )
+            return
         with current_app.producer_or_acquire() as producer:
             for incident_id in incident_ids:
                 current_app.send_task(

@@ -7,7 +7,7 @@ stage. Names are pinned (tests/test_celery_config.py): renaming strands queued m
 from __future__ import annotations
 
 import redis
-from celery import shared_task
+from celery import current_app, shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
@@ -53,6 +53,15 @@ def _reentrant(run: HealRun) -> bool:
 def start_run(incident_id: int) -> int | None:
     run = pipeline.start_run(incident_id)
     return run.pk if run else None
+
+
+@shared_task(name="remediation.start_runs", **_short)
+def start_runs(incident_ids: list[int]) -> int:
+    """A batch hand-off from intake: one start_run message per incident, so each starts and retries on its own."""
+    with current_app.producer_or_acquire() as producer:
+        for incident_id in incident_ids:
+            start_run.apply_async(args=[int(incident_id)], queue="heal.local", producer=producer)
+    return len(incident_ids)
 
 
 @shared_task(name="remediation.plan_run", **_short)

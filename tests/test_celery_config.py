@@ -9,6 +9,7 @@ from grace_site.celery import app
 PINNED_TASK_NAMES = {
     "grace.ping",
     "remediation.start_run",
+    "remediation.start_runs",
     "remediation.plan_run",
     "remediation.gate_run",
     "remediation.resume_run",

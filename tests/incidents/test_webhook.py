@@ -35,6 +35,21 @@ def test_a_firing_alert_creates_a_diagnosed_incident(
     assert AuditEvent.objects.get(action="incident.created").actor == "webhook:alertmanager"
 
 
+def test_a_batch_of_new_incidents_is_handed_to_the_pipeline_in_one_message(
+    api_client, default_rules, published, django_capture_on_commit_callbacks
+):
+    body = alertmanager_body(*(alert(service=f"orders-db-{i}", fingerprint=str(i)) for i in range(3)))
+    for i, item in enumerate(body["alerts"]):
+        item["fingerprint"] = f"f{i}"
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = deliver(api_client, body)
+
+    assert response.json()["created"] == 3
+    ids = sorted(Incident.objects.values_list("pk", flat=True))
+    assert [(name, sorted(args[0])) for name, args in published] == [("remediation.start_runs", ids)]
+
+
 def test_the_same_alert_from_both_alertmanagers_of_a_pair_gives_one_incident(api_client, default_rules):
     peer = alertmanager_body(alert())
     peer["externalURL"] = "http://vm2:9093"

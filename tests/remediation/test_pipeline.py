@@ -11,7 +11,7 @@ from django.db import connections
 from approvals.models import AuditEvent
 from incidents.choices import IncidentStatus
 from incidents.models import Incident
-from incidents.services import Signal, ingest
+from incidents.services import Signal, ingest, ingest_many
 from remediation.choices import AttemptStatus, RunStatus
 from remediation.models import ActionAttempt, ContractResult, HealRun, RunEvent, Snapshot
 from remediation.services import transition
@@ -56,6 +56,23 @@ def test_a_wal_bloat_incident_is_checkpointed_and_its_contract_verified(celery_w
     assert AuditEvent.objects.filter(action="run.transition", object_id=str(run.pk)).count() == len(timeline) - 1
     wait_for(lambda: Incident.objects.get(pk=incident.pk).status == IncidentStatus.RESOLVED, what="incident resolved")
     keeper.close()
+
+
+def test_a_batch_hand_off_starts_one_run_per_incident(celery_worker, allowed_root, wal_rule):
+    make_playbook("wal-checkpoint", "database_wal_bloat", checkpoint_steps())
+    keepers, signals = [], []
+    for i in range(3):
+        db = allowed_root / f"batch{i}.sqlite3"
+        keepers.append(bloated_wal_db(db, rows=200))
+        signals.append(Signal(source="api", title=f"WAL {i}", service=f"batch-{i}", environment="staging",
+                              labels={"db_path": str(db)}))  # fmt: skip
+
+    results = ingest_many(signals)
+    runs = [wait_for_run(r.incident.pk) for r in results]
+
+    assert [r.status for r in runs] == [RunStatus.SUCCEEDED] * 3
+    for keeper in keepers:
+        keeper.close()
 
 
 def test_a_contract_that_cannot_hold_rolls_back_to_the_snapshot(celery_worker, allowed_root, wal_rule):
