@@ -1,3 +1,5 @@
+import json
+
 import redis
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -5,7 +7,8 @@ from django.db import transaction
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from approvals import audit
 from remediation import lifecycle, pipeline, resilience
@@ -66,7 +69,40 @@ class HealRunAdmin(admin.ModelAdmin):
     list_select_related = ("incident", "playbook")
     inlines = [RunEventInline, AttemptInline, ContractResultInline, SnapshotInline]
     actions = ["retry_stage", "cancel_runs", "roll_back_runs"]
-    readonly_fields = [f.name for f in HealRun._meta.fields]
+    fieldsets = [
+        (None, {"fields": ["incident", "coloured_status", "status_reason", "diagnosis_code", "playbook", "target",
+                           "family", "dry_run", "shadow", "started_by"]}),
+        ("Governance", {"fields": ["tier", "reasons", "confidence", "policy"]}),
+        ("Plan", {"fields": ["plan_steps", "plan_hash", "verification_confidence"]}),
+        ("Times", {"fields": ["created_at", "heartbeat_at", "finished_at", "reaper_tries"]}),
+    ]  # fmt: skip
+    readonly_fields = [f.name for f in HealRun._meta.fields] + ["coloured_status", "reasons", "policy", "plan_steps"]
+
+    @admin.display(description="tier reasons")
+    def reasons(self, obj):
+        return format_html_join("", "<li>{}</li>", ((r,) for r in obj.tier_reasons)) or "declared tier"
+
+    @admin.display(description="policy explanation")
+    def policy(self, obj):
+        rows = format_html_join(
+            "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ((e.get("rule"), "yes" if e.get("matched") else "no", e.get("effect"), e.get("why"))
+             for e in obj.policy_explanation),
+        )  # fmt: skip
+        return format_html("<table><tr><th>rule</th><th>matched</th><th>effect</th><th>why</th></tr>{}</table>", rows)
+
+    @admin.display(description="steps")
+    def plan_steps(self, obj):
+        steps = obj.plan.get("steps", []) if obj.plan else []
+        rows = format_html_join(
+            "", "<tr><td>{}</td><td><b>{}</b></td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td></tr>",
+            ((s["index"], s["action"], json.dumps(s["params"]),
+              "; ".join(f"{p['field']} {p['op']} {p.get('value')!r}" + (f" within {p['within']} s" if p.get("within")
+                                                                          else "") for p in s.get("contract", [])),
+              "reversible" if s.get("reversible") else "not reversible") for s in steps),
+        )  # fmt: skip
+        header = "<tr><th>#</th><th>action</th><th>parameters</th><th>contract</th><th>rollback</th></tr>"
+        return format_html("<table>{}{}</table>", mark_safe(header), rows) if steps else "-"  # noqa: S308
 
     @admin.display(description="status", ordering="status")
     def coloured_status(self, obj):
