@@ -181,8 +181,9 @@ SPECTACULAR_SETTINGS = {
 
 # --- Celery ----------------------------------------------------------------
 # Time limits per stage; the broker visibility timeout must outlast the longest.
-GRACE_TASK_SOFT_TIME_LIMIT = env_int("GRACE_TASK_SOFT_TIME_LIMIT", 300, minimum=1)
-GRACE_TASK_TIME_LIMIT = env_int("GRACE_TASK_TIME_LIMIT", 360, minimum=1)
+# A stage may poll a contract for up to 15 minutes (an RDS reboot): the limits leave room for that.
+GRACE_TASK_SOFT_TIME_LIMIT = env_int("GRACE_TASK_SOFT_TIME_LIMIT", 1200, minimum=1)
+GRACE_TASK_TIME_LIMIT = env_int("GRACE_TASK_TIME_LIMIT", 1260, minimum=1)
 if GRACE_TASK_TIME_LIMIT <= GRACE_TASK_SOFT_TIME_LIMIT:
     raise ImproperlyConfigured("GRACE_TASK_TIME_LIMIT must be greater than GRACE_TASK_SOFT_TIME_LIMIT")
 

@@ -156,14 +156,15 @@ def _run_step(run: HealRun, step: dict) -> StepFailure | None:
         _finish(last, AttemptStatus.FAILED, error="the worker was lost during this attempt")
         number = last.attempt + 1
     attempt = _attempt(run, step, Phase.EXECUTE, number)
+    first = number == 1  # a lost earlier attempt may have changed the target even if this one cannot run
     try:
         result = run_guarded(action, params, lambda: action.execute(params))
     except Blocked as exc:
         _finish(attempt, AttemptStatus.FAILED, error=f"blocked: {exc.reason}")
-        return StepFailure(step["index"], "blocked", f"{action.name} on {step['target']}: {exc.reason}", True)
+        return StepFailure(step["index"], "blocked", f"{action.name} on {step['target']}: {exc.reason}", first)
     except ActionUnavailable as exc:
         _finish(attempt, AttemptStatus.FAILED, error=str(exc))
-        return StepFailure(step["index"], "unavailable", f"{action.family} unavailable: {exc}", True)
+        return StepFailure(step["index"], "unavailable", f"{action.family} unavailable: {exc}", first)
     except SoftTimeLimitExceeded:
         _finish(attempt, AttemptStatus.FAILED, error="timed out")
         return StepFailure(step["index"], "timeout", f"{action.name} timed out", False)
@@ -195,20 +196,41 @@ def execute(run: HealRun) -> None:
 def verify(run: HealRun) -> None:
     registry = load_all()
     results: list[tuple[int, contracts.PredicateResult]] = []
-    for step in _steps(run):
-        action = registry.get(step["action"])
-        state = _snapshot_state(run, step["index"])
-        for r in contracts.verify(
-            step["contract"], lambda a=action, p=step["params"]: a.observe(p), step["params"], state
-        ):
-            results.append((step["index"], r))
-        heartbeat(run.pk)
+    try:
+        for step in _steps(run):
+            action = registry.get(step["action"])
+            state = _snapshot_state(run, step["index"])
+            for r in contracts.verify(
+                step["contract"], lambda a=action, p=step["params"]: a.observe(p), step["params"], state
+            ):
+                results.append((step["index"], r))
+            heartbeat(run.pk)
+    except SoftTimeLimitExceeded:
+        transition(
+            run.pk, S.VERIFYING, S.ROLLING_BACK, family=run.family,
+            reason="verification ran out of time (the stage's soft time limit) before the contract held",
+        )  # fmt: skip
+        return
     passed = sum(1 for _, r in results if r.passed)
     confidence = passed / len(results) if results else 1.0
     failed = [
         f"step {i}: {r.field} {r.operator} {r.expected!r} (actual {r.actual!r})" for i, r in results if not r.passed
     ]
+    data = {"passed": passed, "total": len(results)}
     with transaction.atomic(savepoint=False):
+        # Transition first: a worker that lost the race writes nothing.
+        if failed:
+            moved = transition(
+                run.pk, S.VERIFYING, S.ROLLING_BACK, reason="contract not met: " + "; ".join(failed),
+                fields={"verification_confidence": confidence}, data=data, family=run.family,
+            )  # fmt: skip
+        else:
+            moved = transition(
+                run.pk, S.VERIFYING, S.SUCCEEDED, note="contract met" if results else "no contract predicates",
+                fields={"verification_confidence": confidence}, data=data,
+            )  # fmt: skip
+        if not moved:
+            return
         ContractResult.objects.filter(run=run, phase=Phase.EXECUTE).delete()
         ContractResult.objects.bulk_create(
             ContractResult(
@@ -217,17 +239,6 @@ def verify(run: HealRun) -> None:
             )
             for i, r in results
         )  # fmt: skip
-        data = {"passed": passed, "total": len(results)}
-        if failed:
-            transition(
-                run.pk, S.VERIFYING, S.ROLLING_BACK, reason="contract not met: " + "; ".join(failed),
-                fields={"verification_confidence": confidence}, data=data,
-            )  # fmt: skip
-        else:
-            transition(
-                run.pk, S.VERIFYING, S.SUCCEEDED, note="contract met" if results else "no contract predicates",
-                fields={"verification_confidence": confidence}, data=data,
-            )  # fmt: skip
 
 
 def _transient(exc: BaseException) -> bool:

@@ -134,28 +134,34 @@ def operator_rollback(run_id: int, *, actor) -> HealRun:
     return HealRun.objects.get(pk=run.pk)
 
 
+# Stages that touch the target run in tasks with the long time limits: until the hard limit has
+# passed, the worker that entered the stage may still be inside an action.
+TARGET_STAGES = (S.APPROVED, S.SNAPSHOTTED, S.EXECUTING, S.VERIFYING, S.ROLLING_BACK)
+
+
 def stage_allowance(run: HealRun) -> float:
-    """How long a run may sit in its current stage before the reaper considers it lost."""
+    """How long a run may sit in its current stage before the reaper considers its worker lost."""
     grace = settings.GRACE_STAGE_GRACE_SECONDS
-    steps = run.plan.get("steps", []) if run.plan else []
-    if run.status in (S.EXECUTING, S.ROLLING_BACK, S.SNAPSHOTTED, S.APPROVED):
-        return grace + sum(float(s.get("timeout", 30)) for s in steps)
-    if run.status == S.VERIFYING:
-        return grace + sum(max((p.get("within") or 0 for p in s.get("contract", [])), default=0) for s in steps)
+    if run.status in TARGET_STAGES:
+        return grace + settings.GRACE_TASK_TIME_LIMIT
     return grace
 
 
 def reap(*, now=None) -> dict[str, int]:
     """Re-dispatch runs whose worker was lost; start runs whose hand-off was lost."""
     now = now or timezone.now()
-    counts = {"redispatched": 0, "given_up": 0, "started": 0}
+    counts = {"redispatched": 0, "given_up": 0, "started": 0, "outcomes": 0}
     oldest = now - timedelta(seconds=settings.GRACE_STAGE_GRACE_SECONDS)
     for run in HealRun.objects.filter(status__in=S.ACTIVE, heartbeat_at__lt=oldest).order_by("heartbeat_at")[:500]:
         if (now - run.heartbeat_at).total_seconds() < stage_allowance(run):
             continue
         if run.reaper_tries >= settings.GRACE_REAPER_MAX_TRIES:
-            reason = f"stuck in {run.status} after {run.reaper_tries} re-dispatches; handed to humans"
-            if transition(run.pk, run.status, S.ESCALATED, reason=reason):
+            reason = f"stuck in {run.status} after {run.reaper_tries} re-dispatches"
+            # A run that may have changed the target is rolled back (with tries of its own); others go to humans.
+            new = S.ROLLING_BACK if run.status in (S.EXECUTING, S.VERIFYING) else S.ESCALATED
+            reason += "; rolling back what it changed" if new == S.ROLLING_BACK else "; handed to humans"
+            guard = {"heartbeat_at": run.heartbeat_at, "reaper_tries": run.reaper_tries}
+            if transition(run.pk, run.status, new, reason=reason, guard=guard, family=run.family):
                 counts["given_up"] += 1
             continue
         with transaction.atomic():
@@ -167,6 +173,14 @@ def reap(*, now=None) -> dict[str, int]:
                 audit.record("run.reaped", obj=run, data={"status": run.status, "try": run.reaper_tries + 1})
                 dispatch(run.pk, run.status, family=run.family)
                 counts["redispatched"] += 1
+    # Finished runs whose outcome hand-off was lost (the incident would stay HEALING): send it again.
+    unrecorded = HealRun.objects.filter(
+        status__in=S.TERMINAL, finished_at__lt=oldest, finished_at__gte=now - timedelta(days=1),
+        outcome_record__isnull=True,
+    ).values_list("pk", flat=True)[:500]  # fmt: skip
+    for run_id in unrecorded:
+        current_app.send_task("remediation.record_outcome", args=[run_id], queue="heal.local")
+        counts["outcomes"] += 1
     lost_before = now - timedelta(seconds=settings.GRACE_HANDOFF_GRACE_SECONDS)
     orphans = Incident.objects.filter(
         status=IncidentStatus.OPEN, created_at__lt=lost_before, heal_runs__isnull=True

@@ -22,7 +22,7 @@ from learning import services as learning
 from remediation import execution, planner
 from remediation.choices import RunStatus
 from remediation.models import HealRun, Playbook, RunEvent
-from remediation.services import note, transition
+from remediation.services import transition
 
 logger = logging.getLogger(__name__)
 S = RunStatus
@@ -57,7 +57,7 @@ def start_run(incident_id: int, *, dry_run: bool = False, started_by=None, manua
             )  # fmt: skip
             if not dry_run:
                 intake.set_status(incident.pk, IncidentStatus.HEALING, reason=f"heal run #{run.pk} started",
-                                  expected=(IncidentStatus.OPEN,))  # fmt: skip
+                                  expected=allowed)  # fmt: skip
             transition(
                 run.pk, S.RECEIVED, S.DIAGNOSED,
                 note=f"diagnosis {incident.diagnosis_code} (confidence {incident.diagnosis_confidence:.2f})",
@@ -200,8 +200,8 @@ def approval_context(run: HealRun, reasons: list[str], explanation: list[dict]) 
 
 
 def replan_waiting(playbook: Playbook, *, actor=None) -> int:
-    """A playbook changed: runs waiting for approval get the new plan, and the approvals given
-    for the old one are void (an approval is bound to the exact plan's sha256)."""
+    """A playbook changed: runs waiting for approval are planned again and go back through the gate, so
+    policy judges the new plan (its tier, targets and family); approvals given for the old plan are void."""
     replanned = 0
     waiting = HealRun.objects.select_related("incident", "playbook").filter(
         playbook=playbook, status=S.AWAITING_APPROVAL
@@ -213,27 +213,23 @@ def replan_waiting(playbook: Playbook, *, actor=None) -> int:
             built, why = None, f"playbook {playbook.name} changed and no longer plans: {exc}"
         else:
             why = f"playbook {playbook.name} was disabled while the run waited for approval"
-        if built is None:
-            with transaction.atomic():
-                if transition(run.pk, S.AWAITING_APPROVAL, S.ESCALATED, actor=actor, reason=why):
-                    approvals.void_pending(run.pk, reason=why)
-            continue
-        if built.hash == run.plan_hash:
-            continue
         with transaction.atomic():
-            moved = HealRun.objects.filter(pk=run.pk, status=S.AWAITING_APPROVAL, plan_hash=run.plan_hash).update(
-                plan=built.document, plan_hash=built.hash
-            )
-            if not moved:
+            if built is None:
+                moved = transition(run.pk, S.AWAITING_APPROVAL, S.ESCALATED, actor=actor, reason=why)
+            elif built.hash == run.plan_hash:
                 continue
-            note(run.pk, f"playbook {playbook.name} changed: plan replaced, earlier approvals void", actor=actor,
-                 data={"old_plan_hash": run.plan_hash, "new_plan_hash": built.hash})  # fmt: skip
-            run.refresh_from_db()
-            approvals.open_request(
-                run_id=run.pk, plan_hash=built.hash, tier=run.tier, requested_by_id=run.started_by_id,
-                context=approval_context(run, run.tier_reasons, run.policy_explanation),
-            )  # fmt: skip
-            replanned += 1
+            else:
+                moved = transition(
+                    run.pk, S.AWAITING_APPROVAL, S.PLANNED, actor=actor,
+                    note=f"playbook {playbook.name} changed: planned again, to be gated again",
+                    data={"old_plan_hash": run.plan_hash, "new_plan_hash": built.hash},
+                    fields={"plan": built.document, "plan_hash": built.hash, "family": built.family,
+                            "target": built.target},
+                    guard={"plan_hash": run.plan_hash},
+                )  # fmt: skip
+                replanned += moved
+            if moved:
+                approvals.void_pending(run.pk, reason=f"the plan changed: {why if built is None else 'new plan'}")
     return replanned
 
 

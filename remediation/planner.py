@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from rest_framework import serializers
 
 from incidents.models import Incident
@@ -120,6 +121,13 @@ def build(playbook: Playbook, incident: Incident) -> Plan:
         )
     if not steps:
         raise PlanError(f"playbook {playbook.name} has no steps")
+    waits = sum(max((p.get("within") or 0 for p in s["contract"]), default=0) for s in steps)
+    budget = settings.GRACE_TASK_SOFT_TIME_LIMIT - 30
+    if waits > budget:
+        raise PlanError(
+            f"its contracts wait {waits:.0f} s in all, more than the verify stage may take ({budget} s; "
+            "raise GRACE_TASK_SOFT_TIME_LIMIT or shorten the contracts' 'within')"
+        )
     families = [s["family"] for s in steps]
     document = {
         "playbook": playbook.name,

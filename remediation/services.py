@@ -67,6 +67,7 @@ def transition(
     fields: dict | None = None,
     advance: bool = True,
     family: str | None = None,
+    guard: dict | None = None,
 ) -> bool:
     """Move run ``run_id`` from ``expected`` to ``new``; False when another worker got there first."""
     with transaction.atomic(savepoint=False):
@@ -76,7 +77,7 @@ def transition(
             updates["status_reason"] = reason[:2000]
         if new in RunStatus.TERMINAL:
             updates["finished_at"] = now
-        claimed = HealRun.objects.filter(pk=run_id, status=expected).update(**updates)
+        claimed = HealRun.objects.filter(pk=run_id, status=expected, **(guard or {})).update(**updates)
         if not claimed:
             return False
         RunEvent.objects.create(
@@ -107,8 +108,10 @@ def note(run_id: int, text: str, *, data: dict | None = None, actor: Any = None,
 
 
 def heartbeat(run_id: int) -> None:
-    """Progress: the stage's worker is alive (and whatever the reaper concluded no longer holds)."""
-    HealRun.objects.filter(pk=run_id).update(heartbeat_at=timezone.now(), reaper_tries=0)
+    """Progress within a stage. The reaper's count is cleared only by a transition, so a stage that
+    keeps failing part-way still runs out of tries; a worker re-entering after the reaper compares the
+    heartbeat, so a live worker's heartbeat makes that re-entry fail."""
+    HealRun.objects.filter(pk=run_id).update(heartbeat_at=timezone.now())
 
 
 def claim(run: HealRun) -> bool:

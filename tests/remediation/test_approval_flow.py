@@ -10,7 +10,7 @@ from incidents.services import Signal, ingest
 from remediation.choices import RunStatus
 from remediation.models import ActionAttempt, HealRun
 from tests.remediation.conftest import checkpoint_steps, make_playbook
-from tests.support.runs import bloated_wal_db, wait_for_run, wal_bytes
+from tests.support.runs import bloated_wal_db, wait_for, wait_for_run, wal_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -60,14 +60,30 @@ def test_editing_the_playbook_replaces_the_plan_and_voids_its_approvals(waiting_
     response = client.patch(f"/api/playbooks/{run.playbook_id}/", {"steps": steps}, format="json")
 
     assert response.status_code == 200, response.json()
+    new = wait_for(lambda: ApprovalRequest.objects.filter(run=run, status="pending").exclude(pk=old.pk).first(),
+                   what="the new plan's approval request")  # fmt: skip
     run.refresh_from_db()
     old.refresh_from_db()
-    new = ApprovalRequest.objects.get(run=run, status="pending")
     assert old.status == "void"
     assert new.plan_hash == run.plan_hash != old.plan_hash
     assert run.plan["steps"][0]["contract"][0]["value"] == 4096
+    assert run.events.filter(from_status="AWAITING_APPROVAL", to_status="PLANNED").exists()
     with pytest.raises(approvals.Conflict):
         approvals.decide(old.pk, user=operator, approve=True, reason="too late")
+
+
+def test_raising_the_playbooks_tier_while_a_run_waits_needs_the_new_tiers_approvals(waiting_run, admin_user):
+    run, _ = waiting_run
+    client = APIClient()
+    client.force_authenticate(admin_user)
+
+    response = client.patch(f"/api/playbooks/{run.playbook_id}/", {"tier": 3, "steps": checkpoint_steps(
+        contract=[{"field": "wal_bytes", "op": "<=", "value": 2048}])}, format="json")  # fmt: skip
+
+    assert response.status_code == 200, response.json()
+    new = wait_for(lambda: ApprovalRequest.objects.filter(run=run, status="pending", tier=3).first(),
+                   what="a tier-3 request for the new plan")  # fmt: skip
+    assert new.required_approvals == 2
 
 
 def test_a_plan_changed_after_approval_is_not_executed(waiting_run, operator):

@@ -15,6 +15,7 @@ from incidents.models import Incident
 from remediation import lifecycle
 from remediation.choices import AttemptStatus, RunStatus
 from remediation.models import ActionAttempt, HealRun
+from remediation.services import transition
 from tests.remediation.conftest import make_playbook
 from tests.support.runs import wait_for, wait_for_run
 
@@ -116,18 +117,74 @@ def test_the_reaper_gives_up_after_its_tries_and_hands_the_run_to_humans(worker_
         fingerprint="stuck", source="api", title="stuck", service="x", first_seen=timezone.now(),
         last_seen=timezone.now(), status="healing",
     )  # fmt: skip
-    run = HealRun.objects.create(incident=incident, status=RunStatus.VERIFYING)
+    planned = HealRun.objects.create(incident=incident, status=RunStatus.PLANNED)
     later = timezone.now() + timedelta(hours=1)
 
     tries = [lifecycle.reap(now=later)["redispatched"] for _ in range(settings.GRACE_REAPER_MAX_TRIES)]
     final = lifecycle.reap(now=later)
 
-    run.refresh_from_db()
+    planned.refresh_from_db()
     app.control.purge()
     assert tries == [1] * settings.GRACE_REAPER_MAX_TRIES
     assert final["given_up"] == 1
-    assert run.status == RunStatus.ESCALATED
-    assert "stuck in VERIFYING" in run.status_reason
+    assert planned.status == RunStatus.ESCALATED
+    assert "stuck in PLANNED" in planned.status_reason and "handed to humans" in planned.status_reason
+
+
+def test_a_run_stuck_after_changing_something_is_rolled_back_not_abandoned(worker_pool):
+    worker_pool.stop()
+    worker_pool.worker = None
+    incident = Incident.objects.create(
+        fingerprint="stuck-verify", source="api", title="stuck", service="x", first_seen=timezone.now(),
+        last_seen=timezone.now(), status="healing",
+    )  # fmt: skip
+    run = HealRun.objects.create(incident=incident, status=RunStatus.VERIFYING)
+    later = timezone.now() + timedelta(hours=1)
+
+    for _ in range(settings.GRACE_REAPER_MAX_TRIES + 1):
+        lifecycle.reap(now=later)
+
+    run.refresh_from_db()
+    app.control.purge()
+    assert run.status == RunStatus.ROLLING_BACK
+    assert "rolling back what it changed" in run.status_reason
+
+
+def test_progress_between_the_reapers_passes_keeps_the_run_from_being_given_up(worker_pool):
+    worker_pool.stop()
+    worker_pool.worker = None
+    incident = Incident.objects.create(
+        fingerprint="slow", source="api", title="slow", first_seen=timezone.now(), last_seen=timezone.now()
+    )
+    run = HealRun.objects.create(
+        incident=incident, status=RunStatus.PLANNED, reaper_tries=settings.GRACE_REAPER_MAX_TRIES
+    )
+    seen = HealRun.objects.get(pk=run.pk)
+    HealRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())  # the worker made progress meanwhile
+
+    moved = transition(
+        run.pk, RunStatus.PLANNED, RunStatus.ESCALATED, reason="stuck",
+        guard={"heartbeat_at": seen.heartbeat_at, "reaper_tries": seen.reaper_tries},
+    )  # fmt: skip
+
+    app.control.purge()
+    assert moved is False
+    assert HealRun.objects.get(pk=run.pk).status == RunStatus.PLANNED
+
+
+def test_a_finished_run_whose_outcome_hand_off_was_lost_gets_it_again(celery_worker):
+    incident = Incident.objects.create(
+        fingerprint="lost-outcome", source="api", title="lost", service="x", first_seen=timezone.now(),
+        last_seen=timezone.now(), status="healing",
+    )  # fmt: skip
+    run = HealRun.objects.create(incident=incident, status=RunStatus.SUCCEEDED)
+    HealRun.objects.filter(pk=run.pk).update(finished_at=timezone.now())  # finished, its outcome never recorded
+
+    counts = lifecycle.reap(now=timezone.now() + timedelta(minutes=10))
+
+    assert counts["outcomes"] == 1
+    wait_for(lambda: Incident.objects.get(pk=incident.pk).status == "resolved", what="the incident resolved")
+    assert HealRun.objects.get(pk=run.pk).outcome_record.outcome == "succeeded"
 
 
 def test_the_reaper_leaves_fresh_and_waiting_runs_alone():
