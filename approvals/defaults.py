@@ -6,15 +6,14 @@ operator's edits (rules are matched by name).
 
 from __future__ import annotations
 
-import json
 from datetime import time
 
 from django.db import transaction
-from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from approvals import audit, groups
 from approvals.choices import Effect
 from approvals.models import PolicyRule
+from grace_site.beat import ensure_interval_task
 
 DEFAULT_RULES = [
     {
@@ -69,18 +68,9 @@ def install() -> int:
                 rule.full_clean()
                 audit.record("policy.rule_installed", actor="system:setup", obj=rule, data={"name": rule.name})
                 created += 1
-        every, _ = IntervalSchedule.objects.get_or_create(every=EXPIRE_EVERY_SECONDS, period=IntervalSchedule.SECONDS)
-        _, made = PeriodicTask.objects.get_or_create(
-            name="approvals: expire approval requests",
-            defaults={
-                "task": EXPIRE_TASK,
-                "interval": every,
-                "queue": "default",
-                "expire_seconds": EXPIRE_EVERY_SECONDS - 5,  # a backlog after downtime does not fire a storm
-                "args": json.dumps([]),
-                "description": "Expire overdue approval requests; their runs are escalated.",
-            },
-        )
-        created += int(made)
+        created += ensure_interval_task(
+            "approvals: expire approval requests", EXPIRE_TASK, every=EXPIRE_EVERY_SECONDS, queue="default",
+            expires=EXPIRE_EVERY_SECONDS - 5, description="Expire overdue approval requests; their runs are escalated.",
+        )  # fmt: skip
         created += groups.ensure_groups()
     return created

@@ -6,12 +6,10 @@ many rows it created. ``manage.py grace_setup`` calls it.
 
 from __future__ import annotations
 
-import json
-
 from django.conf import settings
-from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from approvals import audit
+from grace_site.beat import ensure_interval_task
 from incidents.choices import Source, SweepKind
 from incidents.models import DiagnosisRule, SweepTarget
 
@@ -121,19 +119,10 @@ def install() -> int:
             created += 1
             audit.record("diagnosis_rule.created", actor="system:defaults", obj=rule, data={"code": code})
     for name, task, seconds in SWEEP_SCHEDULES:
-        interval, _ = IntervalSchedule.objects.get_or_create(every=seconds, period=IntervalSchedule.SECONDS)
-        _, made = PeriodicTask.objects.get_or_create(
-            name=name,
-            defaults={
-                "task": task,
-                "interval": interval,
-                "queue": "sweeps",
-                "expire_seconds": seconds,
-                "kwargs": json.dumps({}),
-                "description": "Health sweep shipped with GRACE (targets in Incidents > Sweep targets).",
-            },
-        )
-        created += made
+        created += ensure_interval_task(
+            name, task, every=seconds, queue="sweeps", expires=seconds,
+            description="Health sweep shipped with GRACE (targets in Incidents > Sweep targets).",
+        )  # fmt: skip
     targets = [("this-host", SweepKind.HOST, "/")]
     database = settings.DATABASES["default"]
     if database["ENGINE"].endswith("sqlite3"):

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
-from django_celery_beat.models import IntervalSchedule, PeriodicTask
-
+from grace_site.beat import ensure_interval_task
 from learning.models import BenchmarkSuite
 
 SUITES: dict[str, dict] = {
@@ -45,17 +42,8 @@ def install() -> int:
         _, new = BenchmarkSuite.objects.get_or_create(name=name, defaults=definition)
         created += new
     for task_name, (suite, every, expire) in SCHEDULES.items():
-        interval, _ = IntervalSchedule.objects.get_or_create(every=every, period=IntervalSchedule.SECONDS)
-        _, new = PeriodicTask.objects.get_or_create(
-            name=task_name,
-            defaults={
-                "task": "learning.benchmark_run",
-                "interval": interval,
-                "args": json.dumps([suite]),
-                "queue": "benchmarks",
-                "expire_seconds": expire,
-                "description": f"Runs the {suite} benchmark suite and flags regressions.",
-            },
-        )
-        created += new
+        created += ensure_interval_task(
+            task_name, "learning.benchmark_run", every=every, queue="benchmarks", expires=expire, args=[suite],
+            description=f"Runs the {suite} benchmark suite and flags regressions.",
+        )  # fmt: skip
     return created

@@ -6,11 +6,8 @@ only when missing.
 
 from __future__ import annotations
 
-import json
-
-from django_celery_beat.models import IntervalSchedule, PeriodicTask
-
 from approvals import audit
+from grace_site.beat import ensure_interval_task
 from remediation.models import Playbook
 
 ESCALATE = {
@@ -41,18 +38,10 @@ def default_playbooks() -> list[dict]:
 
 
 def install_beat(entries) -> int:
-    created = 0
-    for name, task, every, expires, queue in entries:
-        schedule, _ = IntervalSchedule.objects.get_or_create(every=every, period=IntervalSchedule.SECONDS)
-        _, was_created = PeriodicTask.objects.get_or_create(
-            name=name,
-            defaults={
-                "task": task, "interval": schedule, "expire_seconds": expires, "queue": queue,
-                "kwargs": json.dumps({}),
-            },
-        )  # fmt: skip
-        created += was_created
-    return created
+    return sum(
+        ensure_interval_task(name, task, every=every, queue=queue, expires=expires)
+        for name, task, every, expires, queue in entries
+    )
 
 
 def install() -> int:
