@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from celery import current_app
-from django.db import connections
+from django.db import connection, connections
 from django.utils import timezone
 
 from approvals import services
@@ -105,6 +105,7 @@ def receiver():
 def _wait_for(predicate, timeout: float = 60.0, what: str = "condition", worker=None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        connection.close_if_unusable_or_obsolete()  # read what the worker committed, not an old snapshot
         value = predicate()
         if value:
             return value
