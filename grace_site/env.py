@@ -70,6 +70,17 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return items
 
 
+def env_map(name: str, *, form: str) -> dict[str, str]:
+    """``name=value,name=value`` as a dict; ``form`` (e.g. ``"name=url"``) names the shape in the error."""
+    mapping = {}
+    for item in env_list(name, []):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ImproperlyConfigured(f"{name} items must look like {form}, got {item!r}")
+        mapping[key.strip()] = value.strip()
+    return mapping
+
+
 def env_url(name: str, default: str, *, schemes: tuple[str, ...]) -> str:
     raw = os.environ.get(name, default)
     parsed = urlparse(raw)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .env import env_bool, env_database, env_float, env_int, env_list, env_str, env_url
+from .env import env_bool, env_database, env_float, env_int, env_list, env_map, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("GRACE_VAR_DIR", str(BASE_DIR / "var")))
@@ -292,12 +292,7 @@ from limits import parse as _parse_limit  # noqa: E402 - the rate limits below a
 
 # "N/second|minute|hour|day" per (action, target); GRACE_RATE_LIMITS overrides per action: "name=limit,name=limit".
 GRACE_RATE_LIMIT = env_str("GRACE_RATE_LIMIT", "30/hour")
-GRACE_RATE_LIMITS = {}
-for _item in env_list("GRACE_RATE_LIMITS", []):
-    _name, _sep, _limit = _item.partition("=")
-    if not _sep or not _name.strip() or not _limit.strip():
-        raise ImproperlyConfigured(f"GRACE_RATE_LIMITS items must look like action=N/period, got {_item!r}")
-    GRACE_RATE_LIMITS[_name.strip()] = _limit.strip()
+GRACE_RATE_LIMITS = env_map("GRACE_RATE_LIMITS", form="action=N/period")
 _rate_limits = [("GRACE_RATE_LIMIT", GRACE_RATE_LIMIT)] + [("GRACE_RATE_LIMITS", v) for v in GRACE_RATE_LIMITS.values()]
 for _var, _limit in _rate_limits:
     try:
@@ -312,12 +307,7 @@ for _var, _limit in _rate_limits:
 GRACE_AWS_REGION = env_str("GRACE_AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", os.environ.get("AWS_REGION", "")))
 GRACE_AWS_PROFILE = env_str("GRACE_AWS_PROFILE", "")
 # Named accounts a step may pick with "account": "name=profile,name=profile" (profiles hold region, role...).
-GRACE_AWS_ACCOUNTS = {}
-for _item in env_list("GRACE_AWS_ACCOUNTS", []):
-    _name, _sep, _profile = _item.partition("=")
-    if not _sep or not _name.strip() or not _profile.strip():
-        raise ImproperlyConfigured(f"GRACE_AWS_ACCOUNTS items must look like name=profile, got {_item!r}")
-    GRACE_AWS_ACCOUNTS[_name.strip()] = _profile.strip()
+GRACE_AWS_ACCOUNTS = env_map("GRACE_AWS_ACCOUNTS", form="name=profile")
 GRACE_AWS_ENDPOINT_URL = (
     env_url("GRACE_AWS_ENDPOINT_URL", "", schemes=("http", "https")) if os.environ.get("GRACE_AWS_ENDPOINT_URL") else ""
 )
@@ -326,12 +316,7 @@ GRACE_AWS_READ_TIMEOUT = env_float("GRACE_AWS_READ_TIMEOUT", 10.0, minimum=0.1)
 GRACE_AWS_MAX_ATTEMPTS = env_int("GRACE_AWS_MAX_ATTEMPTS", 3, minimum=1, maximum=10)
 # Docker: the default engine (unix:// or tcp://), plus named engines a step may pick with "host".
 GRACE_DOCKER_HOST = env_str("GRACE_DOCKER_HOST", os.environ.get("DOCKER_HOST", ""))
-GRACE_DOCKER_HOSTS = {}  # from GRACE_DOCKER_HOSTS="name=url,name=url"
-for _item in env_list("GRACE_DOCKER_HOSTS", []):
-    _name, _sep, _url = _item.partition("=")
-    if not _sep or not _name.strip() or not _url.strip():
-        raise ImproperlyConfigured(f"GRACE_DOCKER_HOSTS items must look like name=url, got {_item!r}")
-    GRACE_DOCKER_HOSTS[_name.strip()] = _url.strip()
+GRACE_DOCKER_HOSTS = env_map("GRACE_DOCKER_HOSTS", form="name=url")  # "name=url,name=url"
 GRACE_DOCKER_TIMEOUT = env_float("GRACE_DOCKER_TIMEOUT", 10.0, minimum=0.1)
 # tcp:// engines with TLS: a directory with ca.pem, cert.pem and key.pem (as docker's DOCKER_CERT_PATH).
 GRACE_DOCKER_CERT_PATH = env_str("GRACE_DOCKER_CERT_PATH", os.environ.get("DOCKER_CERT_PATH", ""))
