@@ -7,15 +7,11 @@ from django.conf import settings
 
 from grace_site.scheduler import BEAT_TICK_KEY
 from tests.support.processes import start_beat
+from tests.support.runs import wait_for as poll_until
 
 
 def _wait_for_tick(redis_client, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if redis_client.get(BEAT_TICK_KEY):
-            return
-        time.sleep(0.1)
-    raise AssertionError("beat recorded no tick within 30 s")
+    poll_until(lambda: redis_client.get(BEAT_TICK_KEY), timeout=timeout, interval=0.1, what="beat to record a tick")
 
 
 @pytest.mark.django_db(transaction=True)

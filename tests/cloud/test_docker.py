@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 from rest_framework.exceptions import ValidationError
@@ -12,18 +11,13 @@ import remediation.actions.docker  # noqa: F401 - registers the docker actions
 from remediation import contracts
 from remediation.actions.base import ActionError, ActionUnavailable, registry
 from remediation.cloud_status import NotConfigured
+from tests.support.runs import wait_for as poll_until
 
 SECOND = 1_000_000_000  # the engine counts health check intervals in nanoseconds
 
 
 def _poll(predicate, what: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what} did not happen within {timeout} s")
+    return poll_until(predicate, timeout=timeout, what=what)
 
 
 def _run(client, name: str, **kwargs):

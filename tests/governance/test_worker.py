@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from celery import current_app
-from django.db import connection, connections
+from django.db import connections
 from django.utils import timezone
 
 from approvals import services
@@ -20,6 +19,7 @@ from approvals.models import ApprovalRequest, Notification, NotificationChannel
 from remediation.models import HealRun
 from tests.governance.conftest import CONTEXT, resumes
 from tests.support.processes import start_worker
+from tests.support.runs import wait_for as poll_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
@@ -103,14 +103,10 @@ def receiver():
 
 
 def _wait_for(predicate, timeout: float = 60.0, what: str = "condition", worker=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        connection.close_if_unusable_or_obsolete()  # read what the worker committed, not an old snapshot
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}" + (f"; worker log:\n{worker.log()}" if worker else ""))
+    return poll_until(
+        predicate, timeout=timeout, what=what, fresh_reads=True,
+        detail=(lambda: f"worker log:\n{worker.log()}") if worker else None,
+    )  # fmt: skip
 
 
 def _open(run, tier=2):

@@ -3,7 +3,6 @@
 import shutil
 import socket
 import subprocess
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,6 +10,7 @@ import requests
 
 from incidents.models import Incident
 from tests.incidents.conftest import WEBHOOK_TOKEN
+from tests.support.runs import wait_for as poll_until
 
 BINARY = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -51,13 +51,7 @@ def free_port() -> int:
 
 
 def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not met within {timeout} s")
+    return poll_until(predicate, timeout=timeout, interval=0.1, what=what)
 
 
 @pytest.fixture

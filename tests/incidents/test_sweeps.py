@@ -3,7 +3,6 @@
 import os
 import sqlite3
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg
@@ -13,6 +12,7 @@ from django_celery_beat.models import PeriodicTask
 from incidents import defaults, sweeps
 from incidents.models import Incident, SweepTarget
 from incidents.tasks import sweep_sqlite
+from tests.support.runs import wait_for as poll_until
 
 WAL_LIMIT = 256 * 1024
 
@@ -33,13 +33,7 @@ def bloated_sqlite(path) -> tuple[sqlite3.Connection, sqlite3.Connection]:
 
 
 def wait_for(predicate, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met before the deadline")
+    return poll_until(predicate, timeout=timeout, interval=0.1)
 
 
 @pytest.mark.django_db

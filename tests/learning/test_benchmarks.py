@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 import pytest
@@ -16,6 +15,7 @@ from incidents import defaults as incident_defaults
 from learning import benchmarks, defaults
 from learning.models import BenchmarkResult, BenchmarkRun, BenchmarkSuite
 from tests.support.processes import start_beat
+from tests.support.runs import wait_for as poll_until
 
 
 def _point_smoke_at(endpoint, **redis_params) -> None:
@@ -197,13 +197,7 @@ def test_no_regression_gives_a_contract_its_verdict_and_evidence(endpoint):
 
 
 def _poll(predicate, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"nothing matched within {timeout} s")
+    return poll_until(predicate, timeout=timeout, interval=0.1)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -3,7 +3,6 @@
 import json
 import os
 import threading
-import time
 import uuid
 from collections.abc import Callable
 
@@ -14,6 +13,7 @@ from rest_framework.exceptions import ValidationError
 
 from remediation.actions import load_all
 from remediation.actions.base import ActionRefused, ActionUnavailable, TransientActionError
+from tests.support.runs import wait_for as poll_until
 
 REGISTRY = load_all()
 TERMINATE = REGISTRY.get("postgres.terminate_blockers")
@@ -57,12 +57,7 @@ def session(dsn: str, name: str) -> psycopg.Connection:
 
 
 def poll(check: Callable[[], object], timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-    raise AssertionError("condition not reached within the deadline")
+    return poll_until(check, timeout=timeout, interval=0.01)
 
 
 class Blocked:

@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import psutil
 import pytest
@@ -13,6 +12,7 @@ from rest_framework.exceptions import ValidationError
 
 from remediation.actions import load_all
 from remediation.actions.base import ActionError, ActionRefused, ActionUnavailable
+from tests.support.runs import wait_for as poll_until
 
 REGISTRY = load_all()
 SET_LEVEL = REGISTRY.get("service.set_log_level")
@@ -66,12 +66,7 @@ def cleanup():
 
 
 def poll(check, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-    raise AssertionError("condition not reached within the deadline")
+    return poll_until(check, timeout=timeout, interval=0.01)
 
 
 # --- log level -------------------------------------------------------------------

@@ -12,23 +12,38 @@ from remediation.choices import RunStatus
 from remediation.models import HealRun
 
 
-def wait_for(predicate, *, timeout: float = 60.0, interval: float = 0.05, what: str = "condition"):
+def wait_for(
+    predicate,
+    *,
+    timeout: float = 60.0,
+    interval: float = 0.05,
+    what: str = "condition",
+    fresh_reads: bool = False,
+    detail=None,
+):
+    """Poll ``predicate`` until it returns something truthy (returned) or ``timeout`` s pass (AssertionError).
+
+    ``fresh_reads`` starts each poll on a fresh database connection, so a transactional test reads what a
+    worker process committed meanwhile (never inside a test's atomic block). ``detail`` is called on timeout
+    for more to say (a worker's log...).
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if fresh_reads:
+            connection.close_if_unusable_or_obsolete()
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}" + (f"; {detail()}" if detail else ""))
 
 
 def wait_for_run(incident_id: int, *, statuses=RunStatus.TERMINAL, timeout: float = 60.0) -> HealRun:
     def done():
-        connection.close_if_unusable_or_obsolete()
         return HealRun.objects.filter(incident_id=incident_id, status__in=statuses).order_by("-pk").first()
 
     try:
-        return wait_for(done, timeout=timeout, what=f"a run of incident {incident_id} in {statuses}")
+        return wait_for(done, timeout=timeout, what=f"a run of incident {incident_id} in {statuses}", fresh_reads=True)
     except AssertionError:
         runs = list(HealRun.objects.filter(incident_id=incident_id).values("pk", "status", "status_reason"))
         raise AssertionError(f"no run of incident {incident_id} reached {statuses}; runs: {runs}") from None
