@@ -43,6 +43,12 @@ def _steps(run: HealRun) -> list[dict]:
     return list(run.plan.get("steps", []))
 
 
+def _progress(run: HealRun, step: dict, steps: list[dict]) -> None:
+    """Heartbeat between steps; after the last one the stage's transition is the heartbeat."""
+    if step is not steps[-1]:
+        heartbeat(run.pk)
+
+
 def plan_intact(run: HealRun) -> bool:
     return bool(run.plan_hash) and plan_hash(run.plan) == run.plan_hash
 
@@ -52,7 +58,8 @@ def take_snapshots(run: HealRun) -> None:
         transition(run.pk, S.APPROVED, S.BLOCKED, reason="the plan changed after it was approved: nothing executed")
         return
     registry = load_all()
-    for step in _steps(run):
+    steps = _steps(run)
+    for step in steps:
         if Snapshot.objects.filter(run=run, step_index=step["index"]).exists():
             continue
         action = registry.get(step["action"])
@@ -83,7 +90,7 @@ def take_snapshots(run: HealRun) -> None:
                 size_bytes=manifest["bytes"],
             )
             audit.record("snapshot.created", obj=snap, data={"run": run.pk, "step": step["index"], **manifest})
-        heartbeat(run.pk)
+        _progress(run, step, steps)
     transition(run.pk, S.APPROVED, S.SNAPSHOTTED, note="safe-hold snapshots taken", family=run.family)
 
 
@@ -172,15 +179,16 @@ def _run_step(run: HealRun, step: dict) -> StepFailure | None:
         _finish(attempt, AttemptStatus.FAILED, error=str(exc))
         return StepFailure(step["index"], "error", f"{action.name} failed: {exc}", False)
     _finish(attempt, AttemptStatus.SUCCEEDED, result=result or {})
-    heartbeat(run.pk)
     return None
 
 
 def execute(run: HealRun) -> None:
     """Run every step in order (the run is already claimed in EXECUTING)."""
-    for index, step in enumerate(_steps(run)):
+    steps = _steps(run)
+    for index, step in enumerate(steps):
         failure = _run_step(run, step)
         if failure is None:
+            _progress(run, step, steps)
             continue
         if index == 0 and failure.changed_nothing:
             transition(run.pk, S.EXECUTING, S.BLOCKED, reason=failure.reason, data={"step": failure.step})
@@ -196,15 +204,16 @@ def execute(run: HealRun) -> None:
 def verify(run: HealRun) -> None:
     registry = load_all()
     results: list[tuple[int, contracts.PredicateResult]] = []
+    steps = _steps(run)
     try:
-        for step in _steps(run):
+        for step in steps:
             action = registry.get(step["action"])
             state = _snapshot_state(run, step["index"])
             for r in contracts.verify(
                 step["contract"], lambda a=action, p=step["params"]: a.observe(p), step["params"], state
             ):
                 results.append((step["index"], r))
-            heartbeat(run.pk)
+            _progress(run, step, steps)
     except SoftTimeLimitExceeded:
         transition(
             run.pk, S.VERIFYING, S.ROLLING_BACK, family=run.family,

@@ -115,9 +115,12 @@ def heartbeat(run_id: int) -> None:
 
 
 def claim(run: HealRun) -> bool:
-    """Enter a stage as the only worker: compare-and-set on the heartbeat and reaper count just read."""
-    return bool(
-        HealRun.objects.filter(
-            pk=run.pk, status=run.status, heartbeat_at=run.heartbeat_at, reaper_tries=run.reaper_tries
-        ).update(heartbeat_at=timezone.now())
-    )
+    """Enter a stage as the only worker: compare-and-set on the heartbeat and reaper count just read.
+    On success ``run`` holds the new heartbeat, so it is the row as committed."""
+    now = timezone.now()
+    claimed = HealRun.objects.filter(
+        pk=run.pk, status=run.status, heartbeat_at=run.heartbeat_at, reaper_tries=run.reaper_tries
+    ).update(heartbeat_at=now)
+    if claimed:
+        run.heartbeat_at = now
+    return bool(claimed)

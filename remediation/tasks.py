@@ -83,7 +83,7 @@ def resume_run(run_id: int) -> None:
 def snapshot_run(run_id: int) -> None:
     run = HealRun.objects.filter(pk=run_id, status=S.APPROVED).first()
     if run is not None and claim(run):
-        execution.take_snapshots(HealRun.objects.get(pk=run_id))
+        execution.take_snapshots(run)
 
 
 @shared_task(name="remediation.execute_run", **_long)
@@ -94,23 +94,24 @@ def execute_run(run_id: int) -> None:
     if run.status == S.SNAPSHOTTED:
         if not transition(run_id, S.SNAPSHOTTED, S.EXECUTING, note="executing", advance=False):
             return
+        run.status = S.EXECUTING  # the stage only reads the plan, which a transition never changes
     elif run.status != S.EXECUTING or not _reentrant(run):
         return
-    execution.execute(HealRun.objects.get(pk=run_id))
+    execution.execute(run)
 
 
 @shared_task(name="remediation.verify_run", **_long)
 def verify_run(run_id: int) -> None:
     run = HealRun.objects.filter(pk=run_id, status=S.VERIFYING).first()
     if run is not None and claim(run):
-        execution.verify(HealRun.objects.get(pk=run_id))
+        execution.verify(run)
 
 
 @shared_task(name="remediation.rollback_run", **_long)
 def rollback_run(run_id: int) -> None:
     run = HealRun.objects.filter(pk=run_id, status=S.ROLLING_BACK).first()
     if run is not None and claim(run):
-        execution.rollback(HealRun.objects.get(pk=run_id))
+        execution.rollback(run)
 
 
 @shared_task(name="remediation.record_outcome", **_short)
