@@ -25,8 +25,11 @@ def root() -> Path:
 
 
 def directory_for(run_id: int, step_index: int) -> Path:
-    path = root() / f"run-{run_id}" / f"step-{step_index}"
-    path.mkdir(parents=True, exist_ok=True)
+    path = root() / f"run-{run_id}-step-{step_index}"
+    try:
+        path.mkdir(exist_ok=True)
+    except FileNotFoundError:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
