@@ -5,7 +5,9 @@ import redis
 from django.conf import settings
 
 from tests.support import audit as audit_lock
-from tests.support.processes import start_worker
+from tests.support.processes import ALL_QUEUES, start_worker
+
+QUEUES = ALL_QUEUES.split(",")
 
 if not os.environ.get("REDIS_URL"):
     raise pytest.UsageError(
@@ -42,18 +44,64 @@ def redis_client():
     client.close()
 
 
+def purge_queues() -> None:
+    """Empty GRACE's queues on the broker: what one test published never runs in another."""
+    from grace_site.celery import app
+
+    with app.connection_for_write() as conn:
+        for queue in QUEUES:
+            conn.default_channel.queue_purge(queue)
+
+
+@pytest.fixture(autouse=True)
+def _broker_isolation():
+    """Tasks a test publishes run only on the worker it asked for (``celery_worker``), never on
+    the session's worker after the test ended: its queues are emptied after every test."""
+    yield
+    purge_queues()
+
+
 class WorkerPool:
-    """The session's real Celery worker process; a test may kill it (SIGKILL) and start a new one."""
+    """The session's real Celery worker process; a test may kill it (SIGKILL) and start a new one.
+
+    It consumes GRACE's queues only while a test holds the ``celery_worker`` fixture: tests that
+    publish tasks without asking for a worker see them stay queued (and purged afterwards) instead
+    of running, concurrently with the test or its database teardown.
+    """
 
     def __init__(self, tmp_dir):
         self.tmp_dir = tmp_dir
         self.worker = None
         self.name = ""
+        self.consuming = False
 
     def ensure(self) -> str:
+        """A live worker consuming every queue (started if there is none)."""
         if self.worker is None or self.worker.proc.poll() is not None:
             self.worker, self.name = start_worker(self.tmp_dir)
+            self.consuming = True
+        elif not self.consuming:
+            self._control("add_consumer")
+            self.consuming = True
         return self.name
+
+    def pause(self) -> None:
+        """Stop consuming, then wait for what the worker already took to finish."""
+        if self.worker is None or self.worker.proc.poll() is not None:
+            return
+        self.drain()
+        if self.consuming:
+            self._control("cancel_consumer")
+            self.consuming = False
+        self.drain()
+
+    def _control(self, command: str) -> None:
+        from grace_site.celery import app
+
+        for queue in QUEUES:
+            replies = getattr(app.control, command)(queue, destination=[self.name], reply=True, timeout=10)
+            if not replies:
+                raise RuntimeError(f"worker {self.name} did not answer {command} {queue}")
 
     def kill_hard(self) -> None:
         """SIGKILL the worker and its prefork children: nothing is acknowledged or cleaned up."""
@@ -85,6 +133,7 @@ class WorkerPool:
     def stop(self) -> None:
         if self.worker is not None:
             self.worker.stop()
+        self.consuming = False
 
 
 @pytest.fixture(scope="session")
@@ -100,7 +149,7 @@ def celery_worker(worker_pool, django_db_blocker):
     with django_db_blocker.unblock():
         name = worker_pool.ensure()
     yield name
-    worker_pool.drain()
+    worker_pool.pause()
 
 
 @pytest.fixture
