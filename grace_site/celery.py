@@ -2,7 +2,7 @@
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "grace_site.settings")
@@ -11,3 +11,18 @@ app = Celery("grace")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = [Queue(name) for name in ("heal.local", "heal.cloud", "sweeps", "benchmarks", "default")]
 app.autodiscover_tasks(["grace_site", "approvals", "incidents", "remediation", "learning"])
+
+
+# Celery's Django fixup closes every database connection before and after each task whatever
+# CONN_MAX_AGE says, so each pipeline stage would open a new PostgreSQL session (about 4 ms).
+# settings.CELERY_DB_REUSE_MAX turns that off when connections are meant to persist, and tasks
+# get Django's request lifecycle instead: before and after each task, connections that are
+# broken, left in a transaction or older than CONN_MAX_AGE are closed; healthy ones are kept.
+@signals.task_prerun.connect
+@signals.task_postrun.connect
+def _close_old_connections(sender=None, **kwargs) -> None:
+    if sender is not None and getattr(sender.request, "is_eager", False):
+        return  # an eager task runs inside its caller's transaction
+    from django.db import close_old_connections
+
+    close_old_connections()

@@ -217,6 +217,9 @@ CELERY_BEAT_SCHEDULER = "grace_site.scheduler:GraceScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
+# Celery's own per-task close of every connection (see grace_site/celery.py): only when
+# connections are not meant to persist; otherwise connections are recycled by age and health.
+CELERY_DB_REUSE_MAX = 10_000 if DATABASES["default"].get("CONN_MAX_AGE") else None
 # Beat entries are synced into django-celery-beat's tables, editable in the admin.
 # Each carries an expiry so a backlog after downtime does not fire a storm.
 CELERY_BEAT_SCHEDULE: dict = {}
