@@ -43,6 +43,7 @@ from celery import chain  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
+from django.utils import timezone  # noqa: E402
 from rest_framework.authtoken.models import Token  # noqa: E402
 
 from bench.floor_tasks import audited_step  # noqa: E402
@@ -136,7 +137,12 @@ def succeeded_at(incident_id: int, timeout: float = 60) -> float:
                 raise RuntimeError(f"incident {incident_id}: run ended {ev[0]}: {ev[2]}")
             return ev[1].timestamp()
         time.sleep(POLL_S)
-    raise RuntimeError(f"incident {incident_id}: no finished run after {timeout} s")
+    incident = Incident.objects.get(pk=incident_id)
+    runs = list(HealRun.objects.filter(incident_id=incident_id).values_list("pk", "status"))
+    raise RuntimeError(
+        f"incident {incident_id} ({incident.status}, diagnosis {incident.diagnosis_code}): "
+        f"no finished run after {timeout} s; runs: {runs or 'none'}"
+    )
 
 
 def settle(incident_id: int, timeout: float = 60) -> None:
@@ -150,8 +156,6 @@ def settle(incident_id: int, timeout: float = 60) -> None:
 
 def floor_run() -> int:
     """A run for the audited floor chain to flip between two non-terminal states."""
-    from django.utils import timezone
-
     now = timezone.now()
     incident = Incident.objects.create(
         fingerprint=f"bench-floor-{os.getpid()}-{time.time()}", source="api", title="benchmark floor",
@@ -164,6 +168,12 @@ def main() -> None:
     token, db = setup()
     tmp = Path(settings.VAR_DIR) / "bench"
     tmp.mkdir(parents=True, exist_ok=True)
+    # Start from an idle broker: tasks another benchmark published (bench_ingest hands thousands of
+    # incidents to a pipeline it never runs) would otherwise queue ahead of every run measured here.
+    with app.connection_for_write() as conn:
+        dropped = sum(conn.default_channel.queue_purge(q.name) or 0 for q in app.conf.task_queues)
+    if dropped:
+        print(f"dropped {dropped} queued task(s) left by earlier work on this broker")
     port = 18000 + os.getpid() % 1000
     env_worker = [sys.executable, "-m", "celery", "-A", "grace_site", "worker", "-Q",
                   "heal.local,heal.cloud,sweeps,benchmarks,default", "-c", "2", "-n", f"bench-{os.getpid()}@localhost",
@@ -203,6 +213,7 @@ def main() -> None:
         floor_ms = [timed_chain(audited_step.si(floor_id)) for _ in range(RUNS)]
 
         e2e_ms = []
+        latency_from = timezone.now()
         for i in range(RUNS):
             iid, t0 = post(session, url, token, i, db)
             e2e_ms.append((succeeded_at(iid) - t0) * 1000)
@@ -219,7 +230,11 @@ def main() -> None:
 
     # Where the time goes: the gap before each timeline entry of the latency runs, p50 per entry.
     gaps: dict[str, list[float]] = {}
-    latency_runs = HealRun.objects.filter(playbook__name="bench-analyze", incident__service__regex=r"^bench-[0-9]+$")
+    latency_runs = HealRun.objects.filter(
+        playbook__name="bench-analyze",
+        incident__service__in=[f"bench-{i}" for i in range(RUNS)],
+        incident__created_at__gte=latency_from,
+    ).select_related("incident")
     for run in latency_runs.prefetch_related("events"):
         events = [e for e in run.events.all() if e.to_status]
         created = run.incident.created_at
