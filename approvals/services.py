@@ -64,7 +64,7 @@ def required_approvals(tier: int) -> int:
 
 
 def _resume(run_id: int) -> None:
-    current_app.send_task(RESUME_TASK, args=[run_id], queue="heal.local")
+    current_app.send_task(RESUME_TASK, args=[run_id], queue="heal.local", ignore_result=True)
 
 
 def _resume_on_commit(run_id: int) -> None:

@@ -179,13 +179,13 @@ def reap(*, now=None) -> dict[str, int]:
         outcome_record__isnull=True,
     ).values_list("pk", flat=True)[:500]  # fmt: skip
     for run_id in unrecorded:
-        current_app.send_task("remediation.record_outcome", args=[run_id], queue="heal.local")
+        current_app.send_task("remediation.record_outcome", args=[run_id], queue="heal.local", ignore_result=True)
         counts["outcomes"] += 1
     lost_before = now - timedelta(seconds=settings.GRACE_HANDOFF_GRACE_SECONDS)
     orphans = Incident.objects.filter(
         status=IncidentStatus.OPEN, created_at__lt=lost_before, heal_runs__isnull=True
     ).values_list("pk", flat=True)[:500]
     for incident_id in orphans:
-        current_app.send_task("remediation.start_run", args=[incident_id], queue="heal.local")
+        current_app.send_task("remediation.start_run", args=[incident_id], queue="heal.local", ignore_result=True)
         counts["started"] += 1
     return counts

@@ -52,7 +52,7 @@ def dispatch(run_id: int, status: str, *, family: str = "") -> None:
     if task is None:
         return
     queue = "heal.cloud" if status in ACTION_STAGES and family and family != Family.LOCAL else "heal.local"
-    transaction.on_commit(lambda: current_app.send_task(task, args=[run_id], queue=queue))
+    transaction.on_commit(lambda: current_app.send_task(task, args=[run_id], queue=queue, ignore_result=True))
 
 
 def transition(
@@ -91,7 +91,9 @@ def transition(
         )
         if new in RunStatus.TERMINAL:
             transaction.on_commit(
-                lambda: current_app.send_task("remediation.record_outcome", args=[run_id], queue="heal.local")
+                lambda: current_app.send_task(
+                    "remediation.record_outcome", args=[run_id], queue="heal.local", ignore_result=True
+                )
             )
         elif advance:
             if family is None and new in ACTION_STAGES:

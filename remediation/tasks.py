@@ -38,6 +38,10 @@ _long = {
     "soft_time_limit": settings.GRACE_TASK_SOFT_TIME_LIMIT,
     "time_limit": settings.GRACE_TASK_TIME_LIMIT,
 }
+# Pipeline stages report through the run's timeline, never through a task result: nobody waits on
+# them, so no result is written to the backend (one Redis write and publish less per stage).
+_stage = {**_short, "ignore_result": True}
+_long_stage = {**_long, "ignore_result": True}
 
 
 def _reentrant(run: HealRun) -> bool:
@@ -49,13 +53,13 @@ def _reentrant(run: HealRun) -> bool:
     return claim(run)
 
 
-@shared_task(name="remediation.start_run", **_short)
+@shared_task(name="remediation.start_run", **_stage)
 def start_run(incident_id: int) -> int | None:
     run = pipeline.start_run(incident_id)
     return run.pk if run else None
 
 
-@shared_task(name="remediation.start_runs", **_short)
+@shared_task(name="remediation.start_runs", **_stage)
 def start_runs(incident_ids: list[int]) -> int:
     """A batch hand-off from intake: one start_run message per incident, so each starts and retries on its own."""
     with current_app.producer_or_acquire() as producer:
@@ -64,29 +68,29 @@ def start_runs(incident_ids: list[int]) -> int:
     return len(incident_ids)
 
 
-@shared_task(name="remediation.plan_run", **_short)
+@shared_task(name="remediation.plan_run", **_stage)
 def plan_run(run_id: int) -> None:
     pipeline.plan(run_id)
 
 
-@shared_task(name="remediation.gate_run", **_short)
+@shared_task(name="remediation.gate_run", **_stage)
 def gate_run(run_id: int) -> None:
     pipeline.gate(run_id)
 
 
-@shared_task(name="remediation.resume_run", **_short)
+@shared_task(name="remediation.resume_run", **_stage)
 def resume_run(run_id: int) -> None:
     pipeline.resume(run_id)
 
 
-@shared_task(name="remediation.snapshot_run", **_long)
+@shared_task(name="remediation.snapshot_run", **_long_stage)
 def snapshot_run(run_id: int) -> None:
     run = HealRun.objects.filter(pk=run_id, status=S.APPROVED).first()
     if run is not None and claim(run):
         execution.take_snapshots(run)
 
 
-@shared_task(name="remediation.execute_run", **_long)
+@shared_task(name="remediation.execute_run", **_long_stage)
 def execute_run(run_id: int) -> None:
     run = HealRun.objects.filter(pk=run_id).first()
     if run is None:
@@ -100,26 +104,26 @@ def execute_run(run_id: int) -> None:
     execution.execute(run)
 
 
-@shared_task(name="remediation.verify_run", **_long)
+@shared_task(name="remediation.verify_run", **_long_stage)
 def verify_run(run_id: int) -> None:
     run = HealRun.objects.filter(pk=run_id, status=S.VERIFYING).first()
     if run is not None and claim(run):
         execution.verify(run)
 
 
-@shared_task(name="remediation.rollback_run", **_long)
+@shared_task(name="remediation.rollback_run", **_long_stage)
 def rollback_run(run_id: int) -> None:
     run = HealRun.objects.filter(pk=run_id, status=S.ROLLING_BACK).first()
     if run is not None and claim(run):
         execution.rollback(run)
 
 
-@shared_task(name="remediation.record_outcome", **_short)
+@shared_task(name="remediation.record_outcome", **_stage)
 def record_outcome(run_id: int) -> None:
     lifecycle.record_outcome(run_id)
 
 
-@shared_task(name="remediation.cancel_for_incident", **_short)
+@shared_task(name="remediation.cancel_for_incident", **_stage)
 def cancel_for_incident(incident_id: int) -> int:
     return lifecycle.cancel_for_incident(incident_id)
 
