@@ -23,6 +23,7 @@ actually executes.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from fnmatch import fnmatchcase
@@ -267,22 +268,43 @@ def _annotate(tally: _Tally, rule: PolicyRule, note: str) -> None:
             return
 
 
-def consume_action_budget(facts: PlanFacts, *, now: datetime | None = None) -> tuple[bool, str]:
+def consume_action_budget(facts: PlanFacts, *, spender: str = "", now: datetime | None = None) -> tuple[bool, str]:
     """Spend one hit of every applying hourly limit for the plan's target.
 
     Returns ``(False, reason)`` and spends nothing more once a limit is spent.
+    ``spender`` (a run, say) makes the call idempotent: a redelivered task that
+    already spent its hit is neither charged again nor blocked by its own hit.
     Raises ``redis.RedisError`` when the budget store is unreachable.
     """
     now = now or timezone.now()
     limits_ = [rule for rule, _ in applying_rules(facts, now) if rule.effect == Effect.LIMIT]
+    if not limits_:
+        return True, ""
     limiter = _limiter()
-    for rule in limits_:
+    client = limiter.storage.get_connection()
+    markers = {rule.pk: _spent_marker(rule, facts, spender) for rule in limits_} if spender else {}
+    # Markers are written after the hit: a crash between the two over-counts (fails closed), never under-counts.
+    paid = (
+        {pk for pk, seen in zip(markers, client.mget(list(markers.values())), strict=True) if seen}
+        if markers
+        else set()
+    )
+    due = [rule for rule in limits_ if rule.pk not in paid]
+    for rule in due:
         if not limiter.test(_budget_item(rule), *_budget_key(rule, facts)):
             return False, _spent(rule, facts)
-    for rule in limits_:
+    for rule in due:
         if not limiter.hit(_budget_item(rule), *_budget_key(rule, facts)):
             return False, _spent(rule, facts)
+        if spender:
+            client.set(markers[rule.pk], 1, ex=_budget_item(rule).get_expiry())
     return True, ""
+
+
+def _spent_marker(rule: PolicyRule, facts: PlanFacts, spender: str) -> str:
+    rule_key, target = _budget_key(rule, facts)
+    digest = hashlib.sha256(f"{rule_key}|{target}|{spender}".encode()).hexdigest()[:32]
+    return f"{LIMIT_NAMESPACE}:spent:{digest}"
 
 
 def _spent(rule: PolicyRule, facts: PlanFacts) -> str:

@@ -170,7 +170,7 @@ def gate(run_id: int) -> None:
             reason=f"{mode}: planned and gated at tier {tier} ({needs}); nothing executed",
         )  # fmt: skip
     if tier == 1:
-        ok, why = governance.consume_action_budget(facts)
+        ok, why = governance.consume_action_budget(facts, spender=f"run-{run.pk}")
         if not ok:
             return transition(run.pk, S.PLANNED, S.BLOCKED, reason=f"policy: {why}", fields=fields)
         return transition(
@@ -244,7 +244,7 @@ def resume(run_id: int) -> None:
         return
     state = approvals.approval_state(run.pk, run.plan_hash)
     if state == "approved":
-        ok, why = governance.consume_action_budget(_facts(run))
+        ok, why = governance.consume_action_budget(_facts(run), spender=f"run-{run.pk}")
         if not ok:
             transition(run.pk, S.AWAITING_APPROVAL, S.BLOCKED, reason=f"policy: {why}")
             return

@@ -21,9 +21,10 @@ def plan_hash(text: str = "plan") -> str:
 
 @pytest.fixture(autouse=True)
 def _fresh_budgets(redis_client):
-    """Hourly budgets are keyed by rule id, which a rolled-back test may reuse."""
-    for key in redis_client.scan_iter(match="LIMITS*grace-policy*"):
-        redis_client.delete(key)
+    """Hourly budgets (and who paid into them) are keyed by rule id, which a rolled-back test may reuse."""
+    for pattern in ("LIMITS*grace-policy*", "grace-policy:spent:*"):
+        for key in redis_client.scan_iter(match=pattern):
+            redis_client.delete(key)
     yield
 
 

@@ -160,6 +160,22 @@ def test_with_a_limit_of_three_per_hour_the_fourth_action_on_a_target_is_blocked
     assert policy.consume_action_budget(other_target) == (True, "")
 
 
+def test_a_spender_is_charged_once_however_often_its_task_is_redelivered(redis_client):
+    _rule("one-per-hour", "limit", max_per_hour=1)
+
+    first = policy.consume_action_budget(FACTS, spender="run-41")
+    # The same run again (a gate task redelivered after its transition failed): not charged
+    # twice, and not blocked by the hit it already made.
+    again = policy.consume_action_budget(FACTS, spender="run-41")
+    other = policy.consume_action_budget(FACTS, spender="run-42")
+
+    assert first == again == (True, "")
+    assert other == (False, "hourly budget of rule one-per-hour spent: 1 action(s) per hour on /srv/orders.sqlite3")
+    markers = list(redis_client.scan_iter(f"{policy.LIMIT_NAMESPACE}:spent:*"))
+    assert len(markers) == 1
+    assert 0 < redis_client.ttl(markers[0]) <= 3600  # gone with the hour its hit counts in
+
+
 def test_evaluate_does_not_spend_the_budget():
     _rule("one-per-hour", "limit", max_per_hour=1)
 
