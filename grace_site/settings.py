@@ -282,6 +282,10 @@ GRACE_PG_APPLICATION_NAME = env_str("GRACE_PG_APPLICATION_NAME", "grace")
 GRACE_PG_PROTECTED_APPLICATIONS = env_list("GRACE_PG_PROTECTED_APPLICATIONS", [])
 # Services GRACE may restart or reconfigure (JSON file; missing file = none).
 GRACE_SERVICES_FILE = Path(env_str("GRACE_SERVICES_FILE", str(VAR_DIR / "services.json")))
+# Hosts http.probe may contact (fnmatch patterns on the URL's host; "*" for any host).
+GRACE_PROBE_ALLOWED_HOSTS = [
+    host.lower() for host in env_list("GRACE_PROBE_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "::1"])
+]
 # cache.clear keeps what it removes up to this size; above it the step is refused unless it allows no snapshot.
 GRACE_CACHE_SNAPSHOT_MAX_BYTES = env_int("GRACE_CACHE_SNAPSHOT_MAX_BYTES", 256 * 1024 * 1024, minimum=0)
 # resilience: retries of transient errors, circuit breakers and rate limits per (action, target), state in Redis

@@ -84,3 +84,32 @@ def test_only_http_and_https_urls_are_accepted(url):
         PROBE.validate({"url": url})
 
     assert "url" in exc.value.detail
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",  # a cloud metadata service
+        "http://internal-admin.example.com/",
+        "http://127.0.0.1@evil.example.com/",  # userinfo that looks like an allowed host
+        "http://localhost.evil.example.com/",
+        "http://[fe80::1]/",
+    ],
+)
+def test_hosts_outside_the_allow_list_are_refused_before_any_request(url):
+    with pytest.raises(ValidationError) as exc:
+        PROBE.validate({"url": url})
+
+    assert "GRACE_PROBE_ALLOWED_HOSTS" in str(exc.value.detail["url"])
+
+
+def test_the_allow_list_takes_host_patterns(settings, server):
+    settings.GRACE_PROBE_ALLOWED_HOSTS = ["*.svc.example.com", "127.0.0.*"]
+
+    assert PROBE.validate({"url": "https://orders.svc.example.com/healthz"})
+    assert PROBE.validate({"url": "https://ORDERS.svc.example.com./healthz"})  # case and the root dot
+    assert PROBE.observe(PROBE.validate({"url": f"{server}/health"}))["status"] == 200
+    with pytest.raises(ValidationError):
+        PROBE.validate({"url": "https://svc.example.com.attacker.net/"})
+    with pytest.raises(ValidationError):
+        PROBE.validate({"url": "http://localhost/"})  # no longer listed

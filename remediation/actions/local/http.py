@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import time
+from fnmatch import fnmatchcase
+from urllib.parse import urlsplit
 
 import requests
+from django.conf import settings
 from rest_framework import serializers
 
 from remediation.actions.base import Action, registry
@@ -20,7 +23,18 @@ class ProbeParams(serializers.Serializer):
     def validate_url(self, value: str) -> str:
         if not value.lower().startswith(("http://", "https://")):
             raise serializers.ValidationError("must be an http:// or https:// URL")
+        host = urlsplit(value).hostname or ""
+        if not host_allowed(host):
+            raise serializers.ValidationError(
+                f"host {host!r} is not in GRACE_PROBE_ALLOWED_HOSTS ({', '.join(settings.GRACE_PROBE_ALLOWED_HOSTS)})"
+            )
         return value
+
+
+def host_allowed(host: str) -> bool:
+    """Whether ``host`` (as the URL names it, before any DNS) matches an allowed pattern."""
+    host = host.lower().rstrip(".")
+    return bool(host) and any(fnmatchcase(host, pattern) for pattern in settings.GRACE_PROBE_ALLOWED_HOSTS)
 
 
 def probe(params: dict) -> dict:
