@@ -271,6 +271,7 @@ registry.register(
         idempotent=False,
         timeout=60,
         target_param="group",
+        scope_params=("account", "region"),
         description="Set an Auto Scaling group's desired capacity (absolute or by increment), within min..max.",
         default_contract=[
             {"field": "desired_capacity", "op": "==", "value": "{snapshot.target}", "within": 300},
@@ -333,6 +334,7 @@ registry.register(
         idempotent=False,
         timeout=60,
         target_param="instance_id",
+        scope_params=("account", "region"),
         description="Reboot a running EC2 instance; it must come back running with both status checks ok.",
         default_contract=[
             {"field": "state", "op": "==", "value": "running", "within": 600},
@@ -398,6 +400,7 @@ registry.register(
         idempotent=False,
         timeout=60,
         target_param="db_instance",
+        scope_params=("account", "region"),
         description="Reboot an RDS instance (optionally with a Multi-AZ failover); it must be available again.",
         default_contract=[{"field": "status", "op": "==", "value": "available", "within": 900}],
     )

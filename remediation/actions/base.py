@@ -67,8 +67,11 @@ class Action:
     snapshot: Snapshot | None = None
     rollback: Rollback | None = None
     description: str = ""
-    # The parameter that names what the action touches (breakers, rate limits, cooldowns).
+    # The parameter that names what the action touches (breakers, rate limits, cooldowns)...
     target_param: str = ""
+    # ...and those that tell two same-named things apart (engine, account and region, context
+    # and namespace), outermost first; empty ones (the configured default) are left out.
+    scope_params: tuple[str, ...] = ()
     # Contract used when a playbook step declares none.
     default_contract: list[dict] = field(default_factory=list)
 
@@ -79,7 +82,11 @@ class Action:
         return dict(serializer.validated_data)
 
     def target(self, params: dict) -> str:
-        return f"{self.family}:{params.get(self.target_param, '')}" if self.target_param else self.family
+        """What the step touches, e.g. ``local:/srv/orders.sqlite3`` or ``kubernetes:prod/payments/web``."""
+        if not self.target_param:
+            return self.family
+        parts = [str(params[name]) for name in self.scope_params if params.get(name)]
+        return f"{self.family}:{'/'.join([*parts, str(params.get(self.target_param, ''))])}"
 
     @property
     def reversible(self) -> bool:

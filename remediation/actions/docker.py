@@ -206,6 +206,7 @@ registry.register(
         idempotent=False,
         timeout=120,
         target_param="container",
+        scope_params=("host",),
         description="Restart a container; it must be running again (and healthy, when it has a health check).",
         default_contract=[
             {"field": "started_at", "op": "!=", "value": "{snapshot.started_at}"},
@@ -338,6 +339,7 @@ registry.register(
         idempotent=True,
         timeout=180,
         target_param="service",
+        scope_params=("host", "project"),
         description="Scale a compose service's running containers up (from its existing config) or down.",
         default_contract=[{"field": "running_replicas", "op": "==", "value": "{params.replicas}", "within": 60}],
     )

@@ -238,6 +238,7 @@ registry.register(
         idempotent=False,
         timeout=60,
         target_param="deployment",
+        scope_params=("context", "namespace"),
         description="Restart a deployment's pods the way kubectl rollout restart does; wait for the rollout.",
         default_contract=[
             {"field": "restarted_at", "op": "!=", "value": "{snapshot.restarted_at}"},
@@ -279,6 +280,7 @@ registry.register(
         idempotent=True,
         timeout=60,
         target_param="deployment",
+        scope_params=("context", "namespace"),
         description="Scale a deployment; the new replica count must be ready.",
         default_contract=[
             {"field": "replicas", "op": "==", "value": "{params.replicas}"},
@@ -372,6 +374,7 @@ registry.register(
         idempotent=True,
         timeout=60,
         target_param="pod",
+        scope_params=("context", "namespace"),
         description="Delete a crash-looping pod that a controller owns, so the controller replaces it.",
         default_contract=[{"field": "uid", "op": "!=", "value": "{snapshot.uid}", "within": 120}],
     )

@@ -49,8 +49,31 @@ def test_each_cloud_action_declares_what_the_pipeline_needs(action):
     assert action.tier in (1, 2, 3)
     assert 0 < action.timeout <= 300
     assert action.target_param in action.params().fields
+    assert action.scope_params and set(action.scope_params) <= set(action.params().fields)
     assert action.snapshot is not None  # contracts compare against the state before the action
     validate_contract(action.default_contract)
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "same", "other"),
+    [
+        ("docker.container.restart", {"container": "api-1"}, "docker:api-1", {"host": "edge-2"}),
+        ("docker.service.scale", {"project": "shop", "service": "api", "replicas": 2}, "docker:shop/api",
+         {"project": "blog"}),
+        ("k8s.deployment.scale", {"namespace": "shop", "deployment": "api", "replicas": 2}, "kubernetes:shop/api",
+         {"namespace": "blog"}),
+        ("k8s.pod.delete", {"namespace": "shop", "pod": "api-1"}, "kubernetes:shop/api-1", {"context": "prod-eu"}),
+        ("aws.ec2.reboot", {"instance_id": "i-0123456789abcdef0"}, "aws:i-0123456789abcdef0",
+         {"region": "eu-west-1"}),
+    ],
+)  # fmt: skip
+def test_same_named_things_elsewhere_are_other_targets(name, params, same, other):
+    """Breakers, rate limits, cooldowns and hourly budgets are per target: a deployment called
+    api in another namespace, or a container on another engine, is not the same thing."""
+    action = registry.get(name)
+
+    assert action.target(params) == same
+    assert action.target({**params, **other}) != same
 
 
 def test_only_actions_with_a_real_inverse_can_be_rolled_back():
