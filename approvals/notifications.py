@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import timedelta
 from functools import partial
 
 import requests
@@ -137,7 +138,13 @@ def deliver(notification_id: int) -> str:
     notification = Notification.objects.select_related("channel").filter(pk=notification_id).first()
     if notification is None or notification.status != DeliveryStatus.QUEUED:
         return notification.status if notification else "missing"
-    Notification.objects.filter(pk=notification_id).update(attempts=F("attempts") + 1)
+    # Claim the attempt: of two deliveries of one notification (a redriven hand-off beside a late
+    # original), only the one that counts the attempt first sends.
+    claimed = Notification.objects.filter(
+        pk=notification_id, status=DeliveryStatus.QUEUED, attempts=notification.attempts
+    ).update(attempts=F("attempts") + 1)
+    if not claimed:
+        return "busy"
     sender = _send_webhook if notification.channel.kind == ChannelKind.WEBHOOK else _send_email
     try:
         sender(notification)
@@ -151,6 +158,24 @@ def deliver(notification_id: int) -> str:
         status=DeliveryStatus.SENT, sent_at=timezone.now(), last_error=""
     )
     return DeliveryStatus.SENT
+
+
+def redrive(now=None) -> int:
+    """Queue again the deliveries never attempted since they were written: their hand-off to the
+    broker was lost (it was down at commit, or the process died right after). Only notifications
+    older than ``GRACE_NOTIFY_REDRIVE_AFTER`` and from the last day; one being retried has attempts."""
+    now = now or timezone.now()
+    ids = list(
+        Notification.objects.filter(
+            status=DeliveryStatus.QUEUED,
+            attempts=0,
+            created_at__lte=now - timedelta(seconds=settings.GRACE_NOTIFY_REDRIVE_AFTER),
+            created_at__gte=now - timedelta(days=1),
+        ).values_list("pk", flat=True)
+    )
+    for notification_id in ids:
+        _enqueue(notification_id)
+    return len(ids)
 
 
 def mark_failed(notification_id: int, error: str) -> None:

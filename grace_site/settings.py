@@ -350,6 +350,8 @@ GRACE_POLICY_RECENT_FAILURES = env_int("GRACE_POLICY_RECENT_FAILURES", 2, minimu
 GRACE_NOTIFY_MAX_RETRIES = env_int("GRACE_NOTIFY_MAX_RETRIES", 5, minimum=0)
 GRACE_NOTIFY_RETRY_BACKOFF = env_int("GRACE_NOTIFY_RETRY_BACKOFF", 30, minimum=1)
 GRACE_NOTIFY_TIMEOUT = env_float("GRACE_NOTIFY_TIMEOUT", 10.0, minimum=0.1)
+# A notification still unattempted this long after it was written lost its hand-off: beat queues it again.
+GRACE_NOTIFY_REDRIVE_AFTER = env_int("GRACE_NOTIFY_REDRIVE_AFTER", 120, minimum=10)
 # Deliveries can be placed on workers with outbound network access.
 GRACE_NOTIFY_QUEUE = env_str("GRACE_NOTIFY_QUEUE", "default")
 GRACE_BASE_URL = env_str("GRACE_BASE_URL", f"http://127.0.0.1:{GRACE_PORT}").rstrip("/")

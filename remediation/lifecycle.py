@@ -60,15 +60,18 @@ def record_outcome(run_id: int) -> None:
         intake.set_status(incident.pk, IncidentStatus.RESOLVED, reason=f"healed by run #{run.pk}",
                           expected=(IncidentStatus.HEALING, IncidentStatus.OPEN))  # fmt: skip
     elif run.status in ESCALATING:
-        if intake.set_status(incident.pk, IncidentStatus.ESCALATED, reason=f"run #{run.pk}: {run.status_reason}",
-                             expected=(IncidentStatus.HEALING, IncidentStatus.OPEN)):  # fmt: skip
-            event = "run.failed" if run.status in (S.FAILED, S.ROLLED_BACK) else "run.escalated"
-            approvals.notify(
-                event,
-                run_id=run.pk,
-                summary=f"{incident.title}: {run.status} — {run.status_reason}",
-                context={"incident": incident.pk, "service": incident.service, "status": run.status},
-            )
+        # One transaction: a task that dies after the escalation cannot lose its notification,
+        # since a redelivered one would find the incident escalated and notify nobody.
+        with transaction.atomic():
+            if intake.set_status(incident.pk, IncidentStatus.ESCALATED, reason=f"run #{run.pk}: {run.status_reason}",
+                                 expected=(IncidentStatus.HEALING, IncidentStatus.OPEN)):  # fmt: skip
+                event = "run.failed" if run.status in (S.FAILED, S.ROLLED_BACK) else "run.escalated"
+                approvals.notify(
+                    event,
+                    run_id=run.pk,
+                    summary=f"{incident.title}: {run.status} — {run.status_reason}",
+                    context={"incident": incident.pk, "service": incident.service, "status": run.status},
+                )
     elif run.status in (S.SIMULATED, S.CANCELLED):
         intake.set_status(incident.pk, IncidentStatus.OPEN, reason=f"run #{run.pk} {run.status.lower()}",
                           expected=(IncidentStatus.HEALING,))  # fmt: skip

@@ -1,7 +1,12 @@
 """Which channels an event goes to, what a webhook receives, and that notifying never breaks the caller."""
 
+import threading
+import time
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import pytest
-from django.db import transaction
+from django.db import connections, transaction
 
 from approvals import notifications
 from approvals.models import Notification, NotificationChannel
@@ -64,3 +69,68 @@ def test_a_channel_validates_its_destination_and_events():
 
     assert "url" in webhook.value.message_dict
     assert "recipients" in email.value.message_dict
+
+
+def test_a_notification_whose_hand_off_was_lost_is_queued_again(make_run, published, settings):
+    settings.GRACE_NOTIFY_REDRIVE_AFTER = 120
+    run = make_run()
+    channel = NotificationChannel.objects.create(name="all", kind="webhook", url="http://hook")
+    # Written, but its on-commit hand-off never reached the broker (this test's transaction never commits).
+    notifications.notify("run.failed", run_id=run.pk, summary="rolled back", context={})
+    lost = Notification.objects.get()
+    retrying = Notification.objects.create(channel=channel, event="run.failed", summary="x", attempts=2)
+    written = lost.created_at
+
+    assert notifications.redrive(now=written + timedelta(seconds=60)) == 0  # may still be on its way
+    assert notifications.redrive(now=written + timedelta(seconds=180)) == 1
+    assert notifications.redrive(now=written + timedelta(days=2)) == 0  # too old to matter now
+    deliveries = [args for name, args, _ in published if name == "approvals.deliver_notification"]
+    assert deliveries == [[lost.pk]]
+    assert retrying.pk not in {args[0] for args in deliveries}  # its retries are already scheduled
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_deliveries_of_one_notification_send_it_once():
+    """A redriven hand-off beside a late original: both tasks run, one message goes out."""
+    received: list[bytes] = []
+
+    class SlowHook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's API
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            time.sleep(0.3)  # long enough for the other delivery to have read the row
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowHook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        channel = NotificationChannel.objects.create(
+            name="hook", kind="webhook", url=f"http://127.0.0.1:{server.server_port}/hook"
+        )
+        notification = Notification.objects.create(channel=channel, event="run.failed", summary="rolled back")
+        start = threading.Barrier(2)
+        results: list[str] = []
+
+        def deliver():
+            try:
+                start.wait()
+                results.append(notifications.deliver(notification.pk))
+            finally:
+                connections.close_all()
+
+        threads = [threading.Thread(target=deliver) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert len(received) == 1
+    assert sorted(results) == ["busy", "sent"]
+    notification.refresh_from_db()
+    assert (notification.status, notification.attempts) == ("sent", 1)
