@@ -255,6 +255,10 @@ class Notification(models.Model):
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+    # A delivery holds the notification until then while it sends; another delivery of it waits its turn.
+    claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
+    # When beat last queued it again because its hand-off was lost.
+    redriven_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]

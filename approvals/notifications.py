@@ -19,7 +19,7 @@ from django.conf import settings
 from django.core.mail import send_mail
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from approvals.choices import ChannelKind, DeliveryStatus
@@ -28,6 +28,8 @@ from approvals.models import Notification, NotificationChannel
 logger = logging.getLogger(__name__)
 
 DELIVER_TASK = "approvals.deliver_notification"
+# How long a delivery holds its notification: past the delivery task's hard time limit (90 s).
+CLAIM = timedelta(seconds=120)
 
 
 class TransientDeliveryError(Exception):
@@ -134,45 +136,58 @@ def _send_email(notification: Notification) -> None:
 
 
 def deliver(notification_id: int) -> str:
-    """Send one queued notification. Returns its new status; raises TransientDeliveryError to be retried."""
+    """Send one queued notification. Returns its new status; raises TransientDeliveryError to be retried.
+
+    Returns "busy" when another delivery of the same notification holds it (a redriven hand-off beside
+    a late original): only the holder sends, so a notification goes out once.
+    """
     notification = Notification.objects.select_related("channel").filter(pk=notification_id).first()
     if notification is None or notification.status != DeliveryStatus.QUEUED:
         return notification.status if notification else "missing"
-    # Claim the attempt: of two deliveries of one notification (a redriven hand-off beside a late
-    # original), only the one that counts the attempt first sends.
-    claimed = Notification.objects.filter(
-        pk=notification_id, status=DeliveryStatus.QUEUED, attempts=notification.attempts
-    ).update(attempts=F("attempts") + 1)
+    now = timezone.now()
+    claimed = (
+        Notification.objects.filter(pk=notification_id, status=DeliveryStatus.QUEUED)
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        .update(attempts=F("attempts") + 1, claimed_until=now + CLAIM)
+    )
     if not claimed:
         return "busy"
     sender = _send_webhook if notification.channel.kind == ChannelKind.WEBHOOK else _send_email
     try:
         sender(notification)
     except TransientDeliveryError as exc:
-        Notification.objects.filter(pk=notification_id).update(last_error=str(exc)[:2000])
+        # Released for the retry Celery schedules.
+        Notification.objects.filter(pk=notification_id).update(last_error=str(exc)[:2000], claimed_until=None)
         raise
     except PermanentDeliveryError as exc:
         mark_failed(notification_id, str(exc))
         return DeliveryStatus.FAILED
     Notification.objects.filter(pk=notification_id, status=DeliveryStatus.QUEUED).update(
-        status=DeliveryStatus.SENT, sent_at=timezone.now(), last_error=""
+        status=DeliveryStatus.SENT, sent_at=timezone.now(), last_error="", claimed_until=None
     )
     return DeliveryStatus.SENT
 
 
 def redrive(now=None) -> int:
     """Queue again the deliveries never attempted since they were written: their hand-off to the
-    broker was lost (it was down at commit, or the process died right after). Only notifications
-    older than ``GRACE_NOTIFY_REDRIVE_AFTER`` and from the last day; one being retried has attempts."""
+    broker was lost (it was down at commit, or the process died right after).
+
+    Only notifications from the last day, unattempted ``GRACE_NOTIFY_REDRIVE_AFTER`` seconds after
+    they were written (or last redriven); one being retried has attempts and its own schedule.
+    """
     now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.GRACE_NOTIFY_REDRIVE_AFTER)
     ids = list(
         Notification.objects.filter(
             status=DeliveryStatus.QUEUED,
             attempts=0,
-            created_at__lte=now - timedelta(seconds=settings.GRACE_NOTIFY_REDRIVE_AFTER),
+            created_at__lte=cutoff,
             created_at__gte=now - timedelta(days=1),
-        ).values_list("pk", flat=True)
+        )
+        .filter(Q(redriven_at__isnull=True) | Q(redriven_at__lte=cutoff))
+        .values_list("pk", flat=True)
     )
+    Notification.objects.filter(pk__in=ids).update(redriven_at=now)
     for notification_id in ids:
         _enqueue(notification_id)
     return len(ids)
