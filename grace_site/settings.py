@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -282,10 +284,19 @@ GRACE_PG_APPLICATION_NAME = env_str("GRACE_PG_APPLICATION_NAME", "grace")
 GRACE_PG_PROTECTED_APPLICATIONS = env_list("GRACE_PG_PROTECTED_APPLICATIONS", [])
 # Services GRACE may restart or reconfigure (JSON file; missing file = none).
 GRACE_SERVICES_FILE = Path(env_str("GRACE_SERVICES_FILE", str(VAR_DIR / "services.json")))
-# Hosts http.probe may contact (fnmatch patterns on the URL's host; "*" for any host).
+# Hosts http.probe may contact: names, "*.domain" (any name under it), IP addresses or networks, or "*".
 GRACE_PROBE_ALLOWED_HOSTS = [
     host.lower() for host in env_list("GRACE_PROBE_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "::1"])
 ]
+for _entry in GRACE_PROBE_ALLOWED_HOSTS:
+    if _entry != "*" and not re.fullmatch(r"(\*\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)*", _entry):
+        try:
+            ipaddress.ip_network(_entry, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"GRACE_PROBE_ALLOWED_HOSTS: {_entry!r} is not a host name, '*.domain', "
+                "an IP address or network, or '*'"
+            ) from None
 # cache.clear keeps what it removes up to this size; above it the step is refused unless it allows no snapshot.
 GRACE_CACHE_SNAPSHOT_MAX_BYTES = env_int("GRACE_CACHE_SNAPSHOT_MAX_BYTES", 256 * 1024 * 1024, minimum=0)
 # resilience: retries of transient errors, circuit breakers and rate limits per (action, target), state in Redis

@@ -38,6 +38,8 @@ def _import_settings(tmp_path, **overrides):
         ("GRACE_TASK_TIME_LIMIT", "1.5"),
         ("GRACE_HEALTH_BEAT_MAX_AGE", "0"),
         ("GRACE_HEALTH_WORKER_TIMEOUT", "soon"),
+        ("GRACE_PROBE_ALLOWED_HOSTS", "127.0.0.*"),
+        ("GRACE_PROBE_ALLOWED_HOSTS", "api.*.example.com"),
     ],
 )
 def test_a_bad_setting_stops_start_up_naming_the_variable(tmp_path, name, value):

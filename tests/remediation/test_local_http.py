@@ -94,22 +94,36 @@ def test_only_http_and_https_urls_are_accepted(url):
         "http://127.0.0.1@evil.example.com/",  # userinfo that looks like an allowed host
         "http://localhost.evil.example.com/",
         "http://[fe80::1]/",
+        "http://169.254.169.254\\@localhost/",  # parsers disagree on the host: refused outright
+        "http://2130706433/",  # 127.0.0.1 to the resolver, but not a listed name
     ],
 )
 def test_hosts_outside_the_allow_list_are_refused_before_any_request(url):
     with pytest.raises(ValidationError) as exc:
         PROBE.validate({"url": url})
 
-    assert "GRACE_PROBE_ALLOWED_HOSTS" in str(exc.value.detail["url"])
+    assert "url" in exc.value.detail
+
+
+def test_credentials_in_a_probe_url_are_refused():
+    with pytest.raises(ValidationError) as exc:
+        PROBE.validate({"url": "http://admin:secret@localhost/"})
+
+    assert "credentials" in str(exc.value.detail["url"])
 
 
 def test_the_allow_list_takes_host_patterns(settings, server):
-    settings.GRACE_PROBE_ALLOWED_HOSTS = ["*.svc.example.com", "127.0.0.*"]
+    settings.GRACE_PROBE_ALLOWED_HOSTS = ["*.svc.example.com", "127.0.0.0/8", "status.example.org"]
 
     assert PROBE.validate({"url": "https://orders.svc.example.com/healthz"})
     assert PROBE.validate({"url": "https://ORDERS.svc.example.com./healthz"})  # case and the root dot
+    assert PROBE.validate({"url": "https://status.example.org:8443/"})
     assert PROBE.observe(PROBE.validate({"url": f"{server}/health"}))["status"] == 200
-    with pytest.raises(ValidationError):
-        PROBE.validate({"url": "https://svc.example.com.attacker.net/"})
-    with pytest.raises(ValidationError):
-        PROBE.validate({"url": "http://localhost/"})  # no longer listed
+    for url in [
+        "https://svc.example.com.attacker.net/",
+        "https://evilsvc.example.com/",
+        "http://127.0.0.attacker.net/",  # a name, not an address in the network
+        "http://localhost/",  # no longer listed
+    ]:
+        with pytest.raises(ValidationError):
+            PROBE.validate({"url": url})

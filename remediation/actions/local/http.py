@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
-from fnmatch import fnmatchcase
-from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
 from rest_framework import serializers
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 from remediation.actions.base import Action, registry
 
@@ -23,7 +24,16 @@ class ProbeParams(serializers.Serializer):
     def validate_url(self, value: str) -> str:
         if not value.lower().startswith(("http://", "https://")):
             raise serializers.ValidationError("must be an http:// or https:// URL")
-        host = urlsplit(value).hostname or ""
+        if any(char == "\\" or char.isspace() or not char.isprintable() for char in value):
+            raise serializers.ValidationError("must not contain backslashes, spaces or control characters")
+        # The host exactly as the request will be sent, not as another parser reads the string.
+        try:
+            parsed = parse_url(requests.Request("GET", value).prepare().url)
+        except (requests.RequestException, LocationParseError, ValueError) as exc:
+            raise serializers.ValidationError(f"not a valid URL: {exc}") from None
+        if parsed.auth:
+            raise serializers.ValidationError("must not carry credentials")
+        host = parsed.host or ""
         if not host_allowed(host):
             raise serializers.ValidationError(
                 f"host {host!r} is not in GRACE_PROBE_ALLOWED_HOSTS ({', '.join(settings.GRACE_PROBE_ALLOWED_HOSTS)})"
@@ -32,9 +42,30 @@ class ProbeParams(serializers.Serializer):
 
 
 def host_allowed(host: str) -> bool:
-    """Whether ``host`` (as the URL names it, before any DNS) matches an allowed pattern."""
-    host = host.lower().rstrip(".")
-    return bool(host) and any(fnmatchcase(host, pattern) for pattern in settings.GRACE_PROBE_ALLOWED_HOSTS)
+    """Whether ``host`` (a URL's host, before any DNS) is allowed: an IP address only by an address or
+    network entry, a name only by the same name or a ``*.domain`` entry it lies under."""
+    host = host.lower().strip("[]").rstrip(".")
+    if not host:
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    for entry in settings.GRACE_PROBE_ALLOWED_HOSTS:
+        if entry == "*":
+            return True
+        if address is not None:
+            try:
+                if address in ipaddress.ip_network(entry, strict=False):
+                    return True
+            except ValueError:
+                continue  # a name entry
+        elif entry.startswith("*."):
+            if host.endswith(entry[1:]):
+                return True
+        elif host == entry:
+            return True
+    return False
 
 
 def probe(params: dict) -> dict:
