@@ -30,6 +30,7 @@ from fnmatch import fnmatchcase
 from functools import cache
 from zoneinfo import ZoneInfo
 
+import redis
 from django.conf import settings
 from django.utils import timezone
 from limits import RateLimitItemPerHour
@@ -281,22 +282,34 @@ def consume_action_budget(facts: PlanFacts, *, spender: str = "", now: datetime 
     if not limits_:
         return True, ""
     limiter = _limiter()
+    if not spender:
+        return _charge(limiter, limits_, facts, {})
     client = limiter.storage.get_connection()
-    markers = {rule.pk: _spent_marker(rule, facts, spender) for rule in limits_} if spender else {}
-    # Markers are written after the hit: a crash between the two over-counts (fails closed), never under-counts.
-    paid = (
-        {pk for pk, seen in zip(markers, client.mget(list(markers.values())), strict=True) if seen}
-        if markers
-        else set()
-    )
-    due = [rule for rule in limits_ if rule.pk not in paid]
-    for rule in due:
+    # Two deliveries of one task at once (a reaper's re-dispatch beside a late original) take turns,
+    # so the second sees the first one's markers.
+    digest = hashlib.sha256(spender.encode()).hexdigest()[:32]
+    lock = client.lock(f"{LIMIT_NAMESPACE}:spending:{digest}", timeout=30, blocking_timeout=10)
+    if not lock.acquire():
+        raise redis.TimeoutError(f"the budget of {spender} is being charged by another task")
+    try:
+        markers = {rule.pk: _spent_marker(rule, facts, spender) for rule in limits_}
+        seen = client.mget(list(markers.values()))
+        paid = {pk for pk, mark in zip(markers, seen, strict=True) if mark}
+        return _charge(limiter, [rule for rule in limits_ if rule.pk not in paid], facts, markers, client)
+    finally:
+        lock.release()
+
+
+def _charge(limiter, rules: list[PolicyRule], facts: PlanFacts, markers: dict, client=None) -> tuple[bool, str]:
+    """Test every limit, then hit each; a marker is written after its hit, so a crash between the two
+    over-counts (fails closed) and never under-counts."""
+    for rule in rules:
         if not limiter.test(_budget_item(rule), *_budget_key(rule, facts)):
             return False, _spent(rule, facts)
-    for rule in due:
+    for rule in rules:
         if not limiter.hit(_budget_item(rule), *_budget_key(rule, facts)):
             return False, _spent(rule, facts)
-        if spender:
+        if rule.pk in markers:
             client.set(markers[rule.pk], 1, ex=_budget_item(rule).get_expiry())
     return True, ""
 
