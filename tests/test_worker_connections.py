@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import connection
 
 from grace_site.celery import app
+from tests.support.processes import start_worker
 from tests.support.runs import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -43,14 +44,19 @@ def _run_tasks(count: int) -> None:
         app.send_task("remediation.reap", queue="heal.local").get(timeout=30)
 
 
-def test_a_worker_reuses_its_database_connection_across_tasks(celery_worker, worker_pool):
-    assert settings.DATABASES["default"]["CONN_MAX_AGE"] > 0
-    _run_tasks(6)
-    first = _db_handles(worker_pool.worker.proc.pid)
-    assert first, "no worker process holds a database connection after its tasks ended"
-    _run_tasks(6)
-    # The same connections serve the next tasks: none was closed and reopened.
-    assert first <= _db_handles(worker_pool.worker.proc.pid)
+def test_a_worker_reuses_its_database_connection_across_tasks(django_db_blocker, tmp_path):
+    # A worker of its own, with connections young enough that none reaches its age limit mid-test.
+    with django_db_blocker.unblock():
+        worker, _ = start_worker(tmp_path, GRACE_DB_CONN_MAX_AGE="3600")
+    try:
+        _run_tasks(6)
+        first = _db_handles(worker.proc.pid)
+        assert first, "no worker process holds a database connection after its tasks ended"
+        _run_tasks(6)
+        # The same connections serve the next tasks: none was closed and reopened.
+        assert first <= _db_handles(worker.proc.pid)
+    finally:
+        worker.stop()
 
 
 def test_a_broken_worker_connection_is_replaced_before_the_next_task(celery_worker, worker_pool):
