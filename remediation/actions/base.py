@@ -21,12 +21,16 @@ be reached or is not configured (the run is BLOCKED with the reason), and
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rest_framework import serializers
+
+# The width of the target columns (HealRun, resilience listings, outcome records).
+TARGET_MAX_LENGTH = 300
 
 
 class ActionError(Exception):
@@ -86,7 +90,11 @@ class Action:
         if not self.target_param:
             return self.family
         parts = [str(params[name]) for name in self.scope_params if params.get(name)]
-        return f"{self.family}:{'/'.join([*parts, str(params.get(self.target_param, ''))])}"
+        target = f"{self.family}:{'/'.join([*parts, str(params.get(self.target_param, ''))])}"
+        if len(target) > TARGET_MAX_LENGTH:  # still one key per target, within the columns that store it
+            digest = hashlib.sha256(target.encode()).hexdigest()[:16]
+            target = f"{target[: TARGET_MAX_LENGTH - len(digest) - 1]}~{digest}"
+        return target
 
     @property
     def reversible(self) -> bool:

@@ -139,3 +139,17 @@ def test_every_contract_field_is_a_fact_the_action_really_observes(moto, docker_
             facts = action.observe(action.validate({k: fill(v) for k, v in step["params"].items()}))
             missing = {p["field"] for p in step["contract"]} - set(facts)
             assert not missing, f"{playbook['name']}: {action.name} does not observe {missing}"
+
+
+def test_a_long_target_is_shortened_to_fit_and_stays_distinct():
+    from remediation.actions.base import TARGET_MAX_LENGTH
+
+    action = registry.get("k8s.deployment.scale")
+    params = {"context": "c" * 200, "namespace": "shop", "deployment": "d" * 253, "replicas": 1}
+
+    long_target = action.target(params)
+    other = action.target({**params, "namespace": "blog"})
+
+    assert len(long_target) == len(other) == TARGET_MAX_LENGTH
+    assert long_target != other
+    assert long_target == action.target(dict(params))  # the same thing, the same key
