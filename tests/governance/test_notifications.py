@@ -6,11 +6,12 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from django.db import connections, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from approvals import notifications
 from approvals.models import Notification, NotificationChannel
+from tests.support.race import run_together
 
 pytestmark = pytest.mark.django_db
 
@@ -93,48 +94,54 @@ def test_a_notification_whose_hand_off_was_lost_is_queued_again(make_run, publis
     assert retrying.pk not in {args[0] for args in deliveries}  # its retries are already scheduled
 
 
+class Hook:
+    """A webhook endpoint on loopback that records what it receives, answering after ``delay`` s."""
+
+    def __init__(self, delay: float = 0.0):
+        self.received: list[bytes] = []
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's API
+                hook.received.append(self.rfile.read(int(self.headers["Content-Length"])))
+                time.sleep(delay)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hook():
+    made: list[Hook] = []
+
+    def make(delay: float = 0.0) -> Hook:
+        made.append(Hook(delay))
+        return made[-1]
+
+    yield make
+    for server in made:
+        server.close()
+
+
 @pytest.mark.django_db(transaction=True)
-def test_two_deliveries_of_one_notification_send_it_once():
+def test_two_deliveries_of_one_notification_send_it_once(hook):
     """A redriven hand-off beside a late original: both tasks run, one message goes out."""
-    received: list[bytes] = []
+    slow = hook(delay=0.3)  # long enough for the other delivery to have read the row
+    channel = NotificationChannel.objects.create(name="hook", kind="webhook", url=slow.url)
+    notification = Notification.objects.create(channel=channel, event="run.failed", summary="rolled back")
+    results = run_together(lambda: notifications.deliver(notification.pk), 2)
 
-    class SlowHook(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's API
-            received.append(self.rfile.read(int(self.headers["Content-Length"])))
-            time.sleep(0.3)  # long enough for the other delivery to have read the row
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowHook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        channel = NotificationChannel.objects.create(
-            name="hook", kind="webhook", url=f"http://127.0.0.1:{server.server_port}/hook"
-        )
-        notification = Notification.objects.create(channel=channel, event="run.failed", summary="rolled back")
-        start = threading.Barrier(2)
-        results: list[str] = []
-
-        def deliver():
-            try:
-                start.wait()
-                results.append(notifications.deliver(notification.pk))
-            finally:
-                connections.close_all()
-
-        threads = [threading.Thread(target=deliver) for _ in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
-    finally:
-        server.shutdown()
-        server.server_close()
-
-    assert len(received) == 1
+    assert len(slow.received) == 1
     # The other delivery found it held ("busy") or, if it came late, already sent.
     assert sorted(results) in (["busy", "sent"], ["sent", "sent"])
     notification.refresh_from_db()
@@ -142,36 +149,18 @@ def test_two_deliveries_of_one_notification_send_it_once():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_delivery_that_died_holding_a_notification_lets_the_next_one_send(settings):
+def test_a_delivery_that_died_holding_a_notification_lets_the_next_one_send(hook):
     """Its hold lapses (a worker killed mid-send); the redelivered task then sends."""
-    received: list[bytes] = []
+    endpoint = hook()
+    channel = NotificationChannel.objects.create(name="hook", kind="webhook", url=endpoint.url)
+    held = timezone.now() + timedelta(seconds=60)
+    notification = Notification.objects.create(
+        channel=channel, event="run.failed", summary="x", attempts=1, claimed_until=held
+    )
 
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's API
-            received.append(self.rfile.read(int(self.headers["Content-Length"])))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        channel = NotificationChannel.objects.create(
-            name="hook", kind="webhook", url=f"http://127.0.0.1:{server.server_port}/hook"
-        )
-        held = timezone.now() + timedelta(seconds=60)
-        notification = Notification.objects.create(
-            channel=channel, event="run.failed", summary="x", attempts=1, claimed_until=held
-        )
-        assert notifications.deliver(notification.pk) == "busy"
-        Notification.objects.filter(pk=notification.pk).update(claimed_until=timezone.now() - timedelta(seconds=1))
-        assert notifications.deliver(notification.pk) == "sent"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-    assert len(received) == 1
+    assert notifications.deliver(notification.pk) == "busy"
+    Notification.objects.filter(pk=notification.pk).update(claimed_until=timezone.now() - timedelta(seconds=1))
+    assert notifications.deliver(notification.pk) == "sent"
+    assert len(endpoint.received) == 1
     notification.refresh_from_db()
     assert notification.attempts == 2

@@ -8,6 +8,7 @@ from django_celery_beat.models import PeriodicTask
 
 from approvals import defaults, policy
 from approvals.models import GovernanceSettings, PolicyRule
+from tests.support.race import run_together
 
 pytestmark = pytest.mark.django_db
 
@@ -179,26 +180,9 @@ def test_a_spender_is_charged_once_however_often_its_task_is_redelivered(redis_c
 @pytest.mark.django_db(transaction=True)
 def test_two_deliveries_of_one_run_charging_at_once_are_charged_once():
     """A reaper's re-dispatch of a gate beside the late original: both pass, one hit is spent."""
-    import threading
-
-    from django.db import connections
-
     _rule("one-per-hour", "limit", max_per_hour=1)
-    start = threading.Barrier(4)
-    results: list[tuple[bool, str]] = []
 
-    def charge():
-        try:
-            start.wait()
-            results.append(policy.consume_action_budget(FACTS, spender="run-7"))
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=charge) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    results = run_together(lambda: policy.consume_action_budget(FACTS, spender="run-7"), 4)
 
     assert results == [(True, "")] * 4
     assert policy.consume_action_budget(FACTS, spender="run-8")[0] is False  # the one hit is spent

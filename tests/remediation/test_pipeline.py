@@ -2,11 +2,9 @@
 
 import hashlib
 import sqlite3
-import threading
 from pathlib import Path
 
 import pytest
-from django.db import connections
 
 from approvals.models import AuditEvent
 from incidents.choices import IncidentStatus
@@ -16,6 +14,7 @@ from remediation.choices import AttemptStatus, RunStatus
 from remediation.models import ActionAttempt, ContractResult, HealRun, RunEvent, Snapshot
 from remediation.services import transition
 from tests.remediation.conftest import checkpoint_steps, make_playbook
+from tests.support.race import run_together
 from tests.support.runs import bloated_wal_db, wait_for, wait_for_run, wal_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -129,21 +128,9 @@ def test_two_workers_racing_one_transition_make_exactly_one(db_workers=8):
         fingerprint="race", source="api", title="race", first_seen="2026-01-01T00:00Z", last_seen="2026-01-01T00:00Z"
     )
     run = HealRun.objects.create(incident=incident, status=RunStatus.SNAPSHOTTED)
-    wins: list[bool] = []
-    barrier = threading.Barrier(db_workers)
-
-    def racer():
-        barrier.wait()
-        try:
-            wins.append(transition(run.pk, RunStatus.SNAPSHOTTED, RunStatus.EXECUTING, advance=False))
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=racer) for _ in range(db_workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    wins = run_together(
+        lambda: transition(run.pk, RunStatus.SNAPSHOTTED, RunStatus.EXECUTING, advance=False), db_workers
+    )
 
     assert sorted(wins) == [False] * (db_workers - 1) + [True]
     assert RunEvent.objects.filter(run=run, to_status=RunStatus.EXECUTING).count() == 1
