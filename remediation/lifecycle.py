@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
@@ -20,7 +19,7 @@ from learning import services as learning
 from remediation import execution
 from remediation.choices import RunStatus
 from remediation.models import ContractResult, HealRun, Playbook, RunEvent
-from remediation.services import dispatch, transition
+from remediation.services import dispatch, send, transition
 
 logger = logging.getLogger(__name__)
 S = RunStatus
@@ -182,13 +181,13 @@ def reap(*, now=None) -> dict[str, int]:
         outcome_record__isnull=True,
     ).values_list("pk", flat=True)[:500]  # fmt: skip
     for run_id in unrecorded:
-        current_app.send_task("remediation.record_outcome", args=[run_id], queue="heal.local", ignore_result=True)
+        send("remediation.record_outcome", run_id)
         counts["outcomes"] += 1
     lost_before = now - timedelta(seconds=settings.GRACE_HANDOFF_GRACE_SECONDS)
     orphans = Incident.objects.filter(
         status=IncidentStatus.OPEN, created_at__lt=lost_before, heal_runs__isnull=True
     ).values_list("pk", flat=True)[:500]
     for incident_id in orphans:
-        current_app.send_task("remediation.start_run", args=[incident_id], queue="heal.local", ignore_result=True)
+        send("remediation.start_run", incident_id)
         counts["started"] += 1
     return counts

@@ -46,13 +46,19 @@ def queue_for(run: HealRun | None, status: str) -> str:
     return "heal.local"
 
 
+def send(task: str, object_id: int, *, queue: str = "heal.local") -> None:
+    """Publish a pipeline task by name. Pipeline tasks report through the run's timeline, so the
+    sender subscribes to no result."""
+    current_app.send_task(task, args=[object_id], queue=queue, ignore_result=True)
+
+
 def dispatch(run_id: int, status: str, *, family: str = "") -> None:
     """Send the task that moves a run on from ``status`` (after the current transaction commits)."""
     task = STAGE_TASKS.get(status)
     if task is None:
         return
     queue = "heal.cloud" if status in ACTION_STAGES and family and family != Family.LOCAL else "heal.local"
-    transaction.on_commit(lambda: current_app.send_task(task, args=[run_id], queue=queue, ignore_result=True))
+    transaction.on_commit(lambda: send(task, run_id, queue=queue))
 
 
 def transition(
@@ -90,11 +96,7 @@ def transition(
             data={"from": expected, "to": new, "note": note or reason or "", **({"data": data} if data else {})},
         )
         if new in RunStatus.TERMINAL:
-            transaction.on_commit(
-                lambda: current_app.send_task(
-                    "remediation.record_outcome", args=[run_id], queue="heal.local", ignore_result=True
-                )
-            )
+            transaction.on_commit(lambda: send("remediation.record_outcome", run_id))
         elif advance:
             if family is None and new in ACTION_STAGES:
                 family = HealRun.objects.filter(pk=run_id).values_list("family", flat=True).first()
