@@ -184,3 +184,9 @@ def verify_chain() -> ChainReport:
             return ChainReport(count, event.seq, "stored hash does not match the event's contents")
         prev_hash, expected_seq, count = event.hash, expected_seq + 1, count + 1
     return ChainReport(count)
+
+
+def diff(before: dict | None, after: dict) -> dict:
+    """What changed, as ``{field: {"before", "after"}}`` (every field of a new object has no before)."""
+    before = before or {}
+    return {key: {"before": before.get(key), "after": new} for key, new in after.items() if before.get(key) != new}

@@ -131,6 +131,12 @@ class ApprovalRequest(models.Model):
         help_text="The user who started the run by hand; never an approver of it.",
     )
     context = models.JSONField(default=dict, blank=True)
+    depends_on = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Objects the plan depends on, as the audit log names them: [["remediation.playbook", "3"], ...]. '
+        "Whoever edited them is not an eligible approver.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
     decided_at = models.DateTimeField(null=True, blank=True)
@@ -165,6 +171,25 @@ class ApprovalRequest(models.Model):
 
     def __str__(self) -> str:
         return f"approval #{self.pk} for run #{self.run_id} (tier {self.tier}, {self.status})"
+
+
+class IneligibleApprover(models.Model):
+    """A user who may not decide a request (raised its incident, owns the channel that did, started the run...).
+
+    A database trigger refuses a decision by such a user, whatever code path inserts it.
+    """
+
+    request = models.ForeignKey(ApprovalRequest, on_delete=models.PROTECT, related_name="ineligible")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    reason = models.CharField(max_length=300)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["request", "pk"]
+        constraints = [models.UniqueConstraint(fields=["request", "user"], name="ineligible_once_per_request")]
+
+    def __str__(self) -> str:
+        return f"user {self.user_id} may not decide #{self.request_id}: {self.reason}"
 
 
 class ApprovalDecision(models.Model):

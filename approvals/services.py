@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from approvals import audit
 from approvals.choices import NotificationEvent, RequestStatus
-from approvals.models import ApprovalDecision, ApprovalRequest
+from approvals.models import ApprovalDecision, ApprovalRequest, AuditEvent, IneligibleApprover, PolicyRule
 from approvals.notifications import notify
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 RESUME_TASK = "remediation.resume_run"
+POLICY_RULE_OBJECT = PolicyRule._meta.label_lower
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -84,10 +85,20 @@ def _lock_run(run_id: int) -> None:
 
 
 def open_request(
-    *, run_id: int, plan_hash: str, tier: int, requested_by_id: int | None, context: dict
+    *,
+    run_id: int,
+    plan_hash: str,
+    tier: int,
+    requested_by_id: int | None,
+    context: dict,
+    ineligible: list[tuple[int | None, str]] = (),
+    depends_on: list[tuple[str, str]] = (),
 ) -> ApprovalRequest:
     """The pending (or already decided) request for this exact plan, creating it when needed.
 
+    ``ineligible``: (user id, why) of people who may not decide it (they raised the incident, own the channel
+    that did, started the run); the database refuses their decisions. ``depends_on``: the objects the plan
+    depends on as the audit log names them (the playbook, the run): whoever edited them may not decide either.
     Idempotent per (run, plan). A new plan voids the run's other pending request.
     Audited; notifies "approval_needed" on commit.
     """
@@ -114,7 +125,15 @@ def open_request(
             required_approvals=required_approvals(tier),
             requested_by_id=requested_by_id,
             context=_json(context),
+            depends_on=[[str(kind), str(pk)] for kind, pk in depends_on],
             expires_at=now + timedelta(minutes=settings.GRACE_APPROVAL_TTL_MINUTES),
+        )
+        barred: dict[int, str] = {}
+        for user_id, why in [*ineligible, (requested_by_id, "started this run")]:
+            if user_id:
+                barred.setdefault(user_id, why)
+        IneligibleApprover.objects.bulk_create(
+            IneligibleApprover(request=request, user_id=user_id, reason=why[:300]) for user_id, why in barred.items()
         )
         audit.record(
             "approval.requested",
@@ -126,6 +145,8 @@ def open_request(
                 "required_approvals": request.required_approvals,
                 "expires_at": request.expires_at,
                 "voided": voided,
+                "ineligible": [{"user": user_id, "why": why} for user_id, why in barred.items()],
+                "depends_on": request.depends_on,
             },
         )
         notify(
@@ -163,8 +184,46 @@ def may_decide(request: ApprovalRequest, user) -> str:
     )
     if not any(user.has_perm(perm) for perm in needed):
         return f"deciding tier-{request.tier} requests needs the permission {needed[0]}"
-    if user.pk in {request.requested_by_id, request.run.started_by_id}:
-        return "you started this run: someone else must decide it"
+    why = ineligibility(request, user)
+    if why:
+        return f"you {why}: someone else must decide it"
+    return ""
+
+
+# Who last changed what a plan depends on may not approve it, however long ago; whoever changed it (or any
+# policy rule) within this window before the request, or while it is open, may not either.
+EDITOR_WINDOW = timedelta(hours=24)
+
+
+def ineligibility(request: ApprovalRequest, user) -> str:
+    """Why ``user`` may not decide ``request`` (empty when nothing bars them)."""
+    barred = request.ineligible.filter(user_id=user.pk).values_list("reason", flat=True).first()
+    if barred:
+        return barred
+    if user.pk == request.requested_by_id:
+        return "started this run"
+    name = user.get_username()
+    objects = [tuple(item) for item in request.depends_on or []]
+    for object_type, object_id in objects:
+        last = (
+            AuditEvent.objects.filter(object_type=object_type, object_id=object_id)
+            .exclude(actor__startswith="system")
+            .exclude(action__startswith="approval.")
+            .order_by("-at")
+            .values_list("actor", flat=True)
+            .first()
+        )
+        if last == name:
+            return f"made the last change to {object_type} #{object_id} that this plan depends on"
+    since = request.created_at - EDITOR_WINDOW
+    edits = AuditEvent.objects.filter(actor=name, at__gte=since).exclude(action__startswith="approval.")
+    for object_type, object_id in objects:
+        edit = edits.filter(object_type=object_type, object_id=object_id).order_by("-at").first()
+        if edit is not None:
+            return f"changed {object_type} #{object_id} ({edit.action}) while this plan was prepared or waiting"
+    rule_edit = edits.filter(object_type=POLICY_RULE_OBJECT).order_by("-at").first()
+    if rule_edit is not None:
+        return f"changed policy rule #{rule_edit.object_id} ({rule_edit.action}) within a day of this request"
     return ""
 
 

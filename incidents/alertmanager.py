@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from incidents import normalize, services
+from incidents import channels, normalize, services
 from incidents.choices import Severity, Source
+from incidents.models import Channel
 from incidents.services import Signal
 
 SEVERITY_ALIASES = {
@@ -34,7 +35,7 @@ def fingerprint(labels: dict[str, str]) -> str:
     return normalize.compute_fingerprint(Source.ALERTMANAGER, labels)
 
 
-def to_signal(alert: dict, delivery: dict) -> Signal:
+def to_signal(alert: dict, delivery: dict, channel: Channel | None = None) -> Signal:
     labels, annotations = alert["labels"], alert.get("annotations") or {}
     starts_at: datetime = alert["startsAt"]
     return Signal(
@@ -43,7 +44,7 @@ def to_signal(alert: dict, delivery: dict) -> Signal:
         service=labels.get("service") or labels.get("job") or labels.get("instance") or "",
         message=annotations.get("description") or annotations.get("summary") or "",
         severity=SEVERITY_ALIASES.get(labels.get("severity", "warning").lower(), Severity.WARNING),
-        environment=labels.get("environment") or labels.get("env") or "production",
+        environment=labels.get("environment") or labels.get("env") or "",
         labels=labels,
         fingerprint=fingerprint(labels),
         raw={
@@ -59,18 +60,21 @@ def to_signal(alert: dict, delivery: dict) -> Signal:
             "fingerprint": alert.get("fingerprint", ""),
         },
         occurred_at=starts_at,
+        channel=channel,
     )
 
 
-def process_delivery(delivery: dict, *, actor=None) -> dict:
-    """Apply one validated delivery in one transaction: resolved alerts resolve, firing alerts are ingested."""
-    firing = [to_signal(alert, delivery) for alert in delivery["alerts"] if alert["status"] == "firing"]
+def process_delivery(delivery: dict, *, channel: Channel | None = None, actor=None) -> dict:
+    """Apply one validated delivery in one transaction: resolved alerts resolve, firing alerts are ingested,
+    all within the channel the delivery came through (the built-in ``alertmanager`` channel by default)."""
+    channel = channel or channels.builtin(channels.DEFAULT_ALERTMANAGER)
+    firing = [to_signal(alert, delivery, channel) for alert in delivery["alerts"] if alert["status"] == "firing"]
     resolutions = {
         fingerprint(alert["labels"]): f"Alertmanager reported the alert resolved (endsAt {alert.get('endsAt') or '?'})"
         for alert in delivery["alerts"]
         if alert["status"] == "resolved"
     }
-    batch = services.record_batch(firing, resolutions=resolutions, actor=actor)
+    batch = services.record_batch(firing, resolutions=resolutions, channel=channel, actor=actor)
     return {
         "alerts": len(delivery["alerts"]),
         "created": sum(1 for result in batch.results if result.created),

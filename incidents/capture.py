@@ -115,7 +115,11 @@ class _Deliverer:
         if url:
             import requests
 
-            headers = {"Authorization": f"Token {_setting('GRACE_CAPTURE_TOKEN', '')}"}
+            token = _setting("GRACE_CAPTURE_TOKEN", "")
+            # A channel token (grc_...) makes the incidents the channel's, with its source (exception); a user
+            # API token makes them that user's, with the source "api".
+            scheme = "Bearer" if token.startswith("grc_") else "Token"
+            headers = {"Authorization": f"{scheme} {token}"}
             response = requests.post(url, json=body, headers=headers, timeout=_setting("GRACE_CAPTURE_TIMEOUT", 3.0))
             response.raise_for_status()
             return

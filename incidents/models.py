@@ -1,11 +1,141 @@
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models, transaction
 from django.db.models import Q
 
 from incidents import diagnosis
-from incidents.choices import UNKNOWN_DIAGNOSIS, IncidentStatus, Severity, Source, SweepKind
-from incidents.validators import validate_label_equals, validate_label_regex, validate_regex, validate_thresholds
+from incidents.choices import (
+    UNKNOWN_DIAGNOSIS,
+    ChannelKind,
+    IncidentStatus,
+    ResourceKind,
+    Severity,
+    Source,
+    SweepKind,
+)
+from incidents.validators import (
+    HOST_RE,
+    NAME_RE,
+    SERVICE_NAME_RE,
+    validate_hosts,
+    validate_label_equals,
+    validate_label_regex,
+    validate_regex,
+    validate_thresholds,
+)
+
+
+class Service(models.Model):
+    """A service of the inventory: who owns it, where it runs and how cautious GRACE must be with it.
+
+    Incidents name their service; GRACE acts only on the ``Resource`` rows of that service, in the
+    environment and with at least the tier floor given here (never what an alert claims).
+    """
+
+    name = models.CharField(max_length=200, unique=True, validators=[RegexValidator(SERVICE_NAME_RE)])
+    owner = models.CharField(max_length=200, blank=True, help_text="Team or person responsible.")
+    environment = models.CharField(
+        max_length=50, validators=[RegexValidator(NAME_RE)], help_text="e.g. production, staging (policy matches it)."
+    )
+    tier_floor = models.PositiveSmallIntegerField(
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(3)],
+        help_text="The lowest autonomy tier any run for this service gets (1-3).",
+    )
+    hosts = models.JSONField(
+        default=list, blank=True, validators=[validate_hosts], help_text='Machines it runs on: ["db-1", "db-2"].'
+    )
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(tier_floor__gte=1, tier_floor__lte=3), name="service_tier_1_to_3")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Resource(models.Model):
+    """Something concrete GRACE may act on for its service: a file, a directory, a container...
+
+    ``target`` and ``scope`` are canonical (a normalized absolute path; cloud ids with their account and region,
+    context and namespace, engine and project): they are what every action of the kind's family binds to.
+    """
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="resources")
+    name = models.CharField(
+        max_length=100, validators=[RegexValidator(NAME_RE)], help_text="How alerts and playbooks select it."
+    )
+    kind = models.CharField(max_length=20, choices=ResourceKind.choices)
+    target = models.CharField(max_length=1000, help_text="Path, service or target name, URL, or cloud id.")
+    scope = models.JSONField(
+        default=dict, blank=True, help_text='Where the target lives: {"namespace": "shop", "context": "prod"}...'
+    )
+    host = models.CharField(
+        max_length=63, blank=True, validators=[RegexValidator(HOST_RE)], help_text="For local kinds: the machine."
+    )
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["service__name", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["service", "name"], name="resource_unique_name_per_service"),
+        ]
+        indexes = [
+            # plan: the resources of one kind of the incident's service
+            models.Index(fields=["service", "kind"], name="resource_service_kind_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.service.name}/{self.name} ({self.kind})" if self.service_id else self.name
+
+    def clean(self) -> None:
+        from incidents import inventory
+
+        inventory.clean_resource(self)
+
+
+class Channel(models.Model):
+    """An integration allowed to raise incidents: its own token, the services it may speak for, its source.
+
+    The source of every incident it raises is the channel's, whatever the body says, and fingerprints are
+    namespaced by channel, so one integration can never take another's dedupe keys.
+    """
+
+    name = models.CharField(max_length=100, unique=True, validators=[RegexValidator(NAME_RE)])
+    kind = models.CharField(max_length=20, choices=ChannelKind.choices)
+    source = models.CharField(max_length=20, choices=Source.choices)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Responsible for the integration; never an approver of runs for incidents it raised.",
+    )
+    token_hash = models.CharField(max_length=64, unique=True, null=True, blank=True, editable=False)
+    token_hint = models.CharField(max_length=16, blank=True, editable=False, help_text="Start of the token.")
+    all_services = models.BooleanField(
+        default=False, help_text="May raise incidents for every inventory service (otherwise: the ones listed)."
+    )
+    services = models.ManyToManyField(Service, blank=True, related_name="channels")
+    enabled = models.BooleanField(default=True)
+    builtin = models.BooleanField(default=False, editable=False, help_text="Shipped with GRACE; cannot be deleted.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class Incident(models.Model):
@@ -16,9 +146,25 @@ class Incident(models.Model):
     """
 
     fingerprint = models.CharField(max_length=64)
+    channel = models.ForeignKey(
+        Channel, on_delete=models.PROTECT, related_name="incidents", help_text="The integration that raised it."
+    )
+    raised_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The user who raised it through the API (never an approver of its runs).",
+    )
     source = models.CharField(max_length=20, choices=Source.choices)
     service = models.CharField(max_length=200, blank=True, help_text="The service or target the signal is about.")
-    environment = models.CharField(max_length=50, default="production")
+    environment = models.CharField(
+        max_length=50, blank=True, help_text="The inventory's environment of the service (blank: not in the inventory)."
+    )
+    claimed_environment = models.CharField(
+        max_length=50, blank=True, help_text="The environment the signal claimed: evidence only, never trusted."
+    )
     severity = models.CharField(max_length=10, choices=Severity.choices, default=Severity.WARNING)
     title = models.CharField(max_length=500)
     message = models.TextField(blank=True)
@@ -39,11 +185,11 @@ class Incident(models.Model):
     class Meta:
         ordering = ["-last_seen"]
         constraints = [
-            # One active incident per fingerprint: the truth behind dedupe.
+            # One active incident per fingerprint of a channel: the truth behind dedupe.
             models.UniqueConstraint(
-                fields=["fingerprint"],
+                fields=["channel", "fingerprint"],
                 condition=Q(status__in=["open", "healing", "escalated"]),
-                name="incident_one_active_per_fingerprint",
+                name="incident_one_active_per_channel_fingerprint",
             ),
             models.CheckConstraint(condition=Q(occurrences__gte=1), name="incident_occurrences_positive"),
         ]

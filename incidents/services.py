@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -17,10 +18,10 @@ from django.db.models import F
 from django.utils import timezone
 
 from approvals import audit
-from incidents import normalize, transitions
+from incidents import channels, normalize, transitions
 from incidents.choices import UNKNOWN_DIAGNOSIS, IncidentStatus
 from incidents.diagnosis import Diagnosis, RuleSet, current_ruleset
-from incidents.models import Incident
+from incidents.models import Channel, Incident, Service
 
 # Status changes live in incidents.transitions; these names are part of this module's interface.
 resolve = transitions.resolve
@@ -35,16 +36,21 @@ UNKNOWN_REASON = "no diagnosis rule matched: escalated to a human, GRACE will no
 
 @dataclass
 class Signal:
-    source: str  # incidents.choices.Source value
+    """One signal as an intake path received it. Everything in it is evidence, nothing is trusted: the source
+    is the channel's, the environment the inventory's, and the fingerprint is namespaced by the channel."""
+
     title: str
+    source: str = ""  # only picks a built-in channel when ``channel`` is None (GRACE's own code paths)
     service: str = ""
     message: str = ""
     severity: str = "warning"  # incidents.choices.Severity value
-    environment: str = "production"
+    environment: str = ""  # as claimed by the signal: kept as evidence only
     labels: dict = field(default_factory=dict)
     fingerprint: str | None = None  # computed from source/service/environment/title/labels when None
     raw: dict = field(default_factory=dict)
     occurred_at: datetime | None = None
+    channel: Channel | None = None  # the authenticated channel it came through
+    raised_by: Any = None  # the user who raised it through the API, if any
 
 
 @dataclass
@@ -60,9 +66,10 @@ def prepare(signal: Signal) -> Signal:
         raise ValidationError({"title": "a signal needs a title"})
     labels = normalize.clean_labels(signal.labels)
     service = (signal.service or "").strip()[: normalize.MAX_SERVICE]
-    environment = (signal.environment or "production").strip()[: normalize.MAX_ENVIRONMENT] or "production"
+    environment = (signal.environment or "").strip()[: normalize.MAX_ENVIRONMENT]
     title = title[: normalize.MAX_TITLE]
-    source = normalize.check_source(signal.source)
+    channel = signal.channel or channels.builtin(channels.FOR_SOURCE[normalize.check_source(signal.source)])
+    source = channel.source
     if signal.fingerprint is None:
         fingerprint = normalize.compute_fingerprint(source, service, environment, title, labels)
     else:
@@ -78,6 +85,8 @@ def prepare(signal: Signal) -> Signal:
         fingerprint=fingerprint,
         raw=normalize.cap_raw(signal.raw),
         occurred_at=signal.occurred_at,
+        channel=channel,
+        raised_by=signal.raised_by,
     )
 
 
@@ -102,15 +111,23 @@ def ingest_many(signals: list[Signal], *, actor=None) -> list[IngestResult]:
     return record_batch(signals, actor=actor).results
 
 
-def record_batch(signals: list[Signal], *, resolutions: dict[str, str] | None = None, actor=None) -> BatchResult:
+def record_batch(
+    signals: list[Signal], *, resolutions: dict[str, str] | None = None, channel: Channel | None = None, actor=None
+) -> BatchResult:
     """Ingest ``signals`` and resolve the active incidents of ``resolutions`` (fingerprint: reason) in one
-    transaction; resolutions apply first.
+    transaction; resolutions apply first. Every signal of a batch comes through one channel (``channel``, or
+    the signals' own), and fingerprints are that channel's: nothing here can touch another channel's incidents.
 
     Lock order: a batch that creates or resolves takes the audit chain's lock first, then locks every active
     incident it touches in fingerprint order; a batch that only absorbs duplicates takes row locks alone, in
     fingerprint order. Neither can deadlock with the other or with the heal pipeline.
     """
     prepared = [prepare(signal) for signal in signals]
+    channels_seen = {signal.channel.pk for signal in prepared} | ({channel.pk} if channel is not None else set())
+    if len(channels_seen) > 1:
+        raise ValueError("a batch comes through one channel")
+    if channel is None:
+        channel = prepared[0].channel if prepared else channels.builtin(channels.USERS)
     resolutions = {normalize.check_fingerprint(fp): reason for fp, reason in (resolutions or {}).items()}
     groups: dict[str, list[int]] = {}
     for index, signal in enumerate(prepared):
@@ -121,7 +138,7 @@ def record_batch(signals: list[Signal], *, resolutions: dict[str, str] | None = 
     firing = sorted(groups)
     with transaction.atomic(savepoint=False):
         wanted = sorted(set(firing) | set(resolutions))
-        active = _active(wanted)
+        active = _active(channel, wanted)
         writer = any(fp not in active for fp in firing) or any(fp in active for fp in resolutions)
         if not writer:
             try:
@@ -137,7 +154,7 @@ def record_batch(signals: list[Signal], *, resolutions: dict[str, str] | None = 
             # so a new incident is always diagnosed with the rules this transaction sees.
             rules = current_ruleset(max_age=0)
             transitions.lock_audit_chain()
-            active = _active(wanted, lock=True)
+            active = _active(channel, wanted, lock=True)
             for fingerprint in sorted(resolutions):
                 incident = active.get(fingerprint)
                 if incident is not None and resolve(incident.pk, actor=actor, reason=resolutions[fingerprint]):
@@ -157,8 +174,8 @@ def record_batch(signals: list[Signal], *, resolutions: dict[str, str] | None = 
     return BatchResult(results, resolved)
 
 
-def _active(fingerprints: list[str], *, lock: bool = False) -> dict[str, Incident]:
-    incidents = Incident.objects.filter(fingerprint__in=fingerprints, status__in=IncidentStatus.ACTIVE)
+def _active(channel: Channel, fingerprints: list[str], *, lock: bool = False) -> dict[str, Incident]:
+    incidents = Incident.objects.filter(channel=channel, fingerprint__in=fingerprints, status__in=IncidentStatus.ACTIVE)
     if lock:
         incidents = incidents.select_for_update().order_by("fingerprint")
     return {incident.fingerprint: incident for incident in incidents}
@@ -187,23 +204,53 @@ def _bump_pk(pk: int, count: int, now: datetime) -> bool:
     )
 
 
-def _bump(fingerprint: str, count: int, now: datetime) -> Incident | None:
-    bumped = Incident.objects.filter(fingerprint=fingerprint, status__in=IncidentStatus.ACTIVE).update(
-        occurrences=F("occurrences") + count, last_seen=now
-    )
-    if not bumped:
+def _bump(channel_id: int, fingerprint: str, count: int, now: datetime) -> Incident | None:
+    mine = Incident.objects.filter(channel_id=channel_id, fingerprint=fingerprint, status__in=IncidentStatus.ACTIVE)
+    if not mine.update(occurrences=F("occurrences") + count, last_seen=now):
         return None
-    return Incident.objects.filter(fingerprint=fingerprint, status__in=IncidentStatus.ACTIVE).first()
+    return mine.first()
 
 
-def _new_incident(signal: Signal, count: int, now: datetime, rules: RuleSet) -> tuple[Incident, Diagnosis]:
+@dataclass
+class _Inventory:
+    """What the inventory says of the services a batch names: their environments, and the channel's scope."""
+
+    environments: dict[str, str]
+    in_scope: set[str] | None  # None: the channel may raise incidents for any service
+
+    @classmethod
+    def load(cls, channel: Channel, names: set[str]) -> _Inventory:
+        environments = dict(Service.objects.filter(name__in=names).values_list("name", "environment"))
+        in_scope = None if channel.all_services else set(channel.services.values_list("name", flat=True))
+        return cls(environments, in_scope)
+
+    def refusal(self, signal: Signal) -> str:
+        if self.in_scope is not None and signal.service not in self.in_scope:
+            return (
+                f"channel {signal.channel.name} may not raise incidents for service {signal.service or '(none)'!r}: "
+                "kept as evidence, GRACE will not act on it"
+            )
+        return ""
+
+
+def _new_incident(
+    signal: Signal, count: int, now: datetime, rules: RuleSet, inventory: _Inventory
+) -> tuple[Incident, Diagnosis]:
     diagnosis = rules.diagnose(signal)
     known = diagnosis.code != UNKNOWN_DIAGNOSIS
+    refusal = inventory.refusal(signal)
+    if refusal:
+        status, reason = IncidentStatus.ESCALATED, refusal
+    else:
+        status, reason = (IncidentStatus.OPEN, "") if known else (IncidentStatus.ESCALATED, UNKNOWN_REASON)
     incident = Incident(
         fingerprint=signal.fingerprint,
+        channel=signal.channel,
+        raised_by=signal.raised_by if getattr(signal.raised_by, "pk", None) else None,
         source=signal.source,
         service=signal.service,
-        environment=signal.environment,
+        environment=inventory.environments.get(signal.service, ""),
+        claimed_environment=signal.environment,
         severity=signal.severity,
         title=signal.title,
         message=signal.message,
@@ -211,8 +258,8 @@ def _new_incident(signal: Signal, count: int, now: datetime, rules: RuleSet) -> 
         first_seen=min(signal.occurred_at, now) if signal.occurred_at else now,
         last_seen=now,
         occurrences=count,
-        status=IncidentStatus.OPEN if known else IncidentStatus.ESCALATED,
-        status_reason="" if known else UNKNOWN_REASON,
+        status=status,
+        status_reason=reason,
         diagnosis_code=diagnosis.code,
         diagnosis_confidence=diagnosis.confidence,
         diagnosis_evidence=diagnosis.evidence,
@@ -225,7 +272,9 @@ def _create(
     prepared: list[Signal], groups: dict, pending: list[str], now: datetime, outcome: dict, rules: RuleSet
 ) -> list:
     """Insert the new incidents in one statement; row by row only if a conflicting row slipped in."""
-    rows = [_new_incident(prepared[groups[fp][0]], len(groups[fp]), now, rules) for fp in pending]
+    firsts = [prepared[groups[fp][0]] for fp in pending]
+    inventory = _Inventory.load(firsts[0].channel, {signal.service for signal in firsts}) if firsts else None
+    rows = [_new_incident(signal, len(groups[signal.fingerprint]), now, rules, inventory) for signal in firsts]
     try:
         with transaction.atomic():
             Incident.objects.bulk_create([incident for incident, _ in rows])
@@ -239,7 +288,7 @@ def _create(
                 with transaction.atomic():
                     incident.save(force_insert=True)
             except IntegrityError:
-                existing = _bump(incident.fingerprint, count, now)
+                existing = _bump(incident.channel_id, incident.fingerprint, count, now)
                 if existing is None:
                     raise
                 outcome[incident.fingerprint] = (existing, False)
@@ -270,8 +319,11 @@ def _created_entry(incident: Incident, diagnosis: Diagnosis, actor) -> dict:
         obj=incident,
         data={
             "fingerprint": incident.fingerprint,
+            "channel": incident.channel.name,
             "source": incident.source,
             "service": incident.service,
+            "environment": incident.environment,
+            "claimed_environment": incident.claimed_environment,
             "severity": incident.severity,
             "title": incident.title,
             "status": incident.status,

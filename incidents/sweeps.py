@@ -20,7 +20,7 @@ import requests
 from django.db import transaction
 from django.utils import timezone
 
-from incidents import normalize, services
+from incidents import channels, normalize, services
 from incidents.choices import Source, SweepKind
 from incidents.models import SweepTarget
 from incidents.services import Signal
@@ -212,7 +212,7 @@ def apply_findings(target: SweepTarget, findings: list[Finding]) -> dict:
                 )
                 opened.append(services.ingest(signal, actor="system:sweep").incident.pk)
                 continue
-            incident_id = services.active_incident_id(fingerprint)
+            incident_id = services.active_incident_id(channels.builtin(channels.SWEEPS).pk, fingerprint)
             if incident_id is not None and services.resolve(
                 incident_id, actor="system:sweep", reason=f"sweep: {finding.title} (back within threshold)"
             ):

@@ -150,10 +150,10 @@ def set_status(
     return previous is not None
 
 
-def active_incident_id(fingerprint: str) -> int | None:
-    """The id of the active incident holding ``fingerprint``, if any."""
+def active_incident_id(channel_id: int, fingerprint: str) -> int | None:
+    """The id of the channel's active incident holding ``fingerprint``, if any."""
     return (
-        Incident.objects.filter(fingerprint=fingerprint, status__in=IncidentStatus.ACTIVE)
+        Incident.objects.filter(channel_id=channel_id, fingerprint=fingerprint, status__in=IncidentStatus.ACTIVE)
         .values_list("pk", flat=True)
         .first()
     )

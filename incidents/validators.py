@@ -7,6 +7,11 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
+# Inventory names: services as alerts name them, resource and channel names, environments, hosts.
+SERVICE_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,199}$"
+NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+HOST_RE = r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$"
+
 THRESHOLD_OPS = (">", ">=", "<", "<=", "==", "!=")
 THRESHOLD_SCOPES = ("labels", "annotations")
 
@@ -55,3 +60,13 @@ def validate_thresholds(value: Any) -> None:
             raise ValidationError(f"item {index}: op must be one of {', '.join(THRESHOLD_OPS)}", code="invalid")
         if isinstance(item["value"], bool) or not isinstance(item["value"], int | float):
             raise ValidationError(f"item {index}: value must be a number", code="invalid")
+
+
+def validate_hosts(value: Any) -> None:
+    if not isinstance(value, list):
+        raise ValidationError("must be a list of host names", code="invalid")
+    for host in value:
+        if not isinstance(host, str) or not re.fullmatch(HOST_RE, host):
+            raise ValidationError(f"{host!r} is not a host name (letters, digits, '.', '_', '-')", code="invalid")
+    if len(set(value)) != len(value):
+        raise ValidationError("lists a host twice", code="invalid")

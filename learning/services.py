@@ -187,6 +187,19 @@ def consecutive_failures(diagnosis_code: str, playbook: str) -> int:
     return value or 0
 
 
+def reset_streak(playbook: str, *, actor=None, reason: str = "") -> int:
+    """Clear the playbook's consecutive failures (it was re-enabled after a pause): it starts afresh."""
+    with transaction.atomic():
+        reset = PlaybookStatistics.objects.filter(playbook=playbook, consecutive_failures__gt=0).update(
+            consecutive_failures=0
+        )
+        if reset:
+            audit.record(
+                "learning.streak_reset", actor=actor, obj=("learning.playbook", playbook), data={"reason": reason}
+            )
+    return reset
+
+
 def evidence(stats: PlaybookStatistics | None) -> dict:
     if stats is None:
         return {"attempts": 0, "successes": 0, "failures": 0, "rollbacks": 0, "consecutive_failures": 0}

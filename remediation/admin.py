@@ -11,7 +11,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from approvals import audit
-from remediation import lifecycle, pipeline, resilience
+from remediation import lifecycle, playbooks, resilience
 from remediation.choices import RunStatus
 from remediation.models import ActionAttempt, ContractResult, HealRun, Playbook, RunEvent, Snapshot
 from remediation.planner import validate_steps
@@ -197,16 +197,21 @@ class PlaybookAdmin(admin.ModelAdmin):
     readonly_fields = ("paused_reason", "created_at", "updated_at")
 
     def save_model(self, request, obj, form, change):
-        with transaction.atomic():
-            if obj.enabled:
-                obj.paused_reason = ""
-            super().save_model(request, obj, form, change)
-            audit.record("playbook.updated" if change else "playbook.created", actor=request.user, obj=obj,
-                         data={"changed": form.changed_data})  # fmt: skip
-            replanned = pipeline.replan_waiting(obj, actor=request.user) if change else 0
+        before = playbooks.snapshot(Playbook.objects.filter(pk=obj.pk).first()) if change else None
+        replanned = playbooks.save(obj, actor=request.user, before=before)
         if replanned:
             self.message_user(request, f"{replanned} run(s) waiting for approval got the new plan; "
                               "their earlier approvals are void.", messages.WARNING)  # fmt: skip
+
+    def delete_model(self, request, obj):
+        try:
+            playbooks.delete(obj, actor=request.user)
+        except playbooks.PlaybookInUse as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+
+    def delete_queryset(self, request, queryset):
+        for playbook in queryset:
+            self.delete_model(request, playbook)
 
 
 @admin.register(Snapshot)

@@ -20,10 +20,10 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from approvals import audit
 from remediation import contracts, snapshots
 from remediation.actions import load_all
-from remediation.actions.base import ActionError, ActionUnavailable
+from remediation.actions.base import ActionError, ActionRefused, ActionUnavailable
 from remediation.choices import AttemptStatus, Phase, RunStatus
 from remediation.models import ActionAttempt, ContractResult, HealRun, Snapshot
-from remediation.planner import plan_hash
+from remediation.planner import Plan, PlanStep, plan_hash
 from remediation.resilience import Blocked, run_guarded
 from remediation.services import heartbeat, note, transition
 
@@ -34,16 +34,16 @@ S = RunStatus
 @dataclass
 class StepFailure:
     step: int
-    kind: str  # blocked | unavailable | error | timeout
+    kind: str  # blocked | unavailable | refused | error | timeout
     reason: str
     changed_nothing: bool
 
 
-def _steps(run: HealRun) -> list[dict]:
-    return list(run.plan.get("steps", []))
+def _steps(run: HealRun) -> list[PlanStep]:
+    return list(Plan.from_document(run.plan).steps)
 
 
-def _progress(run: HealRun, step: dict, steps: list[dict]) -> None:
+def _progress(run: HealRun, step: PlanStep, steps: list[PlanStep]) -> None:
     """Heartbeat between steps; after the last one the stage's transition is the heartbeat."""
     if step is not steps[-1]:
         heartbeat(run.pk)
@@ -60,56 +60,59 @@ def take_snapshots(run: HealRun) -> None:
     registry = load_all()
     steps = _steps(run)
     for step in steps:
-        if Snapshot.objects.filter(run=run, step_index=step["index"]).exists():
+        if Snapshot.objects.filter(run=run, step_index=step.index).exists():
             continue
-        action = registry.get(step["action"])
-        directory = snapshots.directory_for(run.pk, step["index"])
+        action = registry.get(step.action)
+        directory = snapshots.directory_for(run.pk, step.index)
         try:
-            if step["reversible"]:
-                state = action.snapshot(step["params"], directory)
+            if step.reversible:
+                state = action.snapshot(step.params, directory)
             else:
                 # Not reversible: keep what it looked like before, so contracts and a
                 # re-observation after a lost worker can tell whether the effect happened.
-                state = {"observed_before": True, **action.observe(step["params"])}
+                state = {"observed_before": True, **action.observe(step.params)}
         except ActionUnavailable as exc:
             transition(run.pk, S.APPROVED, S.BLOCKED, reason=f"{action.family} unavailable: {exc}")
             return
+        except ActionRefused as exc:
+            transition(run.pk, S.APPROVED, S.BLOCKED, reason=f"snapshot of step {step.index} refused: {exc}")
+            return
         except ActionError as exc:
-            transition(run.pk, S.APPROVED, S.FAILED, reason=f"snapshot of step {step['index']} failed: {exc}")
+            transition(run.pk, S.APPROVED, S.FAILED, reason=f"snapshot of step {step.index} failed: {exc}")
             return
         manifest = snapshots.build_manifest(directory)
         with transaction.atomic(savepoint=False):
             snap = Snapshot.objects.create(
                 run=run,
-                step_index=step["index"],
+                step_index=step.index,
                 action=action.name,
-                target=step["target"],
+                target=step.target,
                 path=str(directory),
                 state=state or {},
                 manifest=manifest if manifest["files"] else {},
                 size_bytes=manifest["bytes"],
             )
-            audit.record("snapshot.created", obj=snap, data={"run": run.pk, "step": step["index"], **manifest})
+            audit.record("snapshot.created", obj=snap, data={"run": run.pk, "step": step.index, **manifest})
         _progress(run, step, steps)
     transition(run.pk, S.APPROVED, S.SNAPSHOTTED, note="safe-hold snapshots taken", family=run.family)
 
 
-def _attempt(run: HealRun, step: dict, phase: str, number: int) -> ActionAttempt:
+def _attempt(run: HealRun, step: PlanStep, phase: str, number: int) -> ActionAttempt:
     with transaction.atomic(savepoint=False):
         attempt = ActionAttempt.objects.create(
             run=run,
-            step_index=step["index"],
+            step_index=step.index,
             phase=phase,
             attempt=number,
-            idempotency_key=f"run{run.pk}:step{step['index']}:{phase}:{number}",
-            action=step["action"],
-            target=step["target"],
-            params=step["params"],
+            idempotency_key=f"run{run.pk}:step{step.index}:{phase}:{number}",
+            action=step.action,
+            target=step.target,
+            params=step.params,
         )
         audit.record(
             f"action.{phase}.started",
             obj=attempt,
-            data={"run": run.pk, "step": step["index"], "action": step["action"], "target": step["target"]},
+            data={"run": run.pk, "step": step.index, "action": step.action, "target": step.target},
         )
     return attempt
 
@@ -131,33 +134,31 @@ def _snapshot_state(run: HealRun, index: int) -> dict:
     return snap.state if snap else {}
 
 
-def _run_step(run: HealRun, step: dict) -> StepFailure | None:
-    action = load_all().get(step["action"])
-    params = step["params"]
+def _run_step(run: HealRun, step: PlanStep) -> StepFailure | None:
+    action = load_all().get(step.action)
+    params = step.params
     last = (
-        ActionAttempt.objects.filter(run=run, step_index=step["index"], phase=Phase.EXECUTE)
-        .order_by("-attempt")
-        .first()
+        ActionAttempt.objects.filter(run=run, step_index=step.index, phase=Phase.EXECUTE).order_by("-attempt").first()
     )
     if last and last.status in (AttemptStatus.SUCCEEDED, AttemptStatus.SKIPPED):
         return None
     if last and last.status == AttemptStatus.FAILED:
-        return StepFailure(step["index"], "error", last.error or "the step failed", False)
+        return StepFailure(step.index, "error", last.error or "the step failed", False)
     number = 1
     if last:  # STARTED: the worker was lost during the action
         if not action.idempotent:
             results = contracts.verify(
-                step["contract"],
+                step.contract,
                 lambda: action.observe(params),
                 params,
-                _snapshot_state(run, step["index"]),
+                _snapshot_state(run, step.index),
                 wait=False,
             )
             if results and all(r.passed for r in results):
                 _finish(last, AttemptStatus.SKIPPED, result={"reobserved": [r.__dict__ for r in results]})
                 note(
                     run.pk,
-                    f"step {step['index']} ({action.name}): effect already present after a lost worker; not repeated",
+                    f"step {step.index} ({action.name}): effect already present after a lost worker; not repeated",
                 )
                 return None
         _finish(last, AttemptStatus.FAILED, error="the worker was lost during this attempt")
@@ -168,16 +169,21 @@ def _run_step(run: HealRun, step: dict) -> StepFailure | None:
         result = run_guarded(action, params, lambda: action.execute(params))
     except Blocked as exc:
         _finish(attempt, AttemptStatus.FAILED, error=f"blocked: {exc.reason}")
-        return StepFailure(step["index"], "blocked", f"{action.name} on {step['target']}: {exc.reason}", first)
+        return StepFailure(step.index, "blocked", f"{action.name} on {step.target}: {exc.reason}", first)
     except ActionUnavailable as exc:
         _finish(attempt, AttemptStatus.FAILED, error=str(exc))
-        return StepFailure(step["index"], "unavailable", f"{action.family} unavailable: {exc}", first)
+        return StepFailure(step.index, "unavailable", f"{action.family} unavailable: {exc}", first)
     except SoftTimeLimitExceeded:
         _finish(attempt, AttemptStatus.FAILED, error="timed out")
-        return StepFailure(step["index"], "timeout", f"{action.name} timed out", False)
+        return StepFailure(step.index, "timeout", f"{action.name} timed out", False)
+    except ActionRefused as exc:
+        # Refused before it changed anything (a path outside the roots, a pod of another deployment...):
+        # a refusal, not a remediation failure.
+        _finish(attempt, AttemptStatus.FAILED, error=f"refused: {exc}")
+        return StepFailure(step.index, "refused", f"{action.name} refused: {exc}", first)
     except ActionError as exc:
         _finish(attempt, AttemptStatus.FAILED, error=str(exc))
-        return StepFailure(step["index"], "error", f"{action.name} failed: {exc}", False)
+        return StepFailure(step.index, "error", f"{action.name} failed: {exc}", False)
     _finish(attempt, AttemptStatus.SUCCEEDED, result=result or {})
     return None
 
@@ -207,12 +213,10 @@ def verify(run: HealRun) -> None:
     steps = _steps(run)
     try:
         for step in steps:
-            action = registry.get(step["action"])
-            state = _snapshot_state(run, step["index"])
-            for r in contracts.verify(
-                step["contract"], lambda a=action, p=step["params"]: a.observe(p), step["params"], state
-            ):
-                results.append((step["index"], r))
+            action = registry.get(step.action)
+            state = _snapshot_state(run, step.index)
+            for r in contracts.verify(step.contract, lambda a=action, p=step.params: a.observe(p), step.params, state):
+                results.append((step.index, r))
             _progress(run, step, steps)
     except SoftTimeLimitExceeded:
         transition(
@@ -258,18 +262,18 @@ class NotRestorable(Exception):
     """A step that changed something cannot be restored (irreversible, or no snapshot)."""
 
 
-def _executed_steps(run: HealRun) -> list[dict]:
+def _executed_steps(run: HealRun) -> list[PlanStep]:
     touched = set(ActionAttempt.objects.filter(run=run, phase=Phase.EXECUTE).values_list("step_index", flat=True))
-    return [step for step in _steps(run) if step["index"] in touched]
+    return [step for step in _steps(run) if step.index in touched]
 
 
-def _restore_point(run: HealRun, step: dict) -> Snapshot:
+def _restore_point(run: HealRun, step: PlanStep) -> Snapshot:
     """The step's snapshot, its files verified against the manifest (SnapshotIntegrityError otherwise)."""
-    if not step["reversible"]:
-        raise NotRestorable(f"step {step['index']} ({step['action']}) is not reversible")
-    snap = Snapshot.objects.filter(run=run, step_index=step["index"]).first()
+    if not step.reversible:
+        raise NotRestorable(f"step {step.index} ({step.action}) is not reversible")
+    snap = Snapshot.objects.filter(run=run, step_index=step.index).first()
     if snap is None:
-        raise NotRestorable(f"step {step['index']} has no snapshot")
+        raise NotRestorable(f"step {step.index} has no snapshot")
     snapshots.verify(snap)
     return snap
 
@@ -280,7 +284,7 @@ def rollback(run: HealRun, *, from_status: str = S.ROLLING_BACK) -> None:
     problems: list[str] = []
     for step in reversed(_executed_steps(run)):
         done = ActionAttempt.objects.filter(
-            run=run, step_index=step["index"], phase=Phase.ROLLBACK, status=AttemptStatus.SUCCEEDED
+            run=run, step_index=step.index, phase=Phase.ROLLBACK, status=AttemptStatus.SUCCEEDED
         ).exists()
         if done:
             continue
@@ -292,8 +296,8 @@ def rollback(run: HealRun, *, from_status: str = S.ROLLING_BACK) -> None:
         except snapshots.SnapshotIntegrityError as exc:
             transition(run.pk, from_status, S.ESCALATED, reason=f"restore refused: {exc}")
             return
-        action = registry.get(step["action"])
-        number = ActionAttempt.objects.filter(run=run, step_index=step["index"], phase=Phase.ROLLBACK).count() + 1
+        action = registry.get(step.action)
+        number = ActionAttempt.objects.filter(run=run, step_index=step.index, phase=Phase.ROLLBACK).count() + 1
         attempt = _attempt(run, step, Phase.ROLLBACK, number)
         try:
             for retry in Retrying(
@@ -301,15 +305,15 @@ def rollback(run: HealRun, *, from_status: str = S.ROLLING_BACK) -> None:
                 retry=retry_if_exception(_transient), reraise=True,
             ):  # fmt: skip
                 with retry:
-                    result = action.rollback(step["params"], snap.state, Path(snap.path))
+                    result = action.rollback(step.params, snap.state, Path(snap.path))
         except ActionError as exc:
             _finish(attempt, AttemptStatus.FAILED, error=str(exc))
-            problems.append(f"step {step['index']} rollback failed: {exc}")
+            problems.append(f"step {step.index} rollback failed: {exc}")
             continue
         _finish(attempt, AttemptStatus.SUCCEEDED, result=result or {})
         Snapshot.objects.filter(pk=snap.pk).update(restored_at=timezone.now())
         if result and result.get("verified") is False:
-            problems.append(f"step {step['index']} rollback did not verify: {result.get('detail', '')}")
+            problems.append(f"step {step.index} rollback did not verify: {result.get('detail', '')}")
         heartbeat(run.pk)
     if problems:
         transition(run.pk, from_status, S.FAILED, reason="rollback incomplete: " + "; ".join(problems))
@@ -326,5 +330,5 @@ def verify_all_snapshots(run: HealRun) -> list[str]:
         except NotRestorable as exc:
             problems.append(str(exc))
         except snapshots.SnapshotIntegrityError as exc:
-            problems.append(f"step {step['index']}: {exc}")
+            problems.append(f"step {step.index}: {exc}")
     return problems

@@ -15,6 +15,7 @@ from django.utils import timezone
 from approvals import audit
 from approvals import policy as governance
 from approvals import services as approvals
+from incidents import channels
 from incidents import services as intake
 from incidents.choices import UNKNOWN_DIAGNOSIS, IncidentStatus
 from incidents.models import Incident
@@ -73,7 +74,7 @@ def _escalate(run: HealRun, expected: str, reason: str) -> None:
 
 
 def plan(run_id: int) -> None:
-    run = HealRun.objects.select_related("incident").filter(pk=run_id, status=S.DIAGNOSED).first()
+    run = HealRun.objects.select_related("incident__channel").filter(pk=run_id, status=S.DIAGNOSED).first()
     if run is None:
         return
     incident = run.incident
@@ -88,6 +89,9 @@ def plan(run_id: int) -> None:
     playbook = candidates[chosen.playbook]
     if playbook.escalate_only:
         return _escalate(run, S.DIAGNOSED, f"playbook {playbook.name} hands {code} to humans")
+    if not channels.may_raise(incident.channel, incident.service):
+        why = f"channel {incident.channel.name} may not raise incidents for service {incident.service!r}"
+        return _escalate(run, S.DIAGNOSED, why)
     try:
         built = planner.build(playbook, incident)
     except planner.PlanError as exc:
@@ -113,7 +117,7 @@ def plan(run_id: int) -> None:
         + ("exploring: too few outcomes yet)" if chosen.exploring else f"confidence {chosen.confidence:.2f})"),
         data={"ranking": [r.__dict__ for r in ranking], "plan_hash": built.hash},
         fields={
-            "playbook": playbook, "plan": built.document, "plan_hash": built.hash, "family": built.family,
+            "playbook": playbook, "plan": built.to_document(), "plan_hash": built.hash, "family": built.family,
             # No learned confidence while the playbook is still under-tried: its declared tier stands
             # until outcomes say otherwise (then low confidence raises it through governance).
             "target": built.target, "confidence": None if chosen.exploring else chosen.confidence,
@@ -123,7 +127,7 @@ def plan(run_id: int) -> None:
 
 
 def _facts(run: HealRun) -> governance.PlanFacts:
-    steps = run.plan.get("steps", [])
+    plan = planner.Plan.from_document(run.plan)
     since = timezone.now() - timedelta(hours=24)
     recent_failures = (
         HealRun.objects.filter(target=run.target, status__in=(S.FAILED, S.ROLLED_BACK), finished_at__gte=since)
@@ -131,33 +135,36 @@ def _facts(run: HealRun) -> governance.PlanFacts:
         .count()
     )
     return governance.PlanFacts(
-        actions=[s["action"] for s in steps],
-        families=sorted({s["family"] for s in steps}),
-        environment=run.incident.environment,
-        service=run.incident.service,
+        actions=[s.action for s in plan.steps],
+        families=sorted({s.family for s in plan.steps}),
+        # The inventory's environment of the service (in the plan, so the approval covers it), never the alert's.
+        environment=plan.environment,
+        service=plan.service,
         diagnosis_code=run.diagnosis_code,
         target=run.target,
         declared_tier=run.playbook.tier if run.playbook else 1,
         confidence=run.confidence,
         confidence_threshold=learning.CONFIDENCE_TIER_THRESHOLD,
         recent_failures=recent_failures,
-        blast_radius=len({s["target"] for s in steps}),
+        blast_radius=len(plan.targets),
     )
 
 
 def gate(run_id: int) -> None:
-    run = HealRun.objects.select_related("incident", "playbook").filter(pk=run_id, status=S.PLANNED).first()
+    run = HealRun.objects.select_related("incident__channel", "playbook").filter(pk=run_id, status=S.PLANNED).first()
     if run is None:
         return
     facts = _facts(run)
     decision = governance.evaluate(facts)
-    steps = run.plan.get("steps", [])
-    action_tier = max((s["tier"] for s in steps), default=1)
+    plan = planner.Plan.from_document(run.plan)
     reasons = list(decision.reasons)
     tier = decision.tier
-    if action_tier > tier:
-        tier = action_tier
-        reasons.append(f"raised to tier {tier}: an action of the plan declares tier {action_tier}")
+    if plan.action_tier > tier:
+        reasons.append(f"tier {tier} -> {plan.action_tier}: an action of the plan declares tier {plan.action_tier}")
+        tier = plan.action_tier
+    if plan.tier_floor > tier:
+        reasons.append(f"tier {tier} -> {plan.tier_floor}: the inventory's tier floor of service {plan.service}")
+        tier = plan.tier_floor
     fields = {"tier": tier, "tier_reasons": reasons, "policy_explanation": decision.explanation}
     if not decision.allowed:
         return transition(run.pk, S.PLANNED, S.BLOCKED, reason=f"policy: {decision.blocked_reason}", fields=fields)
@@ -184,17 +191,34 @@ def gate(run_id: int) -> None:
             approvals.open_request(
                 run_id=run.pk, plan_hash=run.plan_hash, tier=tier, requested_by_id=run.started_by_id,
                 context=approval_context(run, reasons, decision.explanation),
+                ineligible=initiators(run), depends_on=[_audit_ref(run), _audit_ref(run.playbook)],
             )  # fmt: skip
+
+
+def _audit_ref(obj) -> tuple[str, str]:
+    return obj._meta.label_lower, str(obj.pk)
+
+
+def initiators(run: HealRun) -> list[tuple[int | None, str]]:
+    """Who set this run going, and so may not approve it: the user who raised the incident, the owner of
+    the channel it came through, and the user who started the run by hand."""
+    incident = run.incident
+    return [
+        (incident.raised_by_id, f"raised incident #{incident.pk}"),
+        (incident.channel.owner_id, f"own the channel {incident.channel.name} that raised incident #{incident.pk}"),
+        (run.started_by_id, "started this run"),
+    ]
 
 
 def approval_context(run: HealRun, reasons: list[str], explanation: list[dict]) -> dict:
     """What an approver sees: the incident, the exact plan, its contract and the reasons for the tier."""
-    steps = run.plan.get("steps", [])
+    plan = planner.Plan.from_document(run.plan)
+    steps = [step.to_document() for step in plan.steps]
     return {
-        "service": run.incident.service, "environment": run.incident.environment, "incident": run.incident_id,
+        "service": plan.service, "environment": plan.environment, "incident": run.incident_id,
         "title": run.incident.title, "diagnosis": run.diagnosis_code,
         "playbook": run.playbook.name if run.playbook else "", "plan": run.plan,
-        "contract": [s.get("contract", []) for s in steps], "snapshot_policy": run.plan.get("snapshot_policy", ""),
+        "contract": [s["contract"] for s in steps], "snapshot_policy": plan.snapshot_policy,
         "confidence": run.confidence, "tier_reasons": reasons, "policy_explanation": explanation,
     }  # fmt: skip
 
@@ -223,7 +247,7 @@ def replan_waiting(playbook: Playbook, *, actor=None) -> int:
                     run.pk, S.AWAITING_APPROVAL, S.PLANNED, actor=actor,
                     note=f"playbook {playbook.name} changed: planned again, to be gated again",
                     data={"old_plan_hash": run.plan_hash, "new_plan_hash": built.hash},
-                    fields={"plan": built.document, "plan_hash": built.hash, "family": built.family,
+                    fields={"plan": built.to_document(), "plan_hash": built.hash, "family": built.family,
                             "target": built.target},
                     guard={"plan_hash": run.plan_hash},
                 )  # fmt: skip

@@ -13,9 +13,19 @@ from incidents.models import Incident
 class IncidentCreateSerializer(serializers.Serializer):
     """A signal posted to the API. Only ``title`` is required."""
 
-    source = serializers.ChoiceField(choices=Source.choices, default=Source.API)
+    source = serializers.ChoiceField(
+        choices=Source.choices,
+        required=False,
+        help_text="Ignored: the source is the channel's (kept in the stored payload as what was claimed).",
+    )
     service = StrictCharField(max_length=normalize.MAX_SERVICE, required=False, allow_blank=True, default="")
-    environment = StrictCharField(max_length=normalize.MAX_ENVIRONMENT, required=False, default="production")
+    environment = StrictCharField(
+        max_length=normalize.MAX_ENVIRONMENT,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Evidence only: the inventory's environment of the service is the one GRACE uses.",
+    )
     title = StrictCharField(max_length=normalize.MAX_TITLE)
     message = StrictCharField(
         max_length=normalize.MAX_MESSAGE, required=False, allow_blank=True, default="", trim_whitespace=False
@@ -37,6 +47,7 @@ class DiagnosisSerializer(serializers.Serializer):
 
 class IncidentSerializer(serializers.ModelSerializer):
     diagnosis = DiagnosisSerializer(source="*", read_only=True)
+    channel = serializers.SlugRelatedField(slug_field="name", read_only=True)
     heal_run_id = serializers.SerializerMethodField(help_text="The latest heal run for this incident, if any.")
 
     class Meta:
@@ -48,9 +59,11 @@ class IncidentSerializer(serializers.ModelSerializer):
             "status_reason",
             "diagnosis",
             "heal_run_id",
+            "channel",
             "source",
             "service",
             "environment",
+            "claimed_environment",
             "severity",
             "title",
             "message",

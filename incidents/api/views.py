@@ -1,9 +1,6 @@
 from __future__ import annotations
 
-import hmac
-
 import django_filters
-from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Max
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -12,10 +9,11 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import APIException, AuthenticationFailed, ValidationError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from grace_site.permissions import ModelPermissions
-from incidents import alertmanager, services
+from incidents import alertmanager, channels, services
 from incidents.api.parsers import BoundedJSONParser
 from incidents.api.serializers import (
     AlertmanagerWebhookSerializer,
@@ -24,8 +22,8 @@ from incidents.api.serializers import (
     IncidentSerializer,
     WebhookResultSerializer,
 )
-from incidents.choices import IncidentStatus
-from incidents.models import Incident
+from incidents.choices import ChannelKind, IncidentStatus
+from incidents.models import Channel, Incident
 
 
 def _field_errors(exc: DjangoValidationError) -> ValidationError:
@@ -42,13 +40,92 @@ class IncidentFilter(django_filters.FilterSet):
         fields = ["status", "service", "diagnosis", "since", "source", "severity", "environment", "fingerprint"]
 
 
+class WebhookNotConfigured(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "Webhooks are disabled: set GRACE_WEBHOOK_TOKEN or create an Alertmanager channel with a token."
+    default_code = "webhook_not_configured"
+
+
+class ChannelActor:
+    """An authenticated intake channel: it may raise incidents, and nothing else."""
+
+    is_authenticated = True
+    is_anonymous = False
+    is_active = True
+    is_staff = is_superuser = False
+    pk = None
+
+    def __init__(self, channel: Channel):
+        self.channel = channel
+
+    def get_username(self) -> str:
+        return f"channel:{self.channel.name}"
+
+    def has_perm(self, perm, obj=None) -> bool:
+        return False
+
+    def has_perms(self, perms, obj=None) -> bool:
+        return False
+
+
+class ChannelTokenAuthentication(BaseAuthentication):
+    """``Authorization: Bearer <token>`` of a channel of one kind (the digest is looked up; the env token of the
+    built-in Alertmanager channel is compared in constant time)."""
+
+    kind = ChannelKind.API
+
+    def authenticate(self, request):
+        scheme, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        channel = channels.authenticate(token, self.kind)
+        if channel is None:
+            raise AuthenticationFailed("Missing or wrong bearer token.")
+        return ChannelActor(channel), None
+
+    def authenticate_header(self, request) -> str:
+        return 'Bearer realm="grace-intake"'
+
+
+class WebhookTokenAuthentication(ChannelTokenAuthentication):
+    """The Alertmanager webhook: a bearer token is required."""
+
+    kind = ChannelKind.ALERTMANAGER
+
+    def authenticate(self, request):
+        result = super().authenticate(request)
+        if result is None:
+            if not channels.webhooks_configured():
+                raise WebhookNotConfigured()
+            raise AuthenticationFailed("Missing or wrong bearer token.")
+        return result
+
+    def authenticate_header(self, request) -> str:
+        return 'Bearer realm="grace-webhooks"'
+
+
+class IntakePermissions(ModelPermissions):
+    """Users need the model permissions; an API channel may only raise incidents."""
+
+    def has_permission(self, request, view):
+        if isinstance(request.user, ChannelActor):
+            return view.action == "create"
+        return super().has_permission(request, view)
+
+
 class IncidentViewSet(
     mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
-    """Incidents: post a signal, list and read what GRACE knows."""
+    """Incidents: post a signal, list and read what GRACE knows.
 
-    queryset = Incident.objects.annotate(latest_heal_run=Max("heal_runs__id"))
-    permission_classes = [ModelPermissions]
+    Users post with their own credentials (the built-in ``api-users`` channel); an integration posts with its
+    API channel's bearer token and may only post.
+    """
+
+    authentication_classes = [*api_settings.DEFAULT_AUTHENTICATION_CLASSES, ChannelTokenAuthentication]
+
+    queryset = Incident.objects.select_related("channel").annotate(latest_heal_run=Max("heal_runs__id"))
+    permission_classes = [IntakePermissions]
     parser_classes = [BoundedJSONParser]
     filterset_class = IncidentFilter
     ordering_fields = ["last_seen", "first_seen", "occurrences", "id"]
@@ -71,48 +148,19 @@ class IncidentViewSet(
         serializer = IncidentCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         raw = request.data if isinstance(request.data, dict) else {}
+        body = dict(serializer.validated_data)
+        body.pop("source", None)  # the channel stamps the source; a claimed one is kept in the raw payload only
+        if isinstance(request.user, ChannelActor):
+            channel, raised_by = request.user.channel, None
+        else:
+            channel, raised_by = channels.builtin(channels.USERS), request.user
         try:
-            signal = services.Signal(**serializer.validated_data, raw=raw)
+            signal = services.Signal(**body, raw=raw, channel=channel, raised_by=raised_by)
             result = services.retry_transient(services.ingest)(signal, actor=request.user)
         except DjangoValidationError as exc:
             raise _field_errors(exc) from None
         body = IncidentSerializer(result.incident).data
         return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
-
-
-class WebhookNotConfigured(APIException):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    default_detail = "Webhooks are disabled: GRACE_WEBHOOK_TOKEN is not configured."
-    default_code = "webhook_not_configured"
-
-
-class WebhookActor:
-    """The authenticated caller of a webhook (named in the audit log)."""
-
-    is_authenticated = True
-    is_anonymous = False
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def get_username(self) -> str:
-        return self.name
-
-
-class WebhookTokenAuthentication(BaseAuthentication):
-    """``Authorization: Bearer <GRACE_WEBHOOK_TOKEN>``, compared in constant time."""
-
-    def authenticate(self, request):
-        expected = settings.GRACE_WEBHOOK_TOKEN
-        if not expected:
-            raise WebhookNotConfigured()
-        scheme, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
-            raise AuthenticationFailed("Missing or wrong bearer token.")
-        return WebhookActor("webhook:alertmanager"), None
-
-    def authenticate_header(self, request) -> str:
-        return 'Bearer realm="grace-webhooks"'
 
 
 class AlertmanagerWebhookView(APIView):
@@ -134,7 +182,7 @@ class AlertmanagerWebhookView(APIView):
         serializer.is_valid(raise_exception=True)
         try:
             summary = services.retry_transient(alertmanager.process_delivery)(
-                serializer.validated_data, actor=request.user
+                serializer.validated_data, channel=request.user.channel, actor=request.user
             )
         except DjangoValidationError as exc:
             raise _field_errors(exc) from None

@@ -159,6 +159,10 @@ def probe(timeout: float) -> dict:
     }
 
 
+# Every AWS action acts on an inventory resource: its account and region come from it too.
+SCOPE_BINDS = {"account": "scope.account", "region": "scope.region"}
+
+
 class _RegionParams(serializers.Serializer):
     region = serializers.RegexField(r"^[a-z]{2}(-[a-z]+)+-\d$", required=False, allow_blank=True, default="")
     account = serializers.CharField(
@@ -272,6 +276,8 @@ registry.register(
         timeout=60,
         target_param="group",
         scope_params=("account", "region"),
+        resource_kind="aws_asg",
+        binds={"group": "target", **SCOPE_BINDS},
         description="Set an Auto Scaling group's desired capacity (absolute or by increment), within min..max.",
         default_contract=[
             {"field": "desired_capacity", "op": "==", "value": "{snapshot.target}", "within": 300},
@@ -335,6 +341,8 @@ registry.register(
         timeout=60,
         target_param="instance_id",
         scope_params=("account", "region"),
+        resource_kind="aws_ec2",
+        binds={"instance_id": "target", **SCOPE_BINDS},
         description="Reboot a running EC2 instance; it must come back running with both status checks ok.",
         default_contract=[
             {"field": "state", "op": "==", "value": "running", "within": 600},
@@ -401,6 +409,8 @@ registry.register(
         timeout=60,
         target_param="db_instance",
         scope_params=("account", "region"),
+        resource_kind="aws_rds",
+        binds={"db_instance": "target", **SCOPE_BINDS},
         description="Reboot an RDS instance (optionally with a Multi-AZ failover); it must be available again.",
         default_contract=[{"field": "status", "op": "==", "value": "available", "within": 900}],
     )

@@ -78,6 +78,31 @@ class Action:
     scope_params: tuple[str, ...] = ()
     # Contract used when a playbook step declares none.
     default_contract: list[dict] = field(default_factory=list)
+    # The inventory resource kind it acts on, and which parameters come from that resource
+    # ({"path": "target", "namespace": "scope.namespace"}): a playbook can never set those itself.
+    resource_kind: str = ""
+    binds: dict[str, str] = field(default_factory=dict)
+
+    def bind(self, resource: dict) -> dict:
+        """The parameters taken from an inventory resource (``{"target", "scope", ...}``)."""
+        bound = {}
+        for param, source in self.binds.items():
+            if source.startswith("scope."):
+                value = (resource.get("scope") or {}).get(source.removeprefix("scope."), "")
+            else:
+                value = resource.get(source, "")
+            if value not in ("", None):
+                bound[param] = value
+        return bound
+
+    def canonical(self, params: dict) -> dict:
+        """Parameters with the target spelled one way (a path with its symlinks resolved): what cooldowns,
+        budgets, breakers, snapshots and learning key on."""
+        if self.canonicalize is None:
+            return params
+        return self.canonicalize(params)
+
+    canonicalize: Callable[[dict], dict] | None = None
 
     def validate(self, params: dict) -> dict:
         """Validated parameters, or ``rest_framework.exceptions.ValidationError`` naming the field."""
@@ -110,6 +135,8 @@ class Registry:
             raise ValueError(f"action {action.name!r} is registered twice")
         if action.tier not in (1, 2, 3):
             raise ValueError(f"action {action.name!r}: tier must be 1, 2 or 3")
+        if not action.resource_kind or action.target_param not in action.binds:
+            raise ValueError(f"action {action.name!r}: must bind its target parameter to an inventory resource kind")
         self._actions[action.name] = action
         return action
 

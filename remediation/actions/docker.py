@@ -207,6 +207,8 @@ registry.register(
         timeout=120,
         target_param="container",
         scope_params=("host",),
+        resource_kind="docker_container",
+        binds={"container": "target", "host": "scope.engine"},
         description="Restart a container; it must be running again (and healthy, when it has a health check).",
         default_contract=[
             {"field": "started_at", "op": "!=", "value": "{snapshot.started_at}"},
@@ -340,6 +342,8 @@ registry.register(
         timeout=180,
         target_param="service",
         scope_params=("host", "project"),
+        resource_kind="docker_service",
+        binds={"service": "target", "project": "scope.project", "host": "scope.engine"},
         description="Scale a compose service's running containers up (from its existing config) or down.",
         default_contract=[{"field": "running_replicas", "op": "==", "value": "{params.replicas}", "within": 60}],
     )

@@ -46,6 +46,8 @@ FAMILY = "kubernetes"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+# Every Kubernetes action acts on an inventory deployment: these parameters come from it.
+DEPLOYMENT_BINDS = {"deployment": "target", "namespace": "scope.namespace", "context": "scope.context"}
 
 
 def _fail(cls: type[ActionError], message: str) -> ActionError:
@@ -239,6 +241,8 @@ registry.register(
         timeout=60,
         target_param="deployment",
         scope_params=("context", "namespace"),
+        resource_kind="k8s_deployment",
+        binds=DEPLOYMENT_BINDS,
         description="Restart a deployment's pods the way kubectl rollout restart does; wait for the rollout.",
         default_contract=[
             {"field": "restarted_at", "op": "!=", "value": "{snapshot.restarted_at}"},
@@ -281,6 +285,8 @@ registry.register(
         timeout=60,
         target_param="deployment",
         scope_params=("context", "namespace"),
+        resource_kind="k8s_deployment",
+        binds=DEPLOYMENT_BINDS,
         description="Scale a deployment; the new replica count must be ready.",
         default_contract=[
             {"field": "replicas", "op": "==", "value": "{params.replicas}"},
@@ -296,6 +302,7 @@ registry.register(
 
 class PodDeleteParams(serializers.Serializer):
     namespace = serializers.RegexField(DNS_LABEL, max_length=63)
+    deployment = serializers.RegexField(DNS_SUBDOMAIN, max_length=253, help_text="The deployment the pod belongs to.")
     pod = serializers.RegexField(DNS_SUBDOMAIN, max_length=253)
     context = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     grace_period_seconds = serializers.IntegerField(min_value=0, max_value=3600, default=30)
@@ -342,6 +349,21 @@ def pod_snapshot(params: dict, directory: Path) -> dict:
     return {k: facts.get(k) for k in ("uid", "controller", "restart_count")}
 
 
+def _check_belongs(client: k8s.ApiClient, params: dict, name: str) -> None:
+    """Refuse a pod that the step's deployment does not select: a label may name a pod, never another
+    deployment's (the pod's labels must match the deployment's selector, in the deployment's namespace)."""
+    deployment = _read_deployment(client, params)
+    selector = (deployment.spec.selector.match_labels or {}) if deployment.spec and deployment.spec.selector else {}
+    with k8s_errors(f"read pod {name}"):
+        pod = k8s.CoreV1Api(client).read_namespaced_pod(params["pod"], params["namespace"], _request_timeout=_timeout())
+    labels = pod.metadata.labels or {}
+    if not selector or any(labels.get(key) != value for key, value in selector.items()):
+        raise ActionRefused(
+            f"kubernetes: pod {name} is not selected by deployment {params['namespace']}/{params['deployment']}: "
+            "nothing was deleted"
+        )
+
+
 def pod_execute(params: dict) -> dict:
     name = f"{params['namespace']}/{params['pod']}"
     with api(params.get("context", "")) as client:
@@ -350,6 +372,7 @@ def pod_execute(params: dict) -> dict:
             return {"deleted": False, "reason": f"pod {name} is already gone"}
         if not facts["controller"]:
             raise ActionRefused(f"kubernetes: pod {name} has no controller: deleting it would not bring it back")
+        _check_belongs(client, params, name)
         if params.get("only_if_crashlooping", True) and not facts["crash_looping"]:
             raise ActionRefused(f"kubernetes: pod {name} is not crash-looping (only_if_crashlooping is on)")
         with k8s_errors(f"delete pod {name}"):
@@ -373,8 +396,10 @@ registry.register(
         tier=1,
         idempotent=True,
         timeout=60,
-        target_param="pod",
+        target_param="deployment",
         scope_params=("context", "namespace"),
+        resource_kind="k8s_deployment",
+        binds=DEPLOYMENT_BINDS,
         description="Delete a crash-looping pod that a controller owns, so the controller replaces it.",
         default_contract=[{"field": "uid", "op": "!=", "value": "{snapshot.uid}", "within": 120}],
     )

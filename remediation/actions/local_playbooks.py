@@ -3,8 +3,10 @@
 Each diagnosis listed here has a local remedy that really addresses it; the others
 (disk_pressure, memory_pressure, high_cpu, latency_spike...) have no safe generic
 local fix and are left to other families or to humans.
-Templates: ``{labels.<key>}``, ``{service}``, ``{environment}`` are filled from the
-incident before validation; ``{params.<key>}`` / ``{snapshot.<key>}`` in a contract
+Every step acts on a resource of the incident's service in the inventory (the kind its
+action takes: a SQLite file, a cache directory, a supervised service, a PostgreSQL
+target). When the service has several resources of that kind, the alert names one
+with the label ``resource``. ``{params.<key>}`` / ``{snapshot.<key>}`` in a contract
 value are read at verification time.
 """
 
@@ -19,7 +21,6 @@ PLAYBOOKS = [
         "steps": [
             {
                 "action": "sqlite.checkpoint",
-                "params": {"path": "{labels.db_path}"},
                 "contract": [{"field": "wal_bytes", "op": "<=", "value": 1048576, "within": 10}],
             }
         ],
@@ -29,14 +30,14 @@ PLAYBOOKS = [
     {
         "name": "postgres-terminate-blockers",
         "description": (
-            "Terminate client sessions that have blocked others for 5 s or more on a configured PostgreSQL "
-            "target (never superusers, replication or GRACE's own sessions)."
+            "Terminate client sessions that have blocked others for 5 s or more on the service's PostgreSQL "
+            "database (never superusers, replication or GRACE's own sessions)."
         ),
         "diagnosis_codes": ["database_locked"],
         "steps": [
             {
                 "action": "postgres.terminate_blockers",
-                "params": {"target": "{labels.pg_target}", "min_blocked_seconds": 5},
+                "params": {"min_blocked_seconds": 5},
                 "contract": [
                     {"field": "longest_block_seconds", "op": "<", "value": "{params.min_blocked_seconds}", "within": 15}
                 ],
@@ -47,12 +48,11 @@ PLAYBOOKS = [
     },
     {
         "name": "clear-corrupt-cache",
-        "description": "Empty the cache directory named by the incident (kept in the snapshot for rollback).",
+        "description": "Empty the service's cache directory (kept in the snapshot for rollback).",
         "diagnosis_codes": ["cache_corruption"],
         "steps": [
             {
                 "action": "cache.clear",
-                "params": {"path": "{labels.cache_dir}"},
                 "contract": [
                     {"field": "exists", "op": "==", "value": True},
                     {"field": "bytes", "op": "<=", "value": "{snapshot.bytes}"},
@@ -64,12 +64,11 @@ PLAYBOOKS = [
     },
     {
         "name": "restart-down-service",
-        "description": "Start a service from the allow-list again (systemd unit or pidfile-supervised command).",
+        "description": "Start the service's supervised process again (systemd unit or pidfile-supervised command).",
         "diagnosis_codes": ["service_down"],
         "steps": [
             {
                 "action": "service.restart",
-                "params": {"service": "{service}"},
                 "contract": [{"field": "running", "op": "==", "value": True, "within": 30}],
             }
         ],
@@ -86,7 +85,6 @@ PLAYBOOKS = [
         "steps": [
             {
                 "action": "service.restart",
-                "params": {"service": "{service}"},
                 "contract": [{"field": "running", "op": "==", "value": True, "within": 30}],
             }
         ],

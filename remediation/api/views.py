@@ -1,6 +1,5 @@
 import django_filters
 import redis
-from django.db import transaction
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status, viewsets
@@ -9,10 +8,9 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from approvals import audit
 from grace_site.permissions import ModelPermissions
 from incidents.models import Incident
-from remediation import lifecycle, pipeline, resilience
+from remediation import lifecycle, pipeline, playbooks, resilience
 from remediation.actions import load_all
 from remediation.api.serializers import (
     HealRequestSerializer,
@@ -109,22 +107,24 @@ class PlaybookViewSet(viewsets.ModelViewSet):
     filterset_fields = ["enabled", "tier", "shadow"]
 
     def perform_create(self, serializer):
-        with transaction.atomic():
-            playbook = serializer.save()
-            audit.record("playbook.created", actor=self.request.user, obj=playbook, data=serializer.data)
+        playbook = Playbook(**serializer.validated_data)
+        playbooks.save(playbook, actor=self.request.user)
+        serializer.instance = playbook
 
     def perform_update(self, serializer):
-        with transaction.atomic():
-            playbook = serializer.save()
-            if playbook.enabled and playbook.paused_reason:
-                Playbook.objects.filter(pk=playbook.pk).update(paused_reason="")
-            audit.record("playbook.updated", actor=self.request.user, obj=playbook, data=serializer.data)
-            pipeline.replan_waiting(playbook, actor=self.request.user)
+        playbook = serializer.instance
+        before = playbooks.snapshot(playbook)
+        for name, value in serializer.validated_data.items():
+            setattr(playbook, name, value)
+        playbooks.save(playbook, actor=self.request.user, before=before)
 
-    def perform_destroy(self, instance):
-        with transaction.atomic():
-            audit.record("playbook.deleted", actor=self.request.user, obj=instance, data={"name": instance.name})
-            instance.delete()
+    @extend_schema(responses={204: None, 409: dict})
+    def destroy(self, request, *args, **kwargs):
+        try:
+            playbooks.delete(self.get_object(), actor=request.user)
+        except playbooks.PlaybookInUse as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 @extend_schema(summary="Registered actions with their parameter fields", responses={200: dict})

@@ -29,6 +29,7 @@ from remediation.actions.local.paths import (
     AbsolutePathField,
     Confined,
     allowed_roots,
+    canonical_path,
     confine,
     open_dir_below_root,
 )
@@ -236,6 +237,9 @@ registry.register(
         idempotent=True,
         timeout=120,
         target_param="path",
+        resource_kind="cache",
+        binds={"path": "target"},
+        canonicalize=canonical_path,
         description="Remove everything inside a cache directory under the allowed roots (the directory stays).",
         default_contract=[{"field": "file_count", "op": "==", "value": 0, "within": 5}],
     )

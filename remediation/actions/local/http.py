@@ -105,6 +105,8 @@ registry.register(
         idempotent=True,
         timeout=60,
         target_param="url",
+        resource_kind="http",
+        binds={"url": "target"},
         description="Probe an HTTP(S) endpoint: status and latency in ms (observe only).",
         default_contract=[{"field": "status", "op": "==", "value": 200, "within": 30}],
     )

@@ -38,6 +38,11 @@ class AbsolutePathField(serializers.CharField):
         return value
 
 
+def canonical_path(params: dict) -> dict:
+    """The step's ``path`` with every symlink resolved, so one file is one target however it is spelled."""
+    return {**params, "path": os.path.realpath(params["path"])}
+
+
 def allowed_roots() -> list[Path]:
     roots = []
     for raw in settings.GRACE_ALLOWED_ROOTS:

@@ -257,7 +257,13 @@ def vacuum_analyze(params: dict) -> dict:
     return {"vacuumed": params.get("table") or "database"}
 
 
-_COMMON = {"family": "local", "observe": observe, "target_param": "target"}
+_COMMON = {
+    "family": "local",
+    "observe": observe,
+    "target_param": "target",
+    "resource_kind": "postgres",
+    "binds": {"target": "target"},
+}
 
 registry.register(
     Action(

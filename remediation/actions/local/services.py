@@ -331,6 +331,8 @@ registry.register(
         idempotent=True,
         timeout=30,
         target_param="service",
+        resource_kind="service",
+        binds={"service": "target"},
         description="Set the log level in a configured service's config file (rollback restores the file).",
         default_contract=[{"field": "log_level", "op": "==", "value": "{params.level}"}],
     )
@@ -346,6 +348,8 @@ registry.register(
         idempotent=False,
         timeout=120,
         target_param="service",
+        resource_kind="service",
+        binds={"service": "target"},
         description="Restart a service from the allow-list (systemd unit or pidfile-supervised command).",
         default_contract=[{"field": "running", "op": "==", "value": True, "within": 30}],
     )

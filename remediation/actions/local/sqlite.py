@@ -18,7 +18,7 @@ from django.conf import settings
 from rest_framework import serializers
 
 from remediation.actions.base import Action, ActionError, ActionRefused, TransientActionError, registry
-from remediation.actions.local.paths import AbsolutePathField, Confined, confine
+from remediation.actions.local.paths import AbsolutePathField, Confined, canonical_path, confine
 
 BACKUP_NAME = "database.sqlite3"
 # How long observe waits for the write lock before it reports the database busy.
@@ -201,7 +201,15 @@ def analyze(params: dict) -> dict:
     return {"analyzed": True, "tables_with_statistics": tables}
 
 
-_COMMON = {"family": "local", "params": SqliteParams, "observe": observe, "target_param": "path"}
+_COMMON = {
+    "family": "local",
+    "params": SqliteParams,
+    "observe": observe,
+    "target_param": "path",
+    "resource_kind": "sqlite",
+    "binds": {"path": "target"},
+    "canonicalize": canonical_path,
+}
 _REVERSIBLE = {"snapshot": snapshot, "rollback": rollback}
 
 registry.register(
