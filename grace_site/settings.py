@@ -398,7 +398,9 @@ GRACE_PAUSE_AFTER_FAILURES = env_int("GRACE_PAUSE_AFTER_FAILURES", 3, minimum=1)
 # Fewer counted attempts than this: confidence is 0 and the playbook is "exploring".
 GRACE_MIN_ATTEMPTS_FOR_CONFIDENCE = env_int("GRACE_MIN_ATTEMPTS_FOR_CONFIDENCE", 3, minimum=1)
 # Benchmarks: endpoints probed by the smoke (first URL) and full (every URL) suites.
-GRACE_BENCH_HTTP_URLS = env_list("GRACE_BENCH_HTTP_URLS", [f"http://127.0.0.1:{GRACE_PORT}/api/health/"])
+# Empty: the http resources of the inventory service GRACE_BENCH_SERVICE (then GRACE's own health endpoint).
+GRACE_BENCH_HTTP_URLS = env_list("GRACE_BENCH_HTTP_URLS", [])
+GRACE_BENCH_SERVICE = env_str("GRACE_BENCH_SERVICE", "grace")
 GRACE_BENCH_HTTP_TIMEOUT = env_float("GRACE_BENCH_HTTP_TIMEOUT", 2.0, minimum=0.1)
 GRACE_BENCH_CELERY_TIMEOUT = env_float("GRACE_BENCH_CELERY_TIMEOUT", 2.0, minimum=0.1)
 GRACE_BENCH_DIR = Path(env_str("GRACE_BENCH_DIR", str(VAR_DIR / "bench")))

@@ -131,3 +131,6 @@ class SweepTargetAdmin(AuditedAdmin):
         for pk in ids:
             transaction.on_commit(lambda pk=pk: sweep_target.apply_async(args=[pk]))
         self.message_user(request, f"{len(ids)} sweep(s) queued.", messages.SUCCESS)
+
+
+from incidents import admin_inventory  # noqa: E402,F401 - registers the inventory and channel admins

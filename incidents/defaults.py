@@ -10,8 +10,11 @@ from django.conf import settings
 
 from approvals import audit
 from grace_site.beat import ensure_interval_task
-from incidents.choices import Source, SweepKind
-from incidents.models import DiagnosisRule, SweepTarget
+from incidents import channels, inventory
+from incidents.choices import ResourceKind, Source, SweepKind
+from incidents.models import DiagnosisRule, Resource, Service, SweepTarget
+
+GRACE_SERVICE = "grace"
 
 AM, SWEEP = Source.ALERTMANAGER, Source.SWEEP
 I = "(?i)"  # noqa: E741 - case-insensitive prefix
@@ -123,15 +126,39 @@ def install() -> int:
             name, task, every=seconds, queue="sweeps", expires=seconds,
             description="Health sweep shipped with GRACE (targets in Incidents > Sweep targets).",
         )  # fmt: skip
-    targets = [("this-host", SweepKind.HOST, "/")]
-    database = settings.DATABASES["default"]
-    if database["ENGINE"].endswith("sqlite3"):
-        targets.append(("grace-database", SweepKind.SQLITE, str(database["NAME"])))
-    for name, kind, location in targets:
-        target, made = SweepTarget.objects.get_or_create(
-            name=name, defaults={"kind": kind, "location": location, "service": name}
-        )
+    created += channels.ensure_builtin()
+    grace, resources = _grace_service()
+    created += len(resources)
+    targets = [("this-host", SweepKind.HOST, {"location": "/", "service": grace.name})]
+    if "database" in resources:
+        targets.append(("grace-database", SweepKind.SQLITE, {"resource": resources["database"]}))
+    for name, kind, fields in targets:
+        target, made = SweepTarget.objects.get_or_create(name=name, defaults={"kind": kind, **fields})
         if made:
             created += 1
             audit.record("sweep_target.created", actor="system:defaults", obj=target, data={"kind": kind})
     return created
+
+
+def _grace_service() -> tuple[Service, dict[str, Resource]]:
+    """GRACE itself as an inventory service (production, tier floor 2: healing itself needs a human), with its
+    health endpoint (the benchmarks' default endpoint) and, on SQLite, its database (swept for WAL growth).
+    Returns the service and the resources created now."""
+    service = Service.objects.filter(name=GRACE_SERVICE).first()
+    if service is None:
+        service = inventory.save_service(
+            Service(name=GRACE_SERVICE, owner="GRACE operators", environment="production", tier_floor=2,
+                    description="GRACE itself (shipped default)."),
+            actor="system:defaults",
+        )  # fmt: skip
+    wanted = {"health": (ResourceKind.HTTP, f"http://127.0.0.1:{settings.GRACE_PORT}/api/health/")}
+    database = settings.DATABASES["default"]
+    if database["ENGINE"].endswith("sqlite3"):
+        wanted["database"] = (ResourceKind.SQLITE, str(database["NAME"]))
+    made = {}
+    for name, (kind, target) in wanted.items():
+        if not service.resources.filter(name=name).exists():
+            made[name] = inventory.save_resource(
+                Resource(service=service, name=name, kind=kind, target=target), actor="system:defaults"
+            )
+    return service, made

@@ -271,6 +271,12 @@ class DiagnosisRule(models.Model):
         return result
 
 
+# The inventory resource kind each kind of sweep target reads.
+SWEEP_RESOURCE_KINDS = {
+    SweepKind.SQLITE: ResourceKind.SQLITE,
+    SweepKind.POSTGRES: ResourceKind.POSTGRES,
+    SweepKind.HTTP: ResourceKind.HTTP,
+}
 # Threshold keys each kind of sweep target understands, with their defaults.
 SWEEP_THRESHOLDS: dict[str, dict[str, float]] = {
     SweepKind.HOST: {
@@ -294,6 +300,15 @@ class SweepTarget(models.Model):
 
     name = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=10, choices=SweepKind.choices)
+    resource = models.ForeignKey(
+        Resource,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="sweep_targets",
+        help_text="The inventory resource swept (SQLite file, HTTP endpoint, PostgreSQL database): its incidents "
+        "are its service's, so GRACE can act on them.",
+    )
     location = models.CharField(max_length=500, blank=True)
     service = models.CharField(max_length=200, blank=True, help_text="Service named on incidents (default: name).")
     environment = models.CharField(max_length=50, default="production")
@@ -330,9 +345,14 @@ class SweepTarget(models.Model):
                     errors["thresholds"] = f"unknown threshold {key!r} for {self.kind}; allowed: {', '.join(allowed)}"
                 elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                     errors["thresholds"] = f"threshold {key!r} must be a non-negative number"
-        if self.kind in (SweepKind.SQLITE, SweepKind.POSTGRES, SweepKind.HTTP) and not self.location:
-            errors["location"] = f"a {self.kind} target needs a location"
-        elif self.kind == SweepKind.HTTP and not self.location.startswith(("http://", "https://")):
+        wanted = SWEEP_RESOURCE_KINDS.get(self.kind)
+        if wanted and self.resource_id is None and not self.location:
+            errors["resource"] = f"a {self.kind} target sweeps an inventory resource of kind {wanted}"
+        elif wanted and self.resource is not None and self.resource.kind != wanted:
+            errors["resource"] = f"a {self.kind} target sweeps a {wanted} resource, not a {self.resource.kind} one"
+        elif self.kind == SweepKind.POSTGRES and not self.location:
+            errors["location"] = "a postgres target needs the postgres:// URL the sweep connects with"
+        elif self.kind == SweepKind.HTTP and self.location and not self.location.startswith(("http://", "https://")):
             errors["location"] = "must be an http:// or https:// URL"
         elif self.kind == SweepKind.POSTGRES and not self.location.startswith(("postgres://", "postgresql://")):
             errors["location"] = "must be a postgres:// URL"
@@ -344,4 +364,13 @@ class SweepTarget(models.Model):
 
     @property
     def service_name(self) -> str:
+        if self.resource is not None:
+            return self.resource.service.name
         return self.service or self.name
+
+    @property
+    def address(self) -> str:
+        """What the sweep reads: the resource's file or URL, else ``location`` (a host's disk, a PostgreSQL URL)."""
+        if self.resource is not None and self.kind in (SweepKind.SQLITE, SweepKind.HTTP):
+            return self.resource.target
+        return self.location

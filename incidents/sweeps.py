@@ -65,7 +65,7 @@ def _wal_bytes(db_path: Path) -> int:
 
 
 def check_sqlite(target: SweepTarget) -> list[Finding]:
-    db_path = Path(target.location)
+    db_path = Path(target.address)
     if not db_path.is_file():
         return [Finding("sqlite_missing", True, f"{target.service_name}: SQLite file {db_path} is missing",
                         {"db_path": str(db_path)})]  # fmt: skip
@@ -159,23 +159,23 @@ def check_http(target: SweepTarget) -> list[Finding]:
     timeout = float(target.threshold("timeout_seconds")) or 5.0
     started = time.perf_counter()
     try:
-        response = requests.get(target.location, timeout=timeout, allow_redirects=False)
+        response = requests.get(target.address, timeout=timeout, allow_redirects=False)
     except requests.RequestException as exc:
-        return [Finding("http_status", True, f"{target.service_name}: {target.location} is unreachable",
-                        {"url": target.location, "error": type(exc).__name__}, str(exc)[:500])]  # fmt: skip
+        return [Finding("http_status", True, f"{target.service_name}: {target.address} is unreachable",
+                        {"url": target.address, "error": type(exc).__name__}, str(exc)[:500])]  # fmt: skip
     latency_ms = (time.perf_counter() - started) * 1000
     return [
         Finding(
             "http_status",
             response.status_code != expected,
-            f"{target.service_name}: {target.location} answered {response.status_code} (expected {expected})",
-            {"url": target.location, "status": str(response.status_code), "expected_status": str(expected)},
+            f"{target.service_name}: {target.address} answered {response.status_code} (expected {expected})",
+            {"url": target.address, "status": str(response.status_code), "expected_status": str(expected)},
         ),
         Finding(
             "http_latency",
             latency_ms > latency_limit,
-            f"{target.service_name}: {target.location} took {latency_ms:.0f} ms (threshold {latency_limit:.0f})",
-            {"url": target.location, "latency_ms": f"{latency_ms:.1f}", "threshold": str(latency_limit)},
+            f"{target.service_name}: {target.address} took {latency_ms:.0f} ms (threshold {latency_limit:.0f})",
+            {"url": target.address, "latency_ms": f"{latency_ms:.1f}", "threshold": str(latency_limit)},
         ),
     ]
 
@@ -195,6 +195,8 @@ def finding_fingerprint(target: SweepTarget, check: str) -> str:
 def apply_findings(target: SweepTarget, findings: list[Finding]) -> dict:
     """Open or bump an incident per breach; resolve the incident of a check that passes again."""
     opened, resolved = [], []
+    # The resource the finding is about, by name: what a playbook step of its service selects.
+    resource = {"resource": target.resource.name} if target.resource is not None else {}
     with transaction.atomic():
         for finding in findings:
             fingerprint = finding_fingerprint(target, finding.check)
@@ -206,7 +208,7 @@ def apply_findings(target: SweepTarget, findings: list[Finding]) -> dict:
                     message=finding.message,
                     severity=target.severity,
                     environment=target.environment,
-                    labels={"check": finding.check, "sweep_target": target.name, **finding.labels},
+                    labels={"check": finding.check, "sweep_target": target.name, **resource, **finding.labels},
                     fingerprint=fingerprint,
                     raw={"target": target.pk, "kind": target.kind, "check": finding.check, "labels": finding.labels},
                 )
@@ -238,4 +240,5 @@ def sweep_target(target: SweepTarget) -> dict:
 
 def sweep(kind: str) -> dict[str, dict]:
     """Sweep every enabled target of one kind; one target's failure never stops the others."""
-    return {target.name: sweep_target(target) for target in SweepTarget.objects.filter(kind=kind, enabled=True)}
+    targets = SweepTarget.objects.filter(kind=kind, enabled=True).select_related("resource__service")
+    return {target.name: sweep_target(target) for target in targets}

@@ -25,6 +25,8 @@ from celery import current_app
 from django.conf import settings
 from django.db import connection, transaction
 
+from incidents.choices import ResourceKind
+from incidents.models import Resource
 from learning.estimators import percentile
 
 
@@ -104,10 +106,24 @@ def celery_roundtrip(params: dict) -> list[Measurement]:
     return [Measurement(CELERY_ROUNDTRIP, _ping_once(timeout))]
 
 
+def endpoints() -> list[str]:
+    """The HTTP endpoints the checks probe: ``GRACE_BENCH_HTTP_URLS`` when set, else the http resources of the
+    inventory service ``GRACE_BENCH_SERVICE`` (by name), else GRACE's own health endpoint."""
+    if settings.GRACE_BENCH_HTTP_URLS:
+        return list(settings.GRACE_BENCH_HTTP_URLS)
+    urls = list(
+        Resource.objects.filter(service__name=settings.GRACE_BENCH_SERVICE, kind=ResourceKind.HTTP)
+        .order_by("name")
+        .values_list("target", flat=True)
+    )
+    return urls or [f"http://127.0.0.1:{settings.GRACE_PORT}/api/health/"]
+
+
 def _urls(params: dict) -> list[str]:
     if params.get("url"):
         return [params["url"]]
-    return list(settings.GRACE_BENCH_HTTP_URLS if params.get("all") else settings.GRACE_BENCH_HTTP_URLS[:1])
+    urls = endpoints()
+    return urls if params.get("all") else urls[:1]
 
 
 def _get(url: str, params: dict) -> float:

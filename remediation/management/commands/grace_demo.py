@@ -20,6 +20,8 @@ from rest_framework.authtoken.models import Token
 
 from remediation.choices import RunStatus
 
+DEMO_SERVICE = "demo-db"
+
 
 class Command(BaseCommand):
     help = "Grow a real SQLite WAL, raise an incident through the API, and follow GRACE healing it."
@@ -45,13 +47,14 @@ class Command(BaseCommand):
         db = self._demo_db()
         keeper, wal = self._grow_wal(db, opts["wal_mib"] * 1024 * 1024)
         self.stdout.write(f"demo database {db}: WAL is {wal / 1048576:.1f} MiB")
+        self._register(session, url, db)
 
         response = session.post(
             f"{url}/api/incidents/",
             json={
-                "source": "api", "service": "demo-db", "severity": "warning", "environment": "demo",
-                "title": f"demo-db: SQLite WAL is {wal / 1048576:.1f} MiB",
-                "labels": {"alertname": "SQLiteWALBloat", "db_path": str(db), "wal_bytes": str(wal)},
+                "service": DEMO_SERVICE, "severity": "warning",
+                "title": f"{DEMO_SERVICE}: SQLite WAL is {wal / 1048576:.1f} MiB",
+                "labels": {"alertname": "SQLiteWALBloat", "resource": "db", "wal_bytes": str(wal)},
             },
             timeout=10,
         )  # fmt: skip
@@ -66,6 +69,28 @@ class Command(BaseCommand):
         style = self.style.SUCCESS if run["status"] == RunStatus.SUCCEEDED else self.style.ERROR
         self.stdout.write(style(f"run #{run['id']} ended {run['status']}: WAL now {wal_after / 1048576:.2f} MiB"))
         self.stdout.write(f"details: {url}/api/runs/{run['id']}/ and {url}/admin/remediation/healrun/{run['id']}/")
+
+    def _register(self, session: requests.Session, url: str, db: Path) -> None:
+        """Put the demo database in the inventory through the API, as a user would: GRACE acts only on
+        inventory resources."""
+        api = f"{url}/api/inventory"
+        service = {"name": DEMO_SERVICE, "owner": "grace_demo", "environment": "demo", "tier_floor": 1}
+        found = session.get(f"{api}/services/", params={"name": DEMO_SERVICE}, timeout=10).json()["results"]
+        if not any(s["name"] == DEMO_SERVICE for s in found):
+            self._check(session.post(f"{api}/services/", json=service, timeout=10), "register the demo service")
+        resource = {"service": DEMO_SERVICE, "name": "db", "kind": "sqlite", "target": str(db)}
+        existing = session.get(f"{api}/resources/", params={"service__name": DEMO_SERVICE}, timeout=10).json()
+        current = next((r for r in existing["results"] if r["name"] == "db"), None)
+        if current is None:
+            answer = session.post(f"{api}/resources/", json=resource, timeout=10)
+        else:
+            answer = session.patch(f"{api}/resources/{current['id']}/", json={"target": str(db)}, timeout=10)
+        self._check(answer, "register the demo database")
+        self.stdout.write(f"inventory: service {DEMO_SERVICE}, resource db -> {db}")
+
+    def _check(self, response: requests.Response, what: str) -> None:
+        if response.status_code >= 300:
+            raise CommandError(f"could not {what}: {response.status_code} {response.text[:500]}")
 
     def _token(self) -> str:
         user = get_user_model().objects.filter(is_superuser=True).order_by("pk").first()
