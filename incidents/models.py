@@ -138,6 +138,13 @@ class Channel(models.Model):
         return self.name
 
 
+def _users_channel() -> int:
+    """The built-in channel of users posting with their own credentials (intake always names its channel)."""
+    from incidents import channels
+
+    return channels.builtin(channels.USERS).pk
+
+
 class Incident(models.Model):
     """A problem GRACE knows about: one per fingerprint while it is active.
 
@@ -147,7 +154,11 @@ class Incident(models.Model):
 
     fingerprint = models.CharField(max_length=64)
     channel = models.ForeignKey(
-        Channel, on_delete=models.PROTECT, related_name="incidents", help_text="The integration that raised it."
+        Channel,
+        on_delete=models.PROTECT,
+        related_name="incidents",
+        default=_users_channel,
+        help_text="The integration that raised it.",
     )
     raised_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,

@@ -1,6 +1,8 @@
 import django.db.models.deletion
 from django.db import migrations, models
 
+import incidents.models
+
 
 class Migration(migrations.Migration):
     """Every incident has its channel now (0003 gave one to each existing incident)."""
@@ -14,6 +16,7 @@ class Migration(migrations.Migration):
             model_name="incident",
             name="channel",
             field=models.ForeignKey(
+                default=incidents.models._users_channel,
                 help_text="The integration that raised it.",
                 on_delete=django.db.models.deletion.PROTECT,
                 related_name="incidents",

@@ -18,6 +18,7 @@ from remediation.actions.aws import client as aws_client
 from remediation.actions.cloud_playbooks import PLAYBOOKS
 from remediation.choices import RunStatus
 from remediation.models import ContractResult, HealRun, Playbook
+from tests.support import inventory
 from tests.support.runs import wait_for, wait_for_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -104,7 +105,8 @@ def test_an_unhealthy_container_incident_is_healed_by_a_restart(cloud_worker, do
     before = container.attrs["State"]["StartedAt"]
     _install("docker-container-restart")
 
-    run = wait_for_run(_incident("container_unhealthy", "api-1 unhealthy", {"container": "api-1"}).pk)
+    inventory.resource("shop", "docker_container", "api-1")
+    run = wait_for_run(_incident("container_unhealthy", "api-1 unhealthy", {}).pk)
 
     assert run.status == RunStatus.SUCCEEDED, run.status_reason
     assert run.family == "docker"
@@ -128,6 +130,7 @@ def test_a_low_capacity_group_is_scaled_out_after_approval(cloud_worker, moto, o
         AvailabilityZones=["us-east-1a"],
     )
     _install("aws-asg-scale-out")
+    inventory.resource("shop", "aws_asg", "web")
     incident = _incident("asg_capacity_low", "web capacity low", {"auto_scaling_group_name": "web"})
 
     _approve(incident, operator)
@@ -144,11 +147,12 @@ def test_a_run_for_an_unconfigured_cluster_is_blocked_with_the_reason(cloud_work
     Playbook.objects.create(
         name="k8s-delete-pod",
         diagnosis_codes=["pod_crashloop"],
-        steps=[{"action": "k8s.pod.delete", "params": {"namespace": "{labels.namespace}", "pod": "{labels.pod}"}}],
+        steps=[{"action": "k8s.pod.delete", "params": {"pod": "{labels.pod}"}, "allow": {"pod": {"pattern": ".+"}}}],
         tier=1,
         cooldown_seconds=0,
     )
 
+    inventory.resource("shop", "k8s_deployment", "api", namespace="shop")
     run = wait_for_run(_incident("pod_crashloop", "api crashloop", {"namespace": "shop", "pod": "api-1"}).pk)
 
     assert run.status == RunStatus.BLOCKED
@@ -160,6 +164,7 @@ def test_a_crash_looping_pod_is_replaced_by_the_default_playbook(cloud_worker, k
     k8s.add_deployment("shop", "api", replicas=2, crashloop=1)
     looping = k8s.cluster.pods_of("shop", "api")[0]["metadata"]["name"]
     _install("k8s-pod-crashloop")
+    inventory.resource("shop", "k8s_deployment", "api", namespace="shop")
     incident = _incident("pod_crashloop", "api crashloop", {"namespace": "shop", "pod": looping, "deployment": "api"})
 
     _approve(incident, operator)
@@ -181,13 +186,14 @@ def test_a_scale_the_controller_cannot_satisfy_is_rolled_back(cloud_worker, k8s,
         steps=[
             {
                 "action": "k8s.deployment.scale",
-                "params": {"namespace": "shop", "deployment": "api", "replicas": 4},
+                "params": {"replicas": 4},
                 "contract": [{"field": "ready_replicas", "op": "==", "value": "{params.replicas}", "within": 2}],
             }
         ],
         tier=2,
         cooldown_seconds=0,
     )
+    inventory.resource("shop", "k8s_deployment", "api", namespace="shop")
     incident = _incident("latency_spike", "api slow", {})
     started = time.monotonic()
 

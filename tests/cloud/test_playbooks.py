@@ -13,22 +13,27 @@ from incidents.choices import KNOWN_DIAGNOSES
 from remediation.actions.base import registry
 from remediation.actions.cloud_playbooks import PLAYBOOKS
 from remediation.contracts import validate_contract
+from remediation.planner import validate_steps
 
 CLOUD = [a for a in registry.all() if a.family in ("aws", "docker", "kubernetes")]
-EXAMPLE = {
-    "labels.auto_scaling_group_name": "web",
-    "labels.dbinstance_identifier": "orders-db",
-    "labels.namespace": "shop",
-    "labels.pod": "api-5d8f7c9b6d-x2x7q",
-    "labels.deployment": "api",
-    "labels.container": "api-1",
+# An example inventory resource of each kind the cloud playbooks bind to, and the one label they read.
+EXAMPLE_RESOURCES = {
+    "aws_asg": {"target": "web"},
+    "aws_rds": {"target": "orders-db"},
+    "k8s_deployment": {"target": "api", "scope": {"namespace": "shop"}},
+    "docker_container": {"target": "api-1"},
 }
-TEMPLATE = re.compile(r"^\{([A-Za-z0-9_.]+)\}$")
+EXAMPLE_LABELS = {"pod": "api-5d8f7c9b6d-x2x7q"}
+TEMPLATE = re.compile(r"^\{labels\.([A-Za-z0-9_]+)\}$")
 
 
-def fill(value):
-    match = TEMPLATE.match(value) if isinstance(value, str) else None
-    return EXAMPLE[match.group(1)] if match else value
+def bound(action, step) -> dict:
+    """The step's parameters as the planner makes them: labels filled, the resource's bound on top."""
+    filled = {}
+    for name, value in step.get("params", {}).items():
+        match = TEMPLATE.match(value) if isinstance(value, str) else None
+        filled[name] = EXAMPLE_LABELS[match.group(1)] if match else value
+    return action.validate({**filled, **action.bind(EXAMPLE_RESOURCES[action.resource_kind])})
 
 
 def test_every_cloud_action_is_registered_in_its_family():
@@ -62,7 +67,8 @@ def test_each_cloud_action_declares_what_the_pipeline_needs(action):
          {"project": "blog"}),
         ("k8s.deployment.scale", {"namespace": "shop", "deployment": "api", "replicas": 2}, "kubernetes:shop/api",
          {"namespace": "blog"}),
-        ("k8s.pod.delete", {"namespace": "shop", "pod": "api-1"}, "kubernetes:shop/api-1", {"context": "prod-eu"}),
+        ("k8s.pod.delete", {"namespace": "shop", "deployment": "api", "pod": "api-1"}, "kubernetes:shop/api",
+         {"context": "prod-eu"}),
         ("aws.ec2.reboot", {"instance_id": "i-0123456789abcdef0"}, "aws:i-0123456789abcdef0",
          {"region": "eu-west-1"}),
     ],
@@ -86,14 +92,16 @@ def test_only_actions_with_a_real_inverse_can_be_rolled_back():
 
 
 @pytest.mark.parametrize("playbook", PLAYBOOKS, ids=lambda p: p["name"])
-def test_each_cloud_playbook_validates_once_its_templates_are_filled(playbook):
+def test_each_cloud_playbook_binds_every_step_to_an_inventory_resource(playbook):
     assert re.fullmatch(r"[a-z0-9-]+", playbook["name"])
     assert playbook["tier"] in (1, 2, 3)
     assert playbook["cooldown_seconds"] > 0
     assert set(playbook["diagnosis_codes"]) <= set(KNOWN_DIAGNOSES)
+    validate_steps(playbook["steps"])
     for step in playbook["steps"]:
         action = registry.get(step["action"])
-        params = action.validate({k: fill(v) for k, v in step["params"].items()})
+        assert not set(step.get("params", {})) & set(action.binds), "a target parameter is set by the step"
+        params = bound(action, step)
         validate_contract(step["contract"])
         assert action.family != "local"  # so the pipeline routes it to heal.cloud
         assert action.target(params).startswith(f"{action.family}:")
@@ -131,12 +139,12 @@ def test_every_contract_field_is_a_fact_the_action_really_observes(moto, docker_
         labels={docker_engine.test_label: "1"},
     )
     k8s.add_deployment("shop", "api", replicas=1, crashloop=1)
-    EXAMPLE["labels.pod"] = k8s.cluster.pods_of("shop", "api")[0]["metadata"]["name"]
+    EXAMPLE_LABELS["pod"] = k8s.cluster.pods_of("shop", "api")[0]["metadata"]["name"]
 
     for playbook in PLAYBOOKS:
         for step in playbook["steps"]:
             action = registry.get(step["action"])
-            facts = action.observe(action.validate({k: fill(v) for k, v in step["params"].items()}))
+            facts = action.observe(bound(action, step))
             missing = {p["field"] for p in step["contract"]} - set(facts)
             assert not missing, f"{playbook['name']}: {action.name} does not observe {missing}"
 

@@ -17,6 +17,7 @@ from incidents.models import DiagnosisRule
 from incidents.services import Signal, ingest
 from remediation.choices import RunStatus
 from remediation.models import Playbook
+from tests.support import inventory
 from tests.support.runs import bloated_wal_db, wait_for, wait_for_run, wal_bytes
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
@@ -45,22 +46,14 @@ def _tier3_wal_incident(tmp_root: Path):
         steps=[
             {
                 "action": "sqlite.checkpoint",
-                "params": {"path": "{labels.db_path}"},
                 "contract": [{"field": "wal_bytes", "op": "<=", "value": 1048576}],
             }
         ],
     )
     db = tmp_root / "orders.sqlite3"
     keeper = bloated_wal_db(db)
-    incident = ingest(
-        Signal(
-            source="api",
-            title="orders-db WAL is bloated",
-            service="orders-db",
-            environment="staging",
-            labels={"db_path": str(db)},
-        )
-    ).incident
+    inventory.resource("orders-db", "sqlite", db)
+    incident = ingest(Signal(source="api", title="orders-db WAL is bloated", service="orders-db")).incident
     return incident, db, keeper
 
 

@@ -30,10 +30,10 @@ def make_playbook(name: str, code: str, steps: list[dict], *, tier: int = 1, **e
 
 
 def checkpoint_steps(*, contract: list[dict] | None = None) -> list[dict]:
+    """One checkpoint of the incident's service's SQLite resource."""
     return [
         {
             "action": "sqlite.checkpoint",
-            "params": {"path": "{labels.db_path}"},
             "contract": contract if contract is not None else [{"field": "wal_bytes", "op": "<=", "value": 1048576}],
         }
     ]

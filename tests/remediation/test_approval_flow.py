@@ -10,6 +10,7 @@ from incidents.services import Signal, ingest
 from remediation.choices import RunStatus
 from remediation.models import ActionAttempt, HealRun
 from tests.remediation.conftest import checkpoint_steps, make_playbook
+from tests.support import inventory
 from tests.support.runs import bloated_wal_db, wait_for, wait_for_run, wal_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -27,10 +28,8 @@ def waiting_run(celery_worker, allowed_root, wal_rule):
     db = allowed_root / "approve.sqlite3"
     keeper = bloated_wal_db(db, rows=2000)
     make_playbook("wal-checkpoint-approved", "database_wal_bloat", checkpoint_steps(), tier=2)
-    incident = ingest(
-        Signal(source="api", title="approve WAL", service="approve-db", environment="staging",
-               labels={"db_path": str(db)})
-    ).incident  # fmt: skip
+    inventory.resource("approve-db", "sqlite", db)
+    incident = ingest(Signal(source="api", title="approve WAL", service="approve-db")).incident
     run = wait_for_run(incident.pk, statuses=(RunStatus.AWAITING_APPROVAL,))
     yield run, db
     keeper.close()

@@ -7,6 +7,7 @@ from learning.models import BenchmarkRun, BenchmarkSuite
 from remediation.choices import RunStatus
 from remediation.models import ContractResult
 from tests.remediation.conftest import checkpoint_steps, make_playbook
+from tests.support import inventory
 from tests.support.runs import bloated_wal_db, wait_for_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -25,8 +26,8 @@ def test_a_contract_runs_the_benchmark_suite_and_records_its_verdict(celery_work
     db = allowed_root / "bench.sqlite3"
     keeper = bloated_wal_db(db, rows=1500)
 
-    incident = ingest(Signal(source="api", title="bench WAL", service="b", environment="staging",
-                             labels={"db_path": str(db)})).incident  # fmt: skip
+    inventory.resource("b", "sqlite", db)
+    incident = ingest(Signal(source="api", title="bench WAL", service="b")).incident
     run = wait_for_run(incident.pk)
 
     assert run.status == RunStatus.SUCCEEDED, run.status_reason
@@ -46,8 +47,8 @@ def test_a_failing_benchmark_fails_the_contract_and_rolls_back(celery_worker, al
     db = allowed_root / "broken.sqlite3"
     keeper = bloated_wal_db(db, rows=300)
 
-    incident = ingest(Signal(source="api", title="broken WAL", service="c", environment="staging",
-                             labels={"db_path": str(db)})).incident  # fmt: skip
+    inventory.resource("c", "sqlite", db)
+    incident = ingest(Signal(source="api", title="broken WAL", service="c")).incident
     run = wait_for_run(incident.pk)
 
     assert run.status == RunStatus.ROLLED_BACK, run.status_reason

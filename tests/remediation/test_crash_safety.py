@@ -17,6 +17,7 @@ from remediation.choices import AttemptStatus, RunStatus
 from remediation.models import ActionAttempt, HealRun
 from remediation.services import transition
 from tests.remediation.conftest import make_playbook
+from tests.support import inventory
 from tests.support.runs import wait_for, wait_for_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -76,10 +77,11 @@ def test_a_worker_killed_during_a_restart_is_finished_by_the_reaper_exactly_once
 ):
     make_playbook(
         "restart-payments", "service_down",
-        [{"action": "service.restart", "params": {"service": "{service}"},
+        [{"action": "service.restart",
           "contract": [{"field": "pid", "op": "!=", "value": "{snapshot.pid}"},
                        {"field": "running", "op": "==", "value": True, "within": 20}]}],
     )  # fmt: skip
+    inventory.resource("payments", "service", "payments")
     incident = Incident.objects.create(
         fingerprint="payments-down", source="api", title="payments is down", service="payments",
         environment="staging", diagnosis_code="service_down", first_seen=timezone.now(), last_seen=timezone.now(),

@@ -7,23 +7,17 @@ import pytest
 from remediation.actions import load_all
 from remediation.actions.local_playbooks import PLAYBOOKS
 from remediation.contracts import validate_contract
+from remediation.planner import validate_steps
 
 REGISTRY = load_all()
 LOCAL = [a for a in REGISTRY.all() if a.family == "local"]
-# Example values for the templates the pipeline fills from an incident.
-EXAMPLE = {
-    "labels.db_path": "/srv/managed/orders.sqlite3",
-    "labels.pg_target": "orders",
-    "labels.cache_dir": "/srv/managed/cache",
-    "service": "orders-api",
-    "environment": "production",
+# An example inventory resource of each kind the local playbooks bind to.
+EXAMPLE_RESOURCES = {
+    "sqlite": {"target": "/srv/managed/orders.sqlite3"},
+    "postgres": {"target": "orders"},
+    "cache": {"target": "/srv/managed/cache"},
+    "service": {"target": "orders-api"},
 }
-TEMPLATE = re.compile(r"^\{([A-Za-z0-9_.]+)\}$")
-
-
-def fill(value):
-    match = TEMPLATE.match(value) if isinstance(value, str) else None
-    return EXAMPLE[match.group(1)] if match else value
 
 
 def test_every_local_action_is_registered():
@@ -64,14 +58,16 @@ def test_actions_that_change_files_can_be_rolled_back():
 
 
 @pytest.mark.parametrize("playbook", PLAYBOOKS, ids=lambda p: p["name"])
-def test_each_playbook_validates_once_its_templates_are_filled(playbook):
+def test_each_playbook_binds_every_step_to_an_inventory_resource(playbook):
     assert re.fullmatch(r"[a-z0-9-]+", playbook["name"])
     assert playbook["tier"] in (1, 2, 3)
     assert playbook["cooldown_seconds"] > 0
     assert playbook["diagnosis_codes"]
+    validate_steps(playbook["steps"])
     for step in playbook["steps"]:
         action = REGISTRY.get(step["action"])
-        params = action.validate({k: fill(v) for k, v in step["params"].items()})
+        assert not set(step.get("params", {})) & set(action.binds), "a target parameter is set by the step"
+        params = action.validate({**step.get("params", {}), **action.bind(EXAMPLE_RESOURCES[action.resource_kind])})
         validate_contract(step["contract"])
         assert all(p["field"] in observed_fields(action.name) for p in step["contract"])
         assert action.target(params)
@@ -100,7 +96,6 @@ def test_the_wal_playbook_checks_the_wal_size_within_ten_seconds():
     assert playbook["steps"] == [
         {
             "action": "sqlite.checkpoint",
-            "params": {"path": "{labels.db_path}"},
             "contract": [{"field": "wal_bytes", "op": "<=", "value": 1048576, "within": 10}],
         }
     ]

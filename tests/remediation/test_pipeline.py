@@ -14,6 +14,7 @@ from remediation.choices import AttemptStatus, RunStatus
 from remediation.models import ActionAttempt, ContractResult, HealRun, RunEvent, Snapshot
 from remediation.services import transition
 from tests.remediation.conftest import checkpoint_steps, make_playbook
+from tests.support import inventory
 from tests.support.race import run_together
 from tests.support.runs import bloated_wal_db, wait_for, wait_for_run, wal_bytes
 
@@ -25,13 +26,9 @@ def content_sha256(path) -> str:
         return hashlib.sha256("\n".join(conn.iterdump()).encode()).hexdigest()
 
 
-def _wal_incident(path, *, title="orders-db WAL is bloated", environment="staging"):
-    return ingest(
-        Signal(
-            source="api", title=title, service="orders-db", environment=environment, severity="warning",
-            labels={"db_path": str(path)},
-        )
-    ).incident  # fmt: skip
+def _wal_incident(path, *, title="orders-db WAL is bloated", service="orders-db"):
+    inventory.resource(service, "sqlite", path, name="db")
+    return ingest(Signal(source="api", title=title, service=service, severity="warning")).incident
 
 
 def test_a_wal_bloat_incident_is_checkpointed_and_its_contract_verified(celery_worker, allowed_root, wal_rule):
@@ -63,8 +60,8 @@ def test_a_batch_hand_off_starts_one_run_per_incident(celery_worker, allowed_roo
     for i in range(3):
         db = allowed_root / f"batch{i}.sqlite3"
         keepers.append(bloated_wal_db(db, rows=200))
-        signals.append(Signal(source="api", title=f"WAL {i}", service=f"batch-{i}", environment="staging",
-                              labels={"db_path": str(db)}))  # fmt: skip
+        inventory.resource(f"batch-{i}", "sqlite", db)
+        signals.append(Signal(source="api", title=f"WAL {i}", service=f"batch-{i}"))
 
     results = ingest_many(signals)
     runs = [wait_for_run(r.incident.pk) for r in results]
@@ -109,17 +106,17 @@ def test_an_unknown_diagnosis_is_escalated_and_never_acted_on(celery_worker, api
     assert not ActionAttempt.objects.filter(run=run).exists()
 
 
-def test_parameters_that_do_not_validate_escalate_with_the_field_named(celery_worker, allowed_root, wal_rule):
+def test_a_label_naming_no_resource_of_the_service_escalates_and_acts_on_nothing(celery_worker, allowed_root, wal_rule):
     make_playbook("wal-checkpoint", "database_wal_bloat", checkpoint_steps())
+    inventory.resource("x", "sqlite", allowed_root / "x.sqlite3", name="db")
     incident = ingest(
-        Signal(source="api", title="WAL of ../../etc is big", service="x", environment="staging",
-               labels={"db_path": "relative/../path.sqlite3"})
-    ).incident  # fmt: skip
+        Signal(source="api", title="WAL of ../../etc is big", service="x", labels={"resource": "../../etc/passwd"})
+    ).incident
 
     run = wait_for_run(incident.pk)
 
     assert run.status == RunStatus.ESCALATED
-    assert "invalid parameters" in run.status_reason and "path" in run.status_reason
+    assert "names no sqlite resource of service x" in run.status_reason
     assert not ActionAttempt.objects.filter(run=run).exists()
 
 
@@ -141,10 +138,10 @@ def test_a_dry_run_plans_and_gates_but_executes_nothing(celery_worker, api_clien
     keeper = bloated_wal_db(db, rows=300)
     before = wal_bytes(db)
     make_playbook("wal-checkpoint", "database_wal_bloat", checkpoint_steps())
+    inventory.resource("dry", "sqlite", db)
     incident = Incident.objects.create(
         fingerprint="dry", source="api", title="dry WAL", service="dry", environment="staging",
-        diagnosis_code="database_wal_bloat", labels={"db_path": str(db)},
-        first_seen="2026-01-01T00:00Z", last_seen="2026-01-01T00:00Z",
+        diagnosis_code="database_wal_bloat", first_seen="2026-01-01T00:00Z", last_seen="2026-01-01T00:00Z",
     )  # fmt: skip
     api_client.force_authenticate(admin_user)
 

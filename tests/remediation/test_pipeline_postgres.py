@@ -15,6 +15,7 @@ from incidents.services import Signal, ingest
 from remediation.choices import RunStatus
 from remediation.models import ActionAttempt
 from tests.remediation.conftest import make_playbook
+from tests.support import inventory
 from tests.support.processes import PG_TARGETS_FILE
 from tests.support.runs import wait_for, wait_for_run
 
@@ -48,7 +49,7 @@ def test_a_lock_blocker_is_terminated_and_the_blocked_statement_completes(celery
     DiagnosisRule.objects.create(name="test: locked", code="database_locked", position=1, title_regex=r"(?i)locked")
     make_playbook(
         "pg-unblock", "database_locked",
-        [{"action": "postgres.terminate_blockers", "params": {"target": "{labels.pg_target}", "min_blocked_seconds": 1},
+        [{"action": "postgres.terminate_blockers", "params": {"min_blocked_seconds": 1},
           "contract": [{"field": "longest_block_seconds", "op": "<", "value": 1, "within": 15}]}],
     )  # fmt: skip
     blocker = psycopg.connect(orders_db, application_name="batch-job")
@@ -72,10 +73,8 @@ def test_a_lock_blocker_is_terminated_and_the_blocked_statement_completes(celery
             timeout=20, what="checkout to be blocked for over a second",
         )  # fmt: skip
 
-    incident = ingest(
-        Signal(source="api", title="orders-db locked", service="orders-db", environment="staging",
-               labels={"pg_target": "orders"})
-    ).incident  # fmt: skip
+    inventory.resource("orders-db", "postgres", "orders")
+    incident = ingest(Signal(source="api", title="orders-db locked", service="orders-db")).incident
     run = wait_for_run(incident.pk)
     thread.join(20)
 

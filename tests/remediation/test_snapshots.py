@@ -14,6 +14,7 @@ from remediation.choices import RunStatus
 from remediation.models import Snapshot
 from tests.remediation.conftest import checkpoint_steps, make_playbook
 from tests.remediation.test_pipeline import content_sha256
+from tests.support import inventory
 from tests.support.runs import bloated_wal_db, wait_for_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -24,9 +25,8 @@ def healed_run(celery_worker, allowed_root, wal_rule):
     db = allowed_root / "healed.sqlite3"
     keeper = bloated_wal_db(db, rows=400)
     make_playbook("wal-checkpoint", "database_wal_bloat", checkpoint_steps())
-    incident = ingest(
-        Signal(source="api", title="healed WAL", service="h", environment="staging", labels={"db_path": str(db)})
-    ).incident
+    inventory.resource("h", "sqlite", db)
+    incident = ingest(Signal(source="api", title="healed WAL", service="h")).incident
     run = wait_for_run(incident.pk)
     assert run.status == RunStatus.SUCCEEDED, run.status_reason
     yield run, db

@@ -1,0 +1,43 @@
+"""Inventory and channel helpers for tests: the same service functions the admin, API and catalogue use."""
+
+from __future__ import annotations
+
+from incidents import channels, inventory
+from incidents.choices import ChannelKind
+from incidents.models import Channel, Resource, Service
+
+
+def service(name: str, *, environment: str = "staging", tier_floor: int = 1, hosts: list | None = None) -> Service:
+    existing = Service.objects.filter(name=name).first()
+    if existing is not None:
+        return existing
+    return inventory.save_service(
+        Service(name=name, environment=environment, tier_floor=tier_floor, hosts=hosts or []), actor="test"
+    )
+
+
+def resource(
+    service_name: str,
+    kind: str,
+    target: str,
+    *,
+    name: str | None = None,
+    environment: str = "staging",
+    tier_floor: int = 1,
+    **scope: str,
+) -> Resource:
+    """Register ``target`` as a resource of ``service_name`` (created with ``environment`` when missing)."""
+    owner = service(service_name, environment=environment, tier_floor=tier_floor)
+    return inventory.save_resource(
+        Resource(service=owner, name=name or kind, kind=kind, target=str(target), scope=scope), actor="test"
+    )
+
+
+def channel(name: str, *, kind: str = ChannelKind.API, source: str = "api", services=None, owner=None) -> tuple:
+    """A new channel and its token."""
+    made = channels.save(
+        Channel(name=name, kind=kind, source=source, owner=owner, all_services=services is None),
+        services=[service(s) for s in services or []],
+        actor="test",
+    )
+    return made, channels.issue_token(made, actor="test")
