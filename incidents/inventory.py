@@ -400,12 +400,13 @@ def apply_catalogue(document: Any, *, prune: bool = False, dry_run: bool = False
             for _, item in entry.resources:
                 kept.add(item.name)
                 current = Resource.objects.filter(service=service, name=item.name).first() if service.pk else None
+                stored = {f: getattr(current, f) for f in RESOURCE_FIELDS} if current is not None else None
                 resource = current or Resource(service=service, name=item.name)
                 resource.service = service
                 for f in RESOURCE_FIELDS:
                     setattr(resource, f, getattr(item, f))
                 clean_resource(resource)  # normalizes the way the saved row is, so "unchanged" compares alike
-                if current is not None and all(getattr(current, f) == getattr(resource, f) for f in RESOURCE_FIELDS):
+                if stored is not None and all(stored[f] == getattr(resource, f) for f in RESOURCE_FIELDS):
                     report.unchanged += 1
                     continue
                 (report.updated if current else report.created).append(f"resource {service.name}/{item.name}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 import django_filters
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Max
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.authentication import BaseAuthentication
@@ -93,10 +94,10 @@ class WebhookTokenAuthentication(ChannelTokenAuthentication):
     kind = ChannelKind.ALERTMANAGER
 
     def authenticate(self, request):
+        if not channels.webhooks_configured():
+            raise WebhookNotConfigured()
         result = super().authenticate(request)
         if result is None:
-            if not channels.webhooks_configured():
-                raise WebhookNotConfigured()
             raise AuthenticationFailed("Missing or wrong bearer token.")
         return result
 
@@ -187,3 +188,18 @@ class AlertmanagerWebhookView(APIView):
         except DjangoValidationError as exc:
             raise _field_errors(exc) from None
         return Response(summary)
+
+
+class ChannelTokenScheme(OpenApiAuthenticationExtension):
+    """The bearer token of an intake channel, in the published schema."""
+
+    target_class = ChannelTokenAuthentication
+    match_subclasses = True
+    name = "channelToken"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An intake channel's token (grc_...); on the webhook also GRACE_WEBHOOK_TOKEN.",
+        }

@@ -123,7 +123,7 @@ def test_a_crash_looping_pod_is_deleted_and_replaced(k8s, tmp_path):
     k8s.add_deployment("shop", "api", replicas=2, crashloop=1)
     looping = k8s.cluster.pods_of("shop", "api")[0]["metadata"]["name"]
     action = registry.get("k8s.pod.delete")
-    params = action.validate({"namespace": "shop", "pod": looping, "grace_period_seconds": 0})
+    params = action.validate({"namespace": "shop", "deployment": "api", "pod": looping, "grace_period_seconds": 0})
     state = action.snapshot(params, tmp_path)
 
     assert action.observe(params)["crash_looping"] is True
@@ -142,9 +142,23 @@ def test_a_healthy_pod_is_not_deleted(k8s):
     action = registry.get("k8s.pod.delete")
 
     with pytest.raises(ActionRefused, match="is not crash-looping"):
-        action.execute(action.validate({"namespace": "shop", "pod": pod}))
+        action.execute(action.validate({"namespace": "shop", "deployment": "api", "pod": pod}))
 
-    assert action.observe(action.validate({"namespace": "shop", "pod": pod}))["exists"] is True
+    assert action.observe(action.validate({"namespace": "shop", "deployment": "api", "pod": pod}))["exists"] is True
+
+
+def test_a_pod_of_another_deployment_is_never_deleted(k8s):
+    """A label may name the pod, but only one the step's (inventory) deployment selects."""
+    k8s.add_deployment("shop", "api", replicas=1)
+    k8s.add_deployment("shop", "payments", replicas=1, crashloop=1)
+    victim = k8s.cluster.pods_of("shop", "payments")[0]["metadata"]["name"]
+    action = registry.get("k8s.pod.delete")
+    params = action.validate({"namespace": "shop", "deployment": "api", "pod": victim})
+
+    with pytest.raises(ActionRefused, match="is not selected by deployment shop/api"):
+        action.execute(params)
+
+    assert victim in {p["metadata"]["name"] for p in k8s.cluster.pods_of("shop", "payments")}
 
 
 def test_restart_if_needed_skips_a_deployment_whose_replicas_are_all_ready(k8s):

@@ -10,6 +10,7 @@ from rest_framework.authtoken.models import Token
 from approvals.models import AuditEvent
 from incidents import capture
 from incidents.models import Incident
+from tests.support import inventory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -69,7 +70,23 @@ def test_the_same_exception_seen_by_middleware_and_handler_is_captured_once(moni
     assert Incident.objects.get().occurrences == 1
 
 
-def test_another_project_delivers_over_http_with_an_api_token(monitored, browser, live_server, intake_user):
+def test_another_project_delivers_over_http_with_its_channel_token(monitored, browser, live_server):
+    _, token = inventory.channel("shop-exceptions", source="exception")
+    monitored.GRACE_CAPTURE_URL = f"{live_server.url}/api/incidents/"
+    monitored.GRACE_CAPTURE_TOKEN = token
+
+    browser.get("/checkout/1/")
+    assert capture.deliverer.join(15)
+
+    incident = Incident.objects.get()
+    assert (incident.source, incident.service, incident.channel.name) == ("exception", "shop", "shop-exceptions")
+    assert incident.labels["exception"] == "tests.incidents.capture_urls.PaymentDeclined"
+    # It came through the API, authenticated as the channel.
+    created = AuditEvent.objects.get(action="incident.created", object_id=str(incident.pk))
+    assert created.actor == "channel:shop-exceptions"
+
+
+def test_a_user_api_token_delivers_as_that_user_with_the_api_source(monitored, browser, live_server, intake_user):
     monitored.GRACE_CAPTURE_URL = f"{live_server.url}/api/incidents/"
     monitored.GRACE_CAPTURE_TOKEN = Token.objects.create(user=intake_user).key
 
@@ -77,10 +94,7 @@ def test_another_project_delivers_over_http_with_an_api_token(monitored, browser
     assert capture.deliverer.join(15)
 
     incident = Incident.objects.get()
-    assert (incident.source, incident.service) == ("exception", "shop")
-    assert incident.labels["exception"] == "tests.incidents.capture_urls.PaymentDeclined"
-    # It came through the API, authenticated as the token's user.
-    assert AuditEvent.objects.get(action="incident.created", object_id=str(incident.pk)).actor == "intake"
+    assert (incident.source, incident.raised_by) == ("api", intake_user)  # a user is not a capture channel
 
 
 @pytest.fixture

@@ -217,7 +217,7 @@ def test_host_thresholds_decide_what_is_a_breach(default_rules):
 @pytest.mark.parametrize(
     ("values", "field"),
     [
-        ({"kind": "sqlite", "location": ""}, "location"),
+        ({"kind": "sqlite", "location": ""}, "resource"),
         ({"kind": "http", "location": "ftp://x"}, "location"),
         ({"kind": "postgres", "location": "mysql://x"}, "location"),
         ({"kind": "host", "thresholds": {"wal_bytes": 1}}, "thresholds"),

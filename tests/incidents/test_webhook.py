@@ -32,7 +32,7 @@ def test_a_firing_alert_creates_a_diagnosed_incident(
     assert incident.raw_payload["generatorURL"] == "http://example/probe"
     assert incident.first_seen.isoformat().startswith("2026-11-25T10:14:11")
     assert published == [("remediation.start_run", [incident.pk])]
-    assert AuditEvent.objects.get(action="incident.created").actor == "webhook:alertmanager"
+    assert AuditEvent.objects.get(action="incident.created").actor == "channel:alertmanager"
 
 
 def test_a_batch_of_new_incidents_is_handed_to_the_pipeline_in_one_message(
