@@ -246,6 +246,7 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
             "confidence": self.confidence(obj),
             "shadow": self.shadow_flag(obj) or shadow_mode(),
             "decisions": obj.decisions.select_related("user").order_by("at"),
+            "ineligible": obj.ineligible.select_related("user"),
             "approvals_given": self.approvals_given(obj),
             "age": self.age(obj),
             "expires": self.expires(obj),

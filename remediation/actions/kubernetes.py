@@ -346,6 +346,10 @@ def pod_observe(params: dict) -> dict:
 
 def pod_snapshot(params: dict, directory: Path) -> dict:
     facts = pod_observe(params)
+    if not facts["exists"]:
+        raise ActionRefused(
+            f"kubernetes: no pod {params['pod']!r} in namespace {params['namespace']}: nothing to delete"
+        )
     return {k: facts.get(k) for k in ("uid", "controller", "restart_count")}
 
 

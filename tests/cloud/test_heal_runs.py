@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import time
-from types import SimpleNamespace
 
 import pytest
 from django.contrib.auth.models import Permission
 
 from approvals import services as approvals
 from approvals.models import ApprovalRequest
-from grace_site.celery import app as celery_app
 from incidents.models import DiagnosisRule
 from incidents.services import Signal, ingest
 from remediation.actions.aws import client as aws_client
@@ -19,48 +16,9 @@ from remediation.actions.cloud_playbooks import PLAYBOOKS
 from remediation.choices import RunStatus
 from remediation.models import ContractResult, HealRun, Playbook
 from tests.support import inventory
-from tests.support.runs import wait_for, wait_for_run
+from tests.support.runs import wait_for_run
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(scope="module")
-def cloud_worker(worker_pool, django_db_blocker, tmp_path_factory):
-    """The session's worker, restarted with GRACE's cloud settings pointing at the test services."""
-    kubeconfig = tmp_path_factory.mktemp("kube") / "config"
-    env = {
-        "GRACE_AWS_ENDPOINT_URL": os.environ.get("GRACE_TEST_MOTO_URL", ""),
-        "GRACE_AWS_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "GRACE_DOCKER_HOST": os.environ.get("GRACE_TEST_DOCKER_HOST", ""),
-        "GRACE_KUBECONFIG": str(kubeconfig),
-    }
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
-            patch.setenv(name, value)
-        with django_db_blocker.unblock():
-            worker_pool.stop()
-            name = worker_pool.ensure()
-        yield SimpleNamespace(name=name, kubeconfig=kubeconfig)
-        worker_pool.stop()  # the next test gets a worker with the suite's own environment
-
-
-@pytest.fixture(autouse=True)
-def _worker_settles(cloud_worker):
-    """After each test, wait until the worker has recorded every run's outcome and is idle.
-
-    Emptying the tables while the worker still writes would deadlock on PostgreSQL.
-    """
-    yield
-
-    def idle() -> bool:
-        if HealRun.objects.filter(status__in=RunStatus.TERMINAL, outcome_record__isnull=True).exists():
-            return False
-        active = celery_app.control.inspect(destination=[cloud_worker.name], timeout=1).active() or {}
-        return not any(active.values())
-
-    wait_for(idle, timeout=30, what="the worker to finish the runs' follow-up work")
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("cloud_settles")]
 
 
 @pytest.fixture

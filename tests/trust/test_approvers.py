@@ -119,3 +119,21 @@ def test_an_incident_raised_through_the_api_is_not_approvable_by_its_raiser(
     assert refused.status_code == 403 and "you raised incident" in refused.json()["detail"]
     assert pipeline.initiators(HealRun.objects.get(pk=run.pk))[0][0] == raiser.pk
     keeper.close()
+
+
+def test_the_admin_review_page_says_why_the_raiser_cannot_decide(make_run, make_user, client):
+    raiser = make_user("admin-raiser", "GRACE senior approvers")
+    run = make_run()
+    request = _open(run, ineligible=[(raiser.pk, f"raised incident #{run.incident_id}")])
+    client.force_login(raiser)
+
+    page = client.get(f"/admin/approvals/approvalrequest/{request.pk}/change/").content.decode()
+    forged = client.post(
+        f"/admin/approvals/approvalrequest/{request.pk}/change/", {"decision": "approve", "reason": "mine"}
+    )
+
+    assert 'id="decision-form"' not in page
+    assert f"you raised incident #{run.incident_id}" in page
+    assert 'id="ineligible"' in page and "admin-raiser" in page
+    assert forged.status_code == 403
+    assert not request.decisions.exists()
