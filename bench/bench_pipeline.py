@@ -51,7 +51,7 @@ from rest_framework.authtoken.models import Token  # noqa: E402
 from bench.floor_tasks import audited_step  # noqa: E402
 from grace_site.celery import app  # noqa: E402
 from grace_site.tasks import ping  # noqa: E402
-from incidents.models import DiagnosisRule, Incident  # noqa: E402
+from incidents.models import DiagnosisRule, Incident, Resource, Service  # noqa: E402
 from remediation.models import HealRun, Playbook, RunEvent  # noqa: E402
 
 RUNS = int(os.environ.get("BENCH_RUNS", "200"))
@@ -93,6 +93,9 @@ def setup() -> tuple[str, Path]:
     db.mkdir(exist_ok=True)
     for i in [*range(-10, 0), *range(RUNS), *range(100000, 100000 + BURST)]:  # warm-up, latency, burst
         path = db / f"db{i}.sqlite3"
+        # Each bench service and its database are in the inventory, as a user's would be.
+        service, _ = Service.objects.get_or_create(name=f"bench-{i}", defaults={"environment": "bench"})
+        Resource.objects.get_or_create(service=service, name="db", defaults={"kind": "sqlite", "target": str(path)})
         if path.exists():
             continue
         with sqlite3.connect(path) as conn:
@@ -107,7 +110,7 @@ def setup() -> tuple[str, Path]:
         name="bench-analyze",
         defaults={
             "diagnosis_codes": ["bench_probe"], "tier": 1, "cooldown_seconds": 0, "enabled": True,
-            "steps": [{"action": "sqlite.analyze", "params": {"path": "{labels.db_path}"},
+            "steps": [{"action": "sqlite.analyze",
                        "contract": [{"field": "integrity", "op": "==", "value": "ok"}]}],
         },
     )  # fmt: skip
@@ -118,8 +121,7 @@ def post(session: requests.Session, url: str, token: str, i: int, db: Path) -> t
     t0 = time.time()
     r = session.post(
         f"{url}/api/incidents/",
-        json={"source": "api", "service": f"bench-{i}", "title": f"bench probe {i} {t0}", "severity": "warning",
-              "labels": {"db_path": str(db / f"db{i}.sqlite3")}, "environment": "bench"},
+        json={"service": f"bench-{i}", "title": f"bench probe {i} {t0}", "severity": "warning"},
         headers={"Authorization": f"Token {token}"}, timeout=10,
     )  # fmt: skip
     r.raise_for_status()

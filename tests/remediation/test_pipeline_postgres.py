@@ -23,26 +23,49 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def orders_db():
+def databases():
+    """Make throwaway databases (each with its own owner role and an accounts table), registered as
+    PostgreSQL targets by name; returns each one's application DSN."""
     url = os.environ.get("GRACE_PG_URL")
     if not url:
         pytest.fail("GRACE_PG_URL is not set: run the tests through scripts/with-services.sh (make test)")
     admin_url = make_conninfo(url, dbname="postgres")
-    suffix = uuid.uuid4().hex[:8]
-    dbname, role = f"orders_{suffix}", f"orders_app_{suffix}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE ROLE "{role}" LOGIN')
-        admin.execute(f'CREATE DATABASE "{dbname}" OWNER "{role}"')
-    app_dsn = make_conninfo(url, dbname=dbname, user=role)
-    with psycopg.connect(app_dsn, autocommit=True) as app:
-        app.execute("CREATE TABLE accounts (id int PRIMARY KEY, balance int NOT NULL)")
-        app.execute("INSERT INTO accounts VALUES (1, 100)")
-    PG_TARGETS_FILE.write_text(json.dumps({"orders": make_conninfo(url, dbname=dbname)}))
-    yield app_dsn
+    made: list[tuple[str, str]] = []
+    targets: dict[str, str] = {}
+
+    def make(name: str) -> str:
+        suffix = uuid.uuid4().hex[:8]
+        dbname, role = f"{name}_{suffix}", f"{name}_app_{suffix}"
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'CREATE ROLE "{role}" LOGIN')
+            admin.execute(f'CREATE DATABASE "{dbname}" OWNER "{role}"')
+        made.append((dbname, role))
+        app_dsn = make_conninfo(url, dbname=dbname, user=role)
+        with psycopg.connect(app_dsn, autocommit=True) as app:
+            app.execute("CREATE TABLE accounts (id int PRIMARY KEY, balance int NOT NULL)")
+            app.execute("INSERT INTO accounts VALUES (1, 100)")
+        targets[name] = make_conninfo(url, dbname=dbname)
+        PG_TARGETS_FILE.write_text(json.dumps(targets))
+        return app_dsn
+
+    yield make
     PG_TARGETS_FILE.unlink(missing_ok=True)
     with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE "{dbname}" WITH (FORCE)')
-        admin.execute(f'DROP ROLE "{role}"')
+        for dbname, role in made:
+            admin.execute(f'DROP DATABASE "{dbname}" WITH (FORCE)')
+            admin.execute(f'DROP ROLE "{role}"')
+
+
+@pytest.fixture
+def orders_db(databases):
+    return databases("orders")
+
+
+def _block(dsn: str, application: str) -> psycopg.Connection:
+    """A session holding a row lock, idle in transaction."""
+    blocker = psycopg.connect(dsn, application_name=application)
+    blocker.execute("UPDATE accounts SET balance = 0 WHERE id = 1")
+    return blocker
 
 
 def test_a_lock_blocker_is_terminated_and_the_blocked_statement_completes(celery_worker, orders_db):
@@ -52,8 +75,7 @@ def test_a_lock_blocker_is_terminated_and_the_blocked_statement_completes(celery
         [{"action": "postgres.terminate_blockers", "params": {"min_blocked_seconds": 1},
           "contract": [{"field": "longest_block_seconds", "op": "<", "value": 1, "within": 15}]}],
     )  # fmt: skip
-    blocker = psycopg.connect(orders_db, application_name="batch-job")
-    blocker.execute("UPDATE accounts SET balance = 0 WHERE id = 1")  # holds the row lock, idle in transaction
+    blocker = _block(orders_db, "batch-job")
     victim_result: list = []
 
     def victim():
@@ -84,3 +106,29 @@ def test_a_lock_blocker_is_terminated_and_the_blocked_statement_completes(celery
     assert result["terminated"][0]["application_name"] == "batch-job"
     with pytest.raises(psycopg.OperationalError):
         blocker.execute("SELECT 1")
+
+
+def test_an_alert_claiming_another_database_terminates_nothing_there(celery_worker, databases):
+    """The blocker termination acts on the incident's service's own database, whatever the alert names."""
+    DiagnosisRule.objects.create(name="test: locked", code="database_locked", position=1, title_regex=r"(?i)locked")
+    make_playbook("pg-unblock", "database_locked", [{"action": "postgres.terminate_blockers",
+                                                     "params": {"min_blocked_seconds": 1}}])  # fmt: skip
+    databases("orders")
+    billing = databases("billing")
+    inventory.resource("orders-db", "postgres", "orders", name="db")
+    inventory.resource("orders-db", "postgres", "orders", name="replica")
+    inventory.resource("billing-db", "postgres", "billing", name="db")
+    blocker = _block(billing, "billing-batch")
+    pid = blocker.info.backend_pid
+
+    runs = [
+        wait_for_run(ingest(Signal(source="api", title=f"orders-db locked {i}", service="orders-db",
+                                   labels=labels)).incident.pk)
+        for i, labels in enumerate([{"pg_target": "billing"}, {"resource": "billing"}, {"target": "billing"}])
+    ]  # fmt: skip
+
+    for run in runs:
+        assert run.status == RunStatus.ESCALATED, run.status_reason
+        assert not ActionAttempt.objects.filter(run=run).exists()
+    assert blocker.execute("SELECT pg_backend_pid()").fetchone()[0] == pid  # the billing session survived
+    blocker.close()
