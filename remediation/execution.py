@@ -69,8 +69,10 @@ def take_snapshots(run: HealRun) -> None:
                 state = action.snapshot(step.params, directory)
             else:
                 # Not reversible: keep what it looked like before, so contracts and a
-                # re-observation after a lost worker can tell whether the effect happened.
-                state = {"observed_before": True, **action.observe(step.params)}
+                # re-observation after a lost worker can tell whether the effect happened
+                # (an action's own snapshot also refuses a target that is not there to act on).
+                before = action.snapshot(step.params, directory) if action.snapshot else {}
+                state = {"observed_before": True, **action.observe(step.params), **before}
         except ActionUnavailable as exc:
             transition(run.pk, S.APPROVED, S.BLOCKED, reason=f"{action.family} unavailable: {exc}")
             return

@@ -18,7 +18,7 @@ POSTGRES_FORWARD = [
          IF EXISTS (SELECT 1 FROM approvals_ineligibleapprover i
                      WHERE i.request_id = NEW.request_id AND i.user_id = NEW.user_id) THEN
            RAISE EXCEPTION 'this user is not an eligible approver of this request'
-             USING ERRCODE = 'insufficient_privilege';
+             USING ERRCODE = 'check_violation';
          END IF;
          RETURN NEW;
        END;

@@ -4,7 +4,9 @@ namespace, deployment, pod or Auto Scaling group executes nothing there (real wo
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.models import Permission
 
+from approvals import services as approvals
 from incidents.models import DiagnosisRule
 from incidents.services import Signal, ingest
 from remediation.actions.aws import client as aws_client
@@ -23,8 +25,10 @@ def install(name: str, **changes) -> Playbook:
 
 
 def incident(code: str, title: str, labels: dict, service: str = "shop"):
+    """An incident diagnosed ``code`` (every title starting with the same word gets the same diagnosis)."""
     DiagnosisRule.objects.get_or_create(
-        name=f"test: {code}", defaults={"code": code, "position": 1, "title_regex": title, "confidence": 0.9}
+        name=f"test: {code}",
+        defaults={"code": code, "position": 1, "title_regex": f"^{title.split()[0]} ", "confidence": 0.9},
     )
     return ingest(Signal(source="api", title=title, service=service, severity="critical", labels=labels)).incident
 
@@ -43,6 +47,7 @@ def test_a_container_alert_cannot_restart_another_services_container(cloud_worke
 
     start("shop-api"), start("shop-worker")
     database = start("billing-db")
+    database.reload()
     started = database.attrs["State"]["StartedAt"]
     inventory.resource("shop", "docker_container", "shop-api", name="api")
     inventory.resource("shop", "docker_container", "shop-worker", name="worker")
@@ -65,13 +70,14 @@ def test_a_crashloop_alert_cannot_reach_another_namespace_deployment_or_pod(clou
     k8s.write_kubeconfig(cloud_worker.kubeconfig)
     k8s.add_deployment("shop", "api", replicas=1, crashloop=1)
     k8s.add_deployment("shop", "payments", replicas=1, crashloop=1)
-    k8s.add_deployment("billing", "api", replicas=1, crashloop=1)
+    k8s.add_deployment("billing", "ledger", replicas=1, crashloop=1)
     inventory.resource("shop", "k8s_deployment", "api", name="api", namespace="shop")
     payments_pod = k8s.cluster.pods_of("shop", "payments")[0]["metadata"]["name"]
-    billing_pod = k8s.cluster.pods_of("billing", "api")[0]["metadata"]["name"]
-    install("k8s-pod-crashloop", tier=1)
+    billing_pod = k8s.cluster.pods_of("billing", "ledger")[0]["metadata"]["name"]
+    (shipped,) = [p for p in PLAYBOOKS if p["name"] == "k8s-pod-crashloop"]
+    install("k8s-pod-crashloop", tier=1, steps=shipped["steps"][:1])  # its pod step alone, at tier 1
     attempts = [
-        {"namespace": "billing", "pod": billing_pod},  # the pod of a same-named deployment elsewhere
+        {"namespace": "billing", "pod": billing_pod},  # a pod in another namespace
         {"pod": payments_pod, "deployment": "payments"},  # another deployment's pod in the same namespace
         {"pod": "../../secrets"},  # not a pod name at all
     ]
@@ -83,17 +89,17 @@ def test_a_crashloop_alert_cannot_reach_another_namespace_deployment_or_pod(clou
     assert runs[2].status == RunStatus.ESCALATED and "does not match the pattern" in runs[2].status_reason
     assert "is not selected by deployment shop/api" in runs[1].status_reason
     assert payments_pod in {p["metadata"]["name"] for p in k8s.cluster.pods_of("shop", "payments")}
-    assert billing_pod in {p["metadata"]["name"] for p in k8s.cluster.pods_of("billing", "api")}
+    assert billing_pod in {p["metadata"]["name"] for p in k8s.cluster.pods_of("billing", "ledger")}
 
 
-def test_a_capacity_alert_cannot_scale_another_auto_scaling_group(cloud_worker, moto):
+def test_a_capacity_alert_cannot_scale_another_auto_scaling_group(cloud_worker, moto, django_user_model):
     aws_client("ec2").create_launch_template(
-        LaunchTemplateName="lt", LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.micro"}
+        LaunchTemplateName="shop-lt", LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.micro"}
     )
     asg = aws_client("autoscaling")
     for name in ("shop-web", "billing-batch"):
         asg.create_auto_scaling_group(
-            AutoScalingGroupName=name, LaunchTemplate={"LaunchTemplateName": "lt"}, MinSize=1, MaxSize=5,
+            AutoScalingGroupName=name, LaunchTemplate={"LaunchTemplateName": "shop-lt"}, MinSize=1, MaxSize=5,
             DesiredCapacity=1, AvailabilityZones=["us-east-1a"],
         )  # fmt: skip
     inventory.resource("shop", "aws_asg", "shop-web", name="web")
@@ -110,7 +116,13 @@ def test_a_capacity_alert_cannot_scale_another_auto_scaling_group(cloud_worker, 
     groups = asg.describe_auto_scaling_groups(AutoScalingGroupNames=["billing-batch"])["AutoScalingGroups"]
     assert groups[0]["DesiredCapacity"] == 1
 
-    own = wait_for_run(incident("asg_capacity_low", "capacity low own", {"auto_scaling_group_name": "x"}).pk)
+    own = incident("asg_capacity_low", "capacity low own", {"auto_scaling_group_name": "x"})
+    waiting = wait_for_run(own.pk, statuses=(RunStatus.AWAITING_APPROVAL,))  # set_capacity is a tier-2 action
+    operator = django_user_model.objects.create_user("asg-operator", password="pw-asg-operator-1")
+    operator.user_permissions.add(Permission.objects.get(codename="approve_tier2"))
+    request = waiting.approval_requests.get(status="pending")
+    approvals.decide(request.pk, user=django_user_model.objects.get(pk=operator.pk), approve=True, reason="ok")
+    own = wait_for_run(own.pk)
 
     assert own.status == RunStatus.SUCCEEDED, own.status_reason  # the label is ignored: the inventory's group
     web = asg.describe_auto_scaling_groups(AutoScalingGroupNames=["shop-web"])["AutoScalingGroups"][0]

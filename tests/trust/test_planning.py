@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from incidents.models import Incident
@@ -14,7 +16,7 @@ pytestmark = pytest.mark.django_db
 
 def incident(service: str, labels: dict | None = None) -> Incident:
     return Incident.objects.create(
-        fingerprint=f"fp-{service}-{len(labels or {})}", source="api", service=service, title="t",
+        fingerprint=uuid.uuid4().hex, source="api", service=service, title="t",
         labels=labels or {}, first_seen="2026-01-01T00:00Z", last_seen="2026-01-01T00:00Z",
     )  # fmt: skip
 
