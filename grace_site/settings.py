@@ -11,6 +11,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from .env import env_bool, env_database, env_float, env_int, env_list, env_map, env_str, env_url
+from .redis import celery_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("GRACE_VAR_DIR", str(BASE_DIR / "var")))
@@ -189,8 +190,7 @@ GRACE_TASK_TIME_LIMIT = env_int("GRACE_TASK_TIME_LIMIT", 1260, minimum=1)
 if GRACE_TASK_TIME_LIMIT <= GRACE_TASK_SOFT_TIME_LIMIT:
     raise ImproperlyConfigured("GRACE_TASK_TIME_LIMIT must be greater than GRACE_TASK_SOFT_TIME_LIMIT")
 
-CELERY_BROKER_URL = REDIS_URL
-CELERY_RESULT_BACKEND = REDIS_URL
+CELERY_BROKER_URL = CELERY_RESULT_BACKEND = celery_url(REDIS_URL)
 CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
@@ -306,6 +306,13 @@ GRACE_RETRY_WAIT_INITIAL = env_float("GRACE_RETRY_WAIT_INITIAL", 1.0, minimum=0.
 GRACE_RETRY_WAIT_MAX = env_float("GRACE_RETRY_WAIT_MAX", 20.0, minimum=0.0)
 GRACE_BREAKER_FAIL_MAX = env_int("GRACE_BREAKER_FAIL_MAX", 5, minimum=1)
 GRACE_BREAKER_RESET_TIMEOUT = env_int("GRACE_BREAKER_RESET_TIMEOUT", 300, minimum=1)
+# A breaker unused this long is forgotten (its Redis keys expire); at least the reset timeout.
+GRACE_RESILIENCE_STATE_TTL = env_int("GRACE_RESILIENCE_STATE_TTL", 86400, minimum=1)
+if GRACE_RESILIENCE_STATE_TTL < GRACE_BREAKER_RESET_TIMEOUT:
+    raise ImproperlyConfigured(
+        f"GRACE_RESILIENCE_STATE_TTL ({GRACE_RESILIENCE_STATE_TTL} s) must be at least "
+        f"GRACE_BREAKER_RESET_TIMEOUT ({GRACE_BREAKER_RESET_TIMEOUT} s)"
+    )
 from limits import parse as _parse_limit  # noqa: E402 - the rate limits below are checked at start-up
 
 # "N/second|minute|hour|day" per (action, target); GRACE_RATE_LIMITS overrides per action: "name=limit,name=limit".
