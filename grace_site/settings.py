@@ -10,7 +10,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .env import env_bool, env_database, env_float, env_int, env_list, env_map, env_str, env_url
+from .env import env_bool, env_database, env_float, env_int, env_list, env_map, env_ports, env_str, env_url
 from .redis import celery_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -297,6 +297,9 @@ for _entry in GRACE_PROBE_ALLOWED_HOSTS:
                 f"GRACE_PROBE_ALLOWED_HOSTS: {_entry!r} is not a host name, '*.domain', "
                 "an IP address or network, or '*'"
             ) from None
+# On loopback (127.0.0.0/8, ::1, localhost, 0.0.0.0) http.probe may reach only these ports: GRACE's own
+# web port by default, never Redis or PostgreSQL beside it.
+GRACE_PROBE_LOOPBACK_PORTS = env_ports("GRACE_PROBE_LOOPBACK_PORTS", [GRACE_PORT])
 # cache.clear keeps what it removes up to this size; above it the step is refused unless it allows no snapshot.
 GRACE_CACHE_SNAPSHOT_MAX_BYTES = env_int("GRACE_CACHE_SNAPSHOT_MAX_BYTES", 256 * 1024 * 1024, minimum=0)
 # resilience: retries of transient errors, circuit breakers and rate limits per (action, target), state in Redis
