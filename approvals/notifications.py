@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from approvals.choices import ChannelKind, DeliveryStatus
 from approvals.models import Notification, NotificationChannel
+from grace_site.masking import scrub
 
 logger = logging.getLogger(__name__)
 
@@ -125,11 +126,13 @@ def _send_webhook(notification: Notification) -> None:
             allow_redirects=False,
         )
     except requests.RequestException as exc:
-        raise TransientDeliveryError(f"webhook unreachable: {exc}") from exc
+        # The error quotes the URL (or its path): the credential is masked before it is stored or logged.
+        raise TransientDeliveryError(f"webhook unreachable: {scrub(str(exc), [notification.channel.url])}") from None
     if response.status_code == 429 or response.status_code >= 500:
         raise TransientDeliveryError(f"webhook answered HTTP {response.status_code}")
     if response.status_code >= 300:
-        raise PermanentDeliveryError(f"webhook answered HTTP {response.status_code}: {response.text[:200]}")
+        answer = scrub(response.text[:200], [notification.channel.url])
+        raise PermanentDeliveryError(f"webhook answered HTTP {response.status_code}: {answer}")
 
 
 # Control characters other than tab and newline: no terminal escapes or stray bytes in a plain-text mail.

@@ -137,7 +137,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Credentials in log records (URL passwords, tokens, webhook paths) are masked on every handler.
+    "filters": {"redact": {"()": "grace_site.masking.RedactingFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}},
     "root": {"handlers": ["console"], "level": env_str("GRACE_LOG_LEVEL", "INFO")},
 }
 
@@ -248,7 +250,11 @@ GRACE_CAPTURE_QUEUE_SIZE = env_int("GRACE_CAPTURE_QUEUE_SIZE", 1000, minimum=1)
 GRACE_CAPTURE_TIMEOUT = env_float("GRACE_CAPTURE_TIMEOUT", 3.0, minimum=0.1)
 if env_bool("GRACE_CAPTURE_SELF", False):
     MIDDLEWARE.append("incidents.capture.ExceptionCaptureMiddleware")
-    LOGGING["handlers"]["grace_incidents"] = {"class": "incidents.capture.IncidentLogHandler", "level": "ERROR"}
+    LOGGING["handlers"]["grace_incidents"] = {
+        "class": "incidents.capture.IncidentLogHandler",
+        "level": "ERROR",
+        "filters": ["redact"],
+    }
     LOGGING["root"]["handlers"].append("grace_incidents")
 # Name the API's incident enums explicitly (other apps also have fields called "status").
 SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {}).update(
