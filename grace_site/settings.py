@@ -6,6 +6,7 @@ import ipaddress
 import os
 import re
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -57,6 +58,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "axes",
     "approvals",
     "incidents",
     "remediation",
@@ -72,6 +74,13 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: answers a locked-out admin login with the lockout page.
+    "axes.middleware.AxesMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # refuses a locked-out login before the password is checked
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "grace_site.urls"
@@ -147,7 +156,7 @@ LOGGING = {
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: an anonymous API call then gets 401 with WWW-Authenticate, not 403.
-        "rest_framework.authentication.TokenAuthentication",
+        "grace_site.auth_limits.LimitedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -164,6 +173,32 @@ REST_FRAMEWORK = {
         "health": env_str("GRACE_HEALTH_THROTTLE", "1200/minute"),
     },
 }
+
+# --- Brute force: failed logins and wrong tokens ------------------------------
+# Behind N reverse proxies the client address is the N-th entry from the right of X-Forwarded-For.
+GRACE_TRUSTED_PROXIES = env_int("GRACE_TRUSTED_PROXIES", 0, minimum=0, maximum=10)
+# Wrong API and webhook tokens, per client address (and per account when the credential names one).
+GRACE_AUTH_FAILURE_LIMIT = env_str("GRACE_AUTH_FAILURE_LIMIT", "20 per 10 minutes")
+try:
+    from limits import parse as _parse_auth_limit
+
+    _parse_auth_limit(GRACE_AUTH_FAILURE_LIMIT)
+except ValueError:
+    raise ImproperlyConfigured(
+        f"GRACE_AUTH_FAILURE_LIMIT must look like '20 per 10 minutes' or '5/minute', got {GRACE_AUTH_FAILURE_LIMIT!r}"
+    ) from None
+# The admin login (django-axes): this many failures from one address, or for one user name, lock it
+# for the cool-off; every attempt during it (the right password too) restarts the cool-off.
+AXES_FAILURE_LIMIT = env_int("GRACE_LOGIN_FAILURE_LIMIT", 10, minimum=1)
+AXES_COOLOFF_TIME = timedelta(seconds=env_int("GRACE_LOGIN_COOLOFF_SECONDS", 900, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]  # each one on its own
+AXES_HANDLER = "grace_site.auth_limits.AxesHandler"  # on Redis, keys expiring with the cool-off
+AXES_CACHE = "default"
+AXES_CLIENT_IP_CALLABLE = "grace_site.auth_limits.client_address"
+AXES_LOCKOUT_CALLABLE = "grace_site.auth_limits.admin_lockout_response"
+AXES_RESET_ON_SUCCESS = True
+AXES_ENABLE_ADMIN = False  # attempts live in Redis, not in axes' tables
+AXES_DISABLE_ACCESS_LOG = True
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "GRACE API",

@@ -144,10 +144,14 @@ def test_every_key_grace_writes_to_redis_has_a_ttl(settings, redis_client, clien
     GraceScheduler._record_tick(GraceScheduler.__new__(GraceScheduler), time.time())
     checks.redis_roundtrip({})
     cloud_status.note_error("aws", "no credentials")
+    # Brute-force limits: a wrong API token, a failed admin login.
+    assert client.get("/api/runs/", HTTP_AUTHORIZATION="Token wrong").status_code == 401
+    client.post("/admin/login/", {"username": "root", "password": "wrong"})
 
     keys = _grace_keys(redis_client)
 
     assert len(keys) > 10
+    assert any(b"grace:auth" in key for key in keys) and any(b"axes" in key for key in keys)
     assert {key: redis_client.ttl(key) for key in keys if redis_client.ttl(key) < 0} == {}
 
 

@@ -14,6 +14,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from grace_site import auth_limits
 from grace_site.permissions import ModelPermissions
 from incidents import alertmanager, services
 from incidents.api.parsers import BoundedJSONParser
@@ -107,8 +108,9 @@ class WebhookTokenAuthentication(BaseAuthentication):
         if not expected:
             raise WebhookNotConfigured()
         scheme, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
-            raise AuthenticationFailed("Missing or wrong bearer token.")
+        with auth_limits.guarded(request, channel="webhook"):  # wrong tokens: 429 per client address
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
+                raise AuthenticationFailed("Missing or wrong bearer token.")
         return WebhookActor("webhook:alertmanager"), None
 
     def authenticate_header(self, request) -> str:
