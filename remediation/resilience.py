@@ -230,14 +230,19 @@ def _check_breaker(action_name: str, target: str) -> str:
     return state
 
 
-def _remember(index: str, member: str, seconds: int) -> None:
-    """Index ``member`` for ``seconds`` (its state's lifetime) and drop the entries whose state expired."""
+def _longest_window() -> int:
+    limits_ = [settings.GRACE_RATE_LIMIT, *settings.GRACE_RATE_LIMITS.values()]
+    return max(parse(raw).get_expiry() for raw in limits_)
+
+
+def _remember(index: str, member: str, seconds: int, index_seconds: int) -> None:
+    """Index ``member`` for ``seconds`` (its state's lifetime) and drop the entries whose state expired.
+    The index itself expires ``index_seconds`` (its longest-lived entry's lifetime) after its last write."""
     now = time.time()
     pipe = _redis().pipeline()
     pipe.zadd(index, {member: now + seconds})
     pipe.zremrangebyscore(index, "-inf", now)
-    pipe.expire(index, seconds, nx=True)  # the index lives as long as its longest-lived entry
-    pipe.expire(index, seconds, gt=True)
+    pipe.expire(index, max(seconds, index_seconds))
     pipe.execute()
 
 
@@ -250,7 +255,7 @@ def _indexed(index: str) -> list[bytes]:
 def _spend_rate_limit(action_name: str, target: str) -> None:
     item = rate_limit_for(action_name)
     limiter = _limiter()
-    _remember(LIMITS_KEY, _key(action_name, target), item.get_expiry())
+    _remember(LIMITS_KEY, _key(action_name, target), item.get_expiry(), _longest_window())
     if not limiter.hit(item, action_name, target):
         reset_time, _ = limiter.get_window_stats(item, action_name, target)
         reset_at = datetime.fromtimestamp(reset_time, UTC)
@@ -272,7 +277,7 @@ def run_guarded(action: Action, params: dict, fn: Callable[[], dict]) -> dict:
     stage = "breaker"
     try:
         breaker = _breaker(action.name, target)
-        _remember(BREAKERS_KEY, _key(action.name, target), state_ttl())
+        _remember(BREAKERS_KEY, _key(action.name, target), state_ttl(), state_ttl())
         before = _check_breaker(action.name, target)
         stage = "rate_limit"
         _spend_rate_limit(action.name, target)
