@@ -1,4 +1,5 @@
 import io
+import json
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -6,6 +7,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.http import HttpResponseRedirect
 from django.urls import path, reverse
+from django.utils.html import format_html
 
 from approvals import admin_approvals, admin_policy  # noqa: F401 - registers the governance admins
 from approvals.models import AuditEvent
@@ -23,6 +25,12 @@ class AuditEventAdmin(admin.ModelAdmin):
     list_per_page = 100
     show_full_result_count = False
     change_list_template = "admin/approvals/auditevent/change_list.html"
+    fields = ("seq", "at", "actor", "action", "object_type", "object_id", "data_shown", "prev_hash", "hash")
+    readonly_fields = fields
+
+    @admin.display(description="data (credentials masked)")
+    def data_shown(self, obj: AuditEvent) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(obj.masked_data(), indent=2, sort_keys=True, ensure_ascii=False))
 
     @admin.display(description="hash")
     def short_hash(self, obj: AuditEvent) -> str:

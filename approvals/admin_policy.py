@@ -16,6 +16,7 @@ from approvals import audit
 from approvals.choices import WEEKDAYS, Effect, NotificationEvent
 from approvals.models import GovernanceSettings, Notification, NotificationChannel, PolicyRule
 from approvals.notifications import notify
+from grace_site.masking import mask_data, mask_url, scrub
 
 LIST_FIELDS = ("match_actions", "match_families", "match_environments", "match_services", "match_diagnoses")
 
@@ -66,12 +67,9 @@ class PolicyRuleForm(forms.ModelForm):
 
 
 def _audit_change(request, obj, action: str, change: bool) -> None:
-    audit.record(
-        action,
-        actor=request.user,
-        obj=obj,
-        data={"change": "updated" if change else "created", "fields": model_to_dict(obj)},
-    )
+    fields = mask_data(model_to_dict(obj), url_fields=getattr(obj, "CREDENTIAL_URL_FIELDS", ()))
+    change_kind = "updated" if change else "created"
+    audit.record(action, actor=request.user, obj=obj, data={"change": change_kind, "fields": fields})
 
 
 class AuditedAdmin(admin.ModelAdmin):
@@ -154,16 +152,49 @@ class GovernanceSettingsAdmin(AuditedAdmin):
         return HttpResponseRedirect(reverse("admin:approvals_governancesettings_change", args=[1]))
 
 
+class NotificationChannelForm(forms.ModelForm):
+    """The webhook URL is write-only: never rendered back into the page; left empty, it is kept."""
+
+    url = forms.URLField(
+        max_length=500,
+        required=False,
+        assume_scheme="https",
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off", "size": 80}),
+        help_text="Webhook: the URL receiving Slack-compatible JSON. It is a credential: never shown again; "
+        "leave empty to keep the current one.",
+    )
+
+    class Meta:
+        model = NotificationChannel
+        fields = ["name", "kind", "url", "recipients", "events", "enabled"]
+
+    def clean_url(self) -> str:
+        return self.cleaned_data.get("url") or (self.instance.url if self.instance.pk else "")
+
+
 @admin.register(NotificationChannel)
 class NotificationChannelAdmin(AuditedAdmin):
     audit_action = "notification.channel"
+    form = NotificationChannelForm
     list_display = ("name", "kind", "enabled", "destination", "event_list")
     list_filter = ("kind", "enabled")
     actions = ["send_test"]
 
+    def _view_only(self, request, obj) -> bool:
+        return obj is not None and not self.has_change_permission(request, obj)
+
+    def get_fields(self, request, obj=None):
+        fields = list(super().get_fields(request, obj))
+        # A read-only page would print the stored URL: it shows "destination", masked, instead.
+        return [name for name in fields if name != "url"] if self._view_only(request, obj) else fields
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = list(super().get_readonly_fields(request, obj))
+        return [*readonly, "destination"] if self._view_only(request, obj) else readonly
+
     @admin.display(description="destination")
     def destination(self, obj: NotificationChannel) -> str:
-        return obj.url if obj.kind == "webhook" else ", ".join(obj.recipients)
+        return mask_url(obj.url) if obj.kind == "webhook" else ", ".join(obj.recipients)
 
     @admin.display(description="events")
     def event_list(self, obj: NotificationChannel) -> str:
@@ -188,9 +219,18 @@ class NotificationChannelAdmin(AuditedAdmin):
 class NotificationAdmin(admin.ModelAdmin):
     """Delivery log (read-only)."""
 
-    list_display = ("created_at", "event", "channel", "run", "status", "attempts", "last_error")
+    list_display = ("created_at", "event", "channel", "run", "status", "attempts", "error")
     list_filter = ("status", "event", "channel")
     search_fields = ("summary", "=run__id")
+    exclude = ("last_error",)
+    readonly_fields = ("error",)
+
+    @admin.display(description="last error")
+    def error(self, obj: Notification) -> str:
+        return scrub(obj.last_error, [obj.channel.url])
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("channel")
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -6,6 +6,7 @@ from django.utils import timezone
 
 from approvals.choices import ChannelKind, DeliveryStatus, Effect, NotificationEvent, RequestStatus
 from approvals.validators import validate_string_list, validate_timezone, validate_weekdays
+from grace_site.masking import mask_data
 
 GENESIS_HASH = "0" * 64
 
@@ -41,6 +42,12 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.action} {self.object_type}:{self.object_id}"
+
+    def masked_data(self):
+        """``data`` as shown in the admin and the API: credentials masked, in rows recorded before
+        credentials were masked at the source too. The stored row (and its hash) is left as it is."""
+        url_fields = NotificationChannel.CREDENTIAL_URL_FIELDS if self.action.startswith("notification.channel") else ()
+        return mask_data(self.data, url_fields=url_fields)
 
 
 # --- governance: policy rules, approvals, notifications, shadow mode ---------
@@ -244,6 +251,10 @@ class NotificationChannel(models.Model):
     )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    # A webhook URL is a credential (whoever has a Slack webhook URL can post): masked wherever it is
+    # shown or recorded (admin, audit, errors, logs), used in full only to deliver.
+    CREDENTIAL_URL_FIELDS = ("url",)
 
     class Meta:
         ordering = ["name"]

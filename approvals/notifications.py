@@ -4,12 +4,19 @@
 caller's transaction and enqueues its delivery on commit. Delivery runs in a
 Celery task that retries transient failures with exponential backoff; a failed
 notification is recorded and never blocks or fails a run.
+
+Summaries carry alert text, which is untrusted: in a webhook body Slack's control
+characters (``&``, ``<``, ``>``) are escaped and the text is marked ``verbatim``, so
+alert text can never become a mention (``<!channel>``, ``<@U123>``) or a link with
+a label of its choosing (``<http://evil|click>``); the only link is GRACE's own.
+Email is plain text, its subject one line.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import timedelta
 from functools import partial
 
@@ -24,6 +31,7 @@ from django.utils import timezone
 
 from approvals.choices import ChannelKind, DeliveryStatus
 from approvals.models import Notification, NotificationChannel
+from grace_site.masking import scrub
 
 logger = logging.getLogger(__name__)
 
@@ -79,15 +87,26 @@ def _run_url(run_id: int | None) -> str:
     return f"{settings.GRACE_BASE_URL}/admin/remediation/healrun/{run_id}/change/"
 
 
+def slack_escape(text: str) -> str:
+    """``text`` shown as written in Slack: its three control characters escaped, as Slack documents."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def webhook_body(notification: Notification) -> dict:
-    """Slack-compatible JSON (``text`` + blocks), with GRACE's own fields under ``grace``."""
+    """Slack-compatible JSON (``text`` + blocks), with GRACE's own fields under ``grace``.
+
+    Alert text is escaped; ``verbatim`` stops Slack from turning bare URLs, channel names and
+    ``@`` words into links and mentions. The run link is the one piece of markup, and GRACE's own.
+    """
     link = _run_url(notification.run_id)
-    text = f"[GRACE] {notification.event.replace('_', ' ')}: {notification.summary}"
+    text = slack_escape(f"[GRACE] {notification.event.replace('_', ' ')}: {notification.summary}")
     if link:
-        text += f" <{link}|open run #{notification.run_id}>"
+        text += f" <{slack_escape(link)}|open run #{notification.run_id}>"
     return {
         "text": text,
-        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text, "verbatim": True}}],
+        "unfurl_links": False,
+        "unfurl_media": False,
         "grace": {
             "event": notification.event,
             "run_id": notification.run_id,
@@ -107,26 +126,38 @@ def _send_webhook(notification: Notification) -> None:
             allow_redirects=False,
         )
     except requests.RequestException as exc:
-        raise TransientDeliveryError(f"webhook unreachable: {exc}") from exc
+        # The error quotes the URL (or its path): the credential is masked before it is stored or logged.
+        raise TransientDeliveryError(f"webhook unreachable: {scrub(str(exc), [notification.channel.url])}") from None
     if response.status_code == 429 or response.status_code >= 500:
         raise TransientDeliveryError(f"webhook answered HTTP {response.status_code}")
     if response.status_code >= 300:
-        raise PermanentDeliveryError(f"webhook answered HTTP {response.status_code}: {response.text[:200]}")
+        answer = scrub(response.text[:200], [notification.channel.url])
+        raise PermanentDeliveryError(f"webhook answered HTTP {response.status_code}: {answer}")
+
+
+# Control characters other than tab and newline: no terminal escapes or stray bytes in a plain-text mail.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _plain(text: str) -> str:
+    return _CONTROL.sub(" ", text)
 
 
 def _send_email(notification: Notification) -> None:
     body = "\n".join(
         [
-            notification.summary,
+            _plain(notification.summary),
             "",
             _run_url(notification.run_id),
             "",
-            json.dumps(notification.payload, indent=2, sort_keys=True)[:20000],
+            _plain(json.dumps(notification.payload, indent=2, sort_keys=True)[:20000]),
         ]
     )
+    # One line: a newline in alert text would otherwise make Django refuse the header.
+    subject = " ".join(_plain(f"[GRACE] {notification.event.replace('_', ' ')}: {notification.summary}").split())
     try:
         send_mail(
-            subject=f"[GRACE] {notification.event.replace('_', ' ')}: {notification.summary}"[:200],
+            subject=subject[:200],
             message=body,
             from_email=settings.DEFAULT_FROM_EMAIL,
             recipient_list=list(notification.channel.recipients),

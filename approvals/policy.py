@@ -27,18 +27,17 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from fnmatch import fnmatchcase
-from functools import cache
 from zoneinfo import ZoneInfo
 
 import redis
 from django.conf import settings
 from django.utils import timezone
 from limits import RateLimitItemPerHour
-from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from approvals.choices import WEEKDAYS, Effect
 from approvals.models import GovernanceSettings, PolicyRule
+from grace_site import redis as grace_redis
 
 LIMIT_NAMESPACE = "grace-policy"
 
@@ -89,13 +88,8 @@ def shadow_mode() -> bool:
     return GovernanceSettings.objects.filter(pk=1, shadow_mode=True).exists()
 
 
-@cache
 def _limiter() -> MovingWindowRateLimiter:
-    url = settings.REDIS_URL
-    if url.startswith("unix://"):  # limits spells a Redis socket redis+unix://
-        url = "redis+" + url
-    storage = RedisStorage(url, socket_connect_timeout=2, socket_timeout=2)
-    return MovingWindowRateLimiter(storage)
+    return MovingWindowRateLimiter(grace_redis.rate_limit_storage(connect_timeout=2, timeout=2))
 
 
 def _budget_item(rule: PolicyRule) -> RateLimitItemPerHour:

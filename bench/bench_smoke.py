@@ -40,10 +40,10 @@ django.setup()
 
 import redis  # noqa: E402
 import requests  # noqa: E402
-from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
+from grace_site import redis as grace_redis  # noqa: E402
 from grace_site.celery import app as celery_app  # noqa: E402
 from learning import benchmarks, defaults  # noqa: E402
 from learning.estimators import percentile  # noqa: E402
@@ -156,7 +156,7 @@ def main() -> int:
     try:
         _wait("the Celery worker", lambda: bool(celery_app.control.ping(timeout=0.5)), procs)
         _wait("gunicorn, with a healthy /api/health/", _health_ok, procs)
-        client = redis.Redis.from_url(settings.REDIS_URL)
+        client = grace_redis.client()
         for _ in range(WARMUP):
             _raw_round_trips(client)
             benchmarks.run_suite("smoke", trigger="manual")

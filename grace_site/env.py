@@ -70,6 +70,20 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return items
 
 
+def env_ports(name: str, default: list[int]) -> list[int]:
+    """A comma-separated list of TCP ports (1-65535)."""
+    ports = []
+    for item in env_list(name, [str(port) for port in default]):
+        try:
+            port = int(item)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name} must list port numbers, got {item!r}") from None
+        if not 1 <= port <= 65535:
+            raise ImproperlyConfigured(f"{name}: {port} is not a port (1-65535)")
+        ports.append(port)
+    return ports
+
+
 def env_map(name: str, *, form: str) -> dict[str, str]:
     """``name=value,name=value`` as a dict; ``form`` (e.g. ``"name=url"``) names the shape in the error."""
     mapping = {}

@@ -14,6 +14,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
 import grace_site
+from grace_site import redis as grace_redis
 from grace_site.celery import app as celery_app
 from grace_site.scheduler import BEAT_TICK_KEY
 from grace_site.throttling import HealthThrottle
@@ -27,7 +28,7 @@ def _check_database() -> dict:
 
 
 def _redis_client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
+    return grace_redis.client(connect_timeout=1, timeout=1)
 
 
 def _check_redis() -> dict:

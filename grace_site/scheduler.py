@@ -9,8 +9,9 @@ import logging
 import time
 
 import redis
-from django.conf import settings
 from django_celery_beat.schedulers import DatabaseScheduler
+
+from grace_site import redis as grace_redis
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ class GraceScheduler(DatabaseScheduler):
 
     def _record_tick(self, now: float) -> None:
         if self._tick_client is None:
-            self._tick_client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
+            self._tick_client = grace_redis.client(connect_timeout=1, timeout=1)
         try:
             self._tick_client.set(BEAT_TICK_KEY, repr(now), ex=3600)
             self._last_recorded = now

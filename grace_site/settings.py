@@ -6,11 +6,13 @@ import ipaddress
 import os
 import re
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .env import env_bool, env_database, env_float, env_int, env_list, env_map, env_str, env_url
+from .env import env_bool, env_database, env_float, env_int, env_list, env_map, env_ports, env_str, env_url
+from .redis import celery_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("GRACE_VAR_DIR", str(BASE_DIR / "var")))
@@ -56,6 +58,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "axes",
     "approvals",
     "incidents",
     "remediation",
@@ -71,6 +74,13 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: answers a locked-out admin login with the lockout page.
+    "axes.middleware.AxesMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # refuses a locked-out login before the password is checked
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "grace_site.urls"
@@ -136,7 +146,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Credentials in log records (URL passwords, tokens, webhook paths) are masked on every handler.
+    "filters": {"redact": {"()": "grace_site.masking.RedactingFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}},
     "root": {"handlers": ["console"], "level": env_str("GRACE_LOG_LEVEL", "INFO")},
 }
 
@@ -144,7 +156,7 @@ LOGGING = {
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: an anonymous API call then gets 401 with WWW-Authenticate, not 403.
-        "rest_framework.authentication.TokenAuthentication",
+        "grace_site.auth_limits.LimitedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -161,6 +173,32 @@ REST_FRAMEWORK = {
         "health": env_str("GRACE_HEALTH_THROTTLE", "1200/minute"),
     },
 }
+
+# --- Brute force: failed logins and wrong tokens ------------------------------
+# Behind N reverse proxies the client address is the N-th entry from the right of X-Forwarded-For.
+GRACE_TRUSTED_PROXIES = env_int("GRACE_TRUSTED_PROXIES", 0, minimum=0, maximum=10)
+# Wrong API and webhook tokens, per client address (and per account when the credential names one).
+GRACE_AUTH_FAILURE_LIMIT = env_str("GRACE_AUTH_FAILURE_LIMIT", "20 per 10 minutes")
+try:
+    from limits import parse as _parse_auth_limit
+
+    _parse_auth_limit(GRACE_AUTH_FAILURE_LIMIT)
+except ValueError:
+    raise ImproperlyConfigured(
+        f"GRACE_AUTH_FAILURE_LIMIT must look like '20 per 10 minutes' or '5/minute', got {GRACE_AUTH_FAILURE_LIMIT!r}"
+    ) from None
+# The admin login (django-axes): this many failures from one address, or for one user name, lock it
+# for the cool-off; every attempt during it (the right password too) restarts the cool-off.
+AXES_FAILURE_LIMIT = env_int("GRACE_LOGIN_FAILURE_LIMIT", 10, minimum=1)
+AXES_COOLOFF_TIME = timedelta(seconds=env_int("GRACE_LOGIN_COOLOFF_SECONDS", 900, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]  # each one on its own
+AXES_HANDLER = "grace_site.auth_limits.AxesHandler"  # on Redis, keys expiring with the cool-off
+AXES_CACHE = "default"
+AXES_CLIENT_IP_CALLABLE = "grace_site.auth_limits.client_address"
+AXES_LOCKOUT_CALLABLE = "grace_site.auth_limits.admin_lockout_response"
+AXES_RESET_ON_SUCCESS = True
+AXES_ENABLE_ADMIN = False  # attempts live in Redis, not in axes' tables
+AXES_DISABLE_ACCESS_LOG = True
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "GRACE API",
@@ -189,8 +227,7 @@ GRACE_TASK_TIME_LIMIT = env_int("GRACE_TASK_TIME_LIMIT", 1260, minimum=1)
 if GRACE_TASK_TIME_LIMIT <= GRACE_TASK_SOFT_TIME_LIMIT:
     raise ImproperlyConfigured("GRACE_TASK_TIME_LIMIT must be greater than GRACE_TASK_SOFT_TIME_LIMIT")
 
-CELERY_BROKER_URL = REDIS_URL
-CELERY_RESULT_BACKEND = REDIS_URL
+CELERY_BROKER_URL = CELERY_RESULT_BACKEND = celery_url(REDIS_URL)
 CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
@@ -248,7 +285,11 @@ GRACE_CAPTURE_QUEUE_SIZE = env_int("GRACE_CAPTURE_QUEUE_SIZE", 1000, minimum=1)
 GRACE_CAPTURE_TIMEOUT = env_float("GRACE_CAPTURE_TIMEOUT", 3.0, minimum=0.1)
 if env_bool("GRACE_CAPTURE_SELF", False):
     MIDDLEWARE.append("incidents.capture.ExceptionCaptureMiddleware")
-    LOGGING["handlers"]["grace_incidents"] = {"class": "incidents.capture.IncidentLogHandler", "level": "ERROR"}
+    LOGGING["handlers"]["grace_incidents"] = {
+        "class": "incidents.capture.IncidentLogHandler",
+        "level": "ERROR",
+        "filters": ["redact"],
+    }
     LOGGING["root"]["handlers"].append("grace_incidents")
 # Name the API's incident enums explicitly (other apps also have fields called "status").
 SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {}).update(
@@ -297,6 +338,9 @@ for _entry in GRACE_PROBE_ALLOWED_HOSTS:
                 f"GRACE_PROBE_ALLOWED_HOSTS: {_entry!r} is not a host name, '*.domain', "
                 "an IP address or network, or '*'"
             ) from None
+# On loopback (127.0.0.0/8, ::1, localhost, 0.0.0.0) http.probe may reach only these ports: GRACE's own
+# web port by default, never Redis or PostgreSQL beside it.
+GRACE_PROBE_LOOPBACK_PORTS = env_ports("GRACE_PROBE_LOOPBACK_PORTS", [GRACE_PORT])
 # cache.clear keeps what it removes up to this size; above it the step is refused unless it allows no snapshot.
 GRACE_CACHE_SNAPSHOT_MAX_BYTES = env_int("GRACE_CACHE_SNAPSHOT_MAX_BYTES", 256 * 1024 * 1024, minimum=0)
 # resilience: retries of transient errors, circuit breakers and rate limits per (action, target), state in Redis
@@ -306,6 +350,13 @@ GRACE_RETRY_WAIT_INITIAL = env_float("GRACE_RETRY_WAIT_INITIAL", 1.0, minimum=0.
 GRACE_RETRY_WAIT_MAX = env_float("GRACE_RETRY_WAIT_MAX", 20.0, minimum=0.0)
 GRACE_BREAKER_FAIL_MAX = env_int("GRACE_BREAKER_FAIL_MAX", 5, minimum=1)
 GRACE_BREAKER_RESET_TIMEOUT = env_int("GRACE_BREAKER_RESET_TIMEOUT", 300, minimum=1)
+# A breaker unused this long is forgotten (its Redis keys expire); at least the reset timeout.
+GRACE_RESILIENCE_STATE_TTL = env_int("GRACE_RESILIENCE_STATE_TTL", 86400, minimum=1)
+if GRACE_RESILIENCE_STATE_TTL < GRACE_BREAKER_RESET_TIMEOUT:
+    raise ImproperlyConfigured(
+        f"GRACE_RESILIENCE_STATE_TTL ({GRACE_RESILIENCE_STATE_TTL} s) must be at least "
+        f"GRACE_BREAKER_RESET_TIMEOUT ({GRACE_BREAKER_RESET_TIMEOUT} s)"
+    )
 from limits import parse as _parse_limit  # noqa: E402 - the rate limits below are checked at start-up
 
 # "N/second|minute|hour|day" per (action, target); GRACE_RATE_LIMITS overrides per action: "name=limit,name=limit".

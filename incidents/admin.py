@@ -5,6 +5,7 @@ from django.db import transaction
 from django.template.response import TemplateResponse
 
 from approvals import audit
+from grace_site.masking import redact_url
 from incidents import rule_testing, services
 from incidents.choices import IncidentStatus
 from incidents.models import DiagnosisRule, Incident, SweepTarget
@@ -113,11 +114,15 @@ class DiagnosisRuleAdmin(AuditedAdmin):
 @admin.register(SweepTarget)
 class SweepTargetAdmin(AuditedAdmin):
     audit_name = "sweep_target"
-    list_display = ["name", "kind", "location", "service", "enabled", "last_checked_at", "last_breaches"]
+    list_display = ["name", "kind", "where", "service", "enabled", "last_checked_at", "last_breaches"]
     list_filter = ["kind", "enabled"]
     search_fields = ["name", "location", "service"]
     readonly_fields = ["last_checked_at", "last_result"]
     actions = ["sweep_now"]
+
+    @admin.display(description="location")
+    def where(self, target: SweepTarget) -> str:
+        return redact_url(target.location)  # a password in a PostgreSQL or HTTP URL is not listed
 
     @admin.display(description="Last breaches")
     def last_breaches(self, target: SweepTarget) -> str:

@@ -20,6 +20,7 @@ import requests
 from django.db import transaction
 from django.utils import timezone
 
+from grace_site.masking import redact_text, redact_url
 from incidents import channels, normalize, services
 from incidents.choices import Source, SweepKind
 from incidents.models import SweepTarget
@@ -122,7 +123,8 @@ def check_postgres(target: SweepTarget) -> list[Finding]:
             target.location, connect_timeout=timeout, autocommit=True, application_name="grace-sweep"
         )
     except psycopg.OperationalError as exc:
-        return [Finding("postgres_down", True, f"{target.service_name}: PostgreSQL is unreachable", {}, str(exc)[:500])]
+        error = redact_text(str(exc))[:500]
+        return [Finding("postgres_down", True, f"{target.service_name}: PostgreSQL is unreachable", {}, error)]
     with connection:
         connection.execute("SET statement_timeout = 5000")
         long_count, oldest = connection.execute(LONG_TRANSACTIONS_SQL, [long_limit]).fetchone()
@@ -157,25 +159,27 @@ def check_http(target: SweepTarget) -> list[Finding]:
     expected = int(target.threshold("expected_status"))
     latency_limit = float(target.threshold("latency_ms"))
     timeout = float(target.threshold("timeout_seconds")) or 5.0
+    shown = redact_url(target.address)  # a password or token in the URL never reaches an incident
     started = time.perf_counter()
     try:
         response = requests.get(target.address, timeout=timeout, allow_redirects=False)
     except requests.RequestException as exc:
-        return [Finding("http_status", True, f"{target.service_name}: {target.address} is unreachable",
-                        {"url": target.address, "error": type(exc).__name__}, str(exc)[:500])]  # fmt: skip
+        error = redact_text(str(exc))[:500]
+        return [Finding("http_status", True, f"{target.service_name}: {shown} is unreachable",
+                        {"url": shown, "error": type(exc).__name__}, error)]  # fmt: skip
     latency_ms = (time.perf_counter() - started) * 1000
     return [
         Finding(
             "http_status",
             response.status_code != expected,
-            f"{target.service_name}: {target.address} answered {response.status_code} (expected {expected})",
-            {"url": target.address, "status": str(response.status_code), "expected_status": str(expected)},
+            f"{target.service_name}: {shown} answered {response.status_code} (expected {expected})",
+            {"url": shown, "status": str(response.status_code), "expected_status": str(expected)},
         ),
         Finding(
             "http_latency",
             latency_ms > latency_limit,
-            f"{target.service_name}: {target.address} took {latency_ms:.0f} ms (threshold {latency_limit:.0f})",
-            {"url": target.address, "latency_ms": f"{latency_ms:.1f}", "threshold": str(latency_limit)},
+            f"{target.service_name}: {shown} took {latency_ms:.0f} ms (threshold {latency_limit:.0f})",
+            {"url": shown, "latency_ms": f"{latency_ms:.1f}", "threshold": str(latency_limit)},
         ),
     ]
 

@@ -11,7 +11,6 @@ a shared machine dominates.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import time
@@ -25,6 +24,7 @@ from celery import current_app
 from django.conf import settings
 from django.db import connection, transaction
 
+from grace_site import redis as grace_redis
 from incidents.choices import ResourceKind
 from incidents.models import Resource
 from learning.estimators import percentile
@@ -74,10 +74,9 @@ def database_roundtrip(params: dict) -> list[Measurement]:
     return [Measurement(DB_ROUNDTRIP, _ms(started), {"vendor": connection.vendor})]
 
 
-@functools.lru_cache(maxsize=16)
 def _redis(url: str, timeout: float) -> redis.Redis:
     """One pooled client per URL, so a check measures a round trip rather than a TCP handshake."""
-    return redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    return grace_redis.client(url, connect_timeout=timeout, timeout=timeout)
 
 
 def redis_roundtrip(params: dict) -> list[Measurement]:

@@ -10,6 +10,10 @@
   ``GRACE_BREAKER_RESET_TIMEOUT`` seconds; then one trial call is let through.
 - A rate limit per (action, target) (limits, moving window on Redis): ``GRACE_RATE_LIMIT``,
   overridden per action by ``GRACE_RATE_LIMITS``. Every guarded call spends one hit.
+- Every key expires: a breaker's state ``GRACE_RESILIENCE_STATE_TTL`` seconds after its last
+  use, a rate-limit window with its period, and the indexes that list them with their
+  longest-lived entry. Redis holds state for the targets in use, not for every target
+  ever seen.
 
 Fail closed: when Redis cannot be read before a call, the call is ``Blocked`` with
 reason "resilience state unavailable: ..." and the action does not run. Once the
@@ -19,11 +23,12 @@ and does not turn a finished action into a failure.
 
 from __future__ import annotations
 
+import calendar
 import json
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 
 import pybreaker
 import redis
@@ -32,7 +37,6 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from limits import RateLimitItem, parse
 from limits.errors import StorageError
-from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 from tenacity import (
     Retrying,
@@ -44,14 +48,16 @@ from tenacity import (
 )
 
 from approvals import audit
+from grace_site import redis as grace_redis
 from remediation.actions.base import Action, ActionError, ActionRefused
 
 log = logging.getLogger(__name__)
 
 PREFIX = "grace:resilience"
-# Hashes of the (action, target) pairs seen, so the state can be listed without SCAN.
-BREAKERS_KEY = f"{PREFIX}:breakers"
-LIMITS_KEY = f"{PREFIX}:limits"
+# Sorted sets of the (action, target) pairs seen, scored by when their state expires, so the state
+# can be listed without SCAN; entries past their score are trimmed on every write.
+BREAKERS_KEY = f"{PREFIX}:breaker-index"
+LIMITS_KEY = f"{PREFIX}:limit-index"
 REDIS_ERRORS = (redis.RedisError, StorageError)
 
 
@@ -65,21 +71,94 @@ class Blocked(Exception):
         self.reset_at = reset_at
 
 
-@lru_cache(maxsize=4)
-def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
-
-
-@lru_cache(maxsize=4)
-def _limiter(url: str) -> MovingWindowRateLimiter:
-    storage = RedisStorage(
-        url, key_prefix=f"{PREFIX}:limit", wrap_exceptions=True, socket_connect_timeout=1, socket_timeout=2
-    )
-    return MovingWindowRateLimiter(storage)
+def _limiter() -> MovingWindowRateLimiter:
+    return MovingWindowRateLimiter(grace_redis.rate_limit_storage(key_prefix=f"{PREFIX}:limit", wrap_exceptions=True))
 
 
 def _redis() -> redis.Redis:
-    return _client(settings.REDIS_URL)
+    return grace_redis.client()
+
+
+def state_ttl() -> int:
+    """Seconds a breaker's state and an index entry outlive their last use."""
+    return settings.GRACE_RESILIENCE_STATE_TTL
+
+
+class ExpiringRedisStorage(pybreaker.CircuitRedisStorage):
+    """pybreaker's Redis storage whose every key expires ``state_ttl()`` seconds after its last write.
+
+    A breaker that has not been used for that long is forgotten (closed, no failures): its keys
+    cannot pile up as targets multiply. The TTL is at least the reset timeout (checked at start-up),
+    so an open breaker never expires before it would let a trial call through anyway.
+    """
+
+    def _keys(self) -> list[str]:
+        return [self._namespace(name) for name in ("state", "fail_counter", "success_counter", "opened_at")]
+
+    def _initialize_redis_state(self, state: str) -> None:
+        ttl = state_ttl()
+        pipe = self._redis.pipeline()
+        pipe.set(self._namespace("fail_counter"), 0, nx=True, ex=ttl)
+        pipe.set(self._namespace("success_counter"), 0, nx=True, ex=ttl)
+        pipe.set(self._namespace("state"), state, nx=True, ex=ttl)
+        for key in self._keys():  # every use keeps the breaker's state alive a TTL longer
+            pipe.expire(key, ttl)
+        pipe.execute()
+
+    def _write(self, name: str, value) -> None:
+        try:
+            self._redis.set(self._namespace(name), value, ex=state_ttl())
+        except redis.RedisError:
+            self.logger.exception("RedisError")
+
+    def _increment(self, name: str) -> None:
+        try:
+            pipe = self._redis.pipeline()
+            pipe.incr(self._namespace(name))
+            pipe.expire(self._namespace(name), state_ttl())
+            pipe.execute()
+        except redis.RedisError:
+            self.logger.exception("RedisError")
+
+    @property
+    def state(self) -> str:
+        return pybreaker.CircuitRedisStorage.state.fget(self)
+
+    @state.setter
+    def state(self, state: str) -> None:
+        self._write("state", str(state))
+
+    def increment_counter(self) -> None:
+        self._increment("fail_counter")
+
+    def reset_counter(self) -> None:
+        self._write("fail_counter", 0)
+
+    def increment_success_counter(self) -> None:
+        self._increment("success_counter")
+
+    def reset_success_counter(self) -> None:
+        self._write("success_counter", 0)
+
+    @property
+    def opened_at(self):
+        return pybreaker.CircuitRedisStorage.opened_at.fget(self)
+
+    @opened_at.setter
+    def opened_at(self, now: datetime) -> None:
+        key = self._namespace("opened_at")
+        stamp = int(calendar.timegm(now.timetuple()))
+
+        def set_if_greater(pipe) -> None:
+            current = pipe.get(key)
+            pipe.multi()
+            if not current or stamp > int(current):
+                pipe.set(key, stamp, ex=state_ttl())
+
+        try:
+            self._redis.transaction(set_if_greater, key)
+        except redis.RedisError:
+            self.logger.exception("RedisError")
 
 
 def _key(action_name: str, target: str) -> str:
@@ -95,7 +174,7 @@ def _breaker_keys(namespace: str) -> list[str]:
 
 
 def _breaker(action_name: str, target: str) -> pybreaker.CircuitBreaker:
-    storage = pybreaker.CircuitRedisStorage(
+    storage = ExpiringRedisStorage(
         pybreaker.STATE_CLOSED,
         _redis(),
         namespace=_namespace(action_name, target),
@@ -151,10 +230,32 @@ def _check_breaker(action_name: str, target: str) -> str:
     return state
 
 
+def _longest_window() -> int:
+    limits_ = [settings.GRACE_RATE_LIMIT, *settings.GRACE_RATE_LIMITS.values()]
+    return max(parse(raw).get_expiry() for raw in limits_)
+
+
+def _remember(index: str, member: str, seconds: int, index_seconds: int) -> None:
+    """Index ``member`` for ``seconds`` (its state's lifetime) and drop the entries whose state expired.
+    The index itself expires ``index_seconds`` (its longest-lived entry's lifetime) after its last write."""
+    now = time.time()
+    pipe = _redis().pipeline()
+    pipe.zadd(index, {member: now + seconds})
+    pipe.zremrangebyscore(index, "-inf", now)
+    pipe.expire(index, max(seconds, index_seconds))
+    pipe.execute()
+
+
+def _indexed(index: str) -> list[bytes]:
+    client = _redis()
+    client.zremrangebyscore(index, "-inf", time.time())
+    return client.zrange(index, 0, -1)
+
+
 def _spend_rate_limit(action_name: str, target: str) -> None:
     item = rate_limit_for(action_name)
-    limiter = _limiter(settings.REDIS_URL)
-    _redis().hset(LIMITS_KEY, _key(action_name, target), str(item))
+    limiter = _limiter()
+    _remember(LIMITS_KEY, _key(action_name, target), item.get_expiry(), _longest_window())
     if not limiter.hit(item, action_name, target):
         reset_time, _ = limiter.get_window_stats(item, action_name, target)
         reset_at = datetime.fromtimestamp(reset_time, UTC)
@@ -176,7 +277,7 @@ def run_guarded(action: Action, params: dict, fn: Callable[[], dict]) -> dict:
     stage = "breaker"
     try:
         breaker = _breaker(action.name, target)
-        _redis().hset(BREAKERS_KEY, _key(action.name, target), "")
+        _remember(BREAKERS_KEY, _key(action.name, target), state_ttl(), state_ttl())
         before = _check_breaker(action.name, target)
         stage = "rate_limit"
         _spend_rate_limit(action.name, target)
@@ -217,12 +318,12 @@ def open_breakers() -> list[dict]:
     """Open or half-open breakers: ``[{"action", "target", "state", "failures", "opened_at", "resets_at"}]``."""
     client = _redis()
     rows = []
-    for raw in client.hkeys(BREAKERS_KEY):
+    for raw in _indexed(BREAKERS_KEY):
         action_name, target = json.loads(raw)
         state, failures, opened_at, resets_at = _breaker_state(action_name, target)
         if state == pybreaker.STATE_CLOSED:
             if failures == 0:
-                client.hdel(BREAKERS_KEY, raw)  # forgotten until its next call
+                client.zrem(BREAKERS_KEY, raw)  # forgotten until its next call
             continue
         rows.append(
             {
@@ -240,14 +341,14 @@ def open_breakers() -> list[dict]:
 def spent_limits() -> list[dict]:
     """Rate limits with nothing left in their window: ``[{"action", "target", "limit", "resets_at"}]``."""
     client = _redis()
-    limiter = _limiter(settings.REDIS_URL)
+    limiter = _limiter()
     rows = []
-    for raw in client.hkeys(LIMITS_KEY):
+    for raw in _indexed(LIMITS_KEY):
         action_name, target = json.loads(raw)
         item = rate_limit_for(action_name)
         reset_time, remaining = limiter.get_window_stats(item, action_name, target)
         if remaining >= item.amount:
-            client.hdel(LIMITS_KEY, raw)  # an empty window: nothing to show until the next call
+            client.zrem(LIMITS_KEY, raw)  # an empty window: nothing to show until the next call
         elif remaining <= 0:
             rows.append(
                 {
@@ -275,9 +376,9 @@ def reset_breaker(action_name: str, target: str, *, actor) -> bool:
         )
         # Written after the audit row: a Redis failure here rolls the audit event back with it.
         pipe = _redis().pipeline()
-        pipe.set(f"{namespace}:pybreaker:state", pybreaker.STATE_CLOSED)
-        pipe.set(f"{namespace}:pybreaker:fail_counter", 0)
-        pipe.set(f"{namespace}:pybreaker:success_counter", 0)
+        pipe.set(f"{namespace}:pybreaker:state", pybreaker.STATE_CLOSED, ex=state_ttl())
+        pipe.set(f"{namespace}:pybreaker:fail_counter", 0, ex=state_ttl())
+        pipe.set(f"{namespace}:pybreaker:success_counter", 0, ex=state_ttl())
         pipe.delete(f"{namespace}:pybreaker:opened_at")
         pipe.execute()
     return True

@@ -40,6 +40,12 @@ def _import_settings(tmp_path, **overrides):
         ("GRACE_HEALTH_WORKER_TIMEOUT", "soon"),
         ("GRACE_PROBE_ALLOWED_HOSTS", "127.0.0.*"),
         ("GRACE_PROBE_ALLOWED_HOSTS", "api.*.example.com"),
+        ("GRACE_PROBE_LOOPBACK_PORTS", "8000,redis"),
+        ("GRACE_PROBE_LOOPBACK_PORTS", "0"),
+        ("GRACE_RESILIENCE_STATE_TTL", "10"),  # shorter than the breaker's reset timeout
+        ("GRACE_AUTH_FAILURE_LIMIT", "lots"),
+        ("GRACE_LOGIN_FAILURE_LIMIT", "0"),
+        ("GRACE_TRUSTED_PROXIES", "-1"),
     ],
 )
 def test_a_bad_setting_stops_start_up_naming_the_variable(tmp_path, name, value):

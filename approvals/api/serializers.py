@@ -5,10 +5,15 @@ from approvals.policy import shadow_mode
 
 
 class AuditEventSerializer(serializers.ModelSerializer):
+    data = serializers.SerializerMethodField(help_text="The event's data, credentials masked.")
+
     class Meta:
         model = AuditEvent
         fields = ["seq", "at", "actor", "action", "object_type", "object_id", "data", "prev_hash", "hash"]
         read_only_fields = fields
+
+    def get_data(self, obj: AuditEvent) -> dict:
+        return obj.masked_data()
 
 
 class ApprovalDecisionSerializer(serializers.ModelSerializer):

@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
+from grace_site import auth_limits
 from grace_site.permissions import ModelPermissions
 from incidents import alertmanager, channels, services
 from incidents.api.parsers import BoundedJSONParser
@@ -79,9 +80,10 @@ class ChannelTokenAuthentication(BaseAuthentication):
         scheme, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
         if scheme.lower() != "bearer":
             return None
-        channel = channels.authenticate(token, self.kind)
-        if channel is None:
-            raise AuthenticationFailed("Missing or wrong bearer token.")
+        with auth_limits.guarded(request, channel=f"channel-{self.kind}"):  # wrong tokens: 429 per client address
+            channel = channels.authenticate(token, self.kind)
+            if channel is None:
+                raise AuthenticationFailed("Missing or wrong bearer token.")
         return ChannelActor(channel), None
 
     def authenticate_header(self, request) -> str:

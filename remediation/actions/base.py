@@ -14,7 +14,9 @@ flag, a timeout and four functions:
 
 Errors: raise ``TransientActionError`` for what a retry may fix (timeouts,
 throttling, connection resets), ``ActionUnavailable`` when the family cannot
-be reached or is not configured (the run is BLOCKED with the reason), and
+be reached or is not configured (the run is BLOCKED with the reason),
+``CannotObserve`` (an ``ActionUnavailable``) when it can be reached but cannot
+see what its contract needs, such as a missing privilege, and
 ``ActionRefused`` when the parameters are valid but the action must not run
 (a path outside the allowed roots, a value out of range).
 """
@@ -49,6 +51,15 @@ class ActionRefused(ActionError):
 
 class ActionUnavailable(ActionError):
     """The action's family is not configured or not reachable."""
+
+
+class CannotObserve(ActionUnavailable):
+    """The action cannot observe what its contract needs (a missing privilege hides the facts).
+
+    Acting or verifying on what it can see would be acting blind: "nothing blocked" would be
+    reported while the lock is held. Nothing was changed; the run must end BLOCKED with this
+    reason, never SUCCEEDED (and never count as a failure of the playbook).
+    """
 
 
 Facts = dict[str, Any]

@@ -1,5 +1,6 @@
 """Which channels an event goes to, what a webhook receives, and that notifying never breaks the caller."""
 
+import json
 import threading
 import time
 from datetime import timedelta
@@ -164,3 +165,46 @@ def test_a_delivery_that_died_holding_a_notification_lets_the_next_one_send(hook
     assert len(endpoint.received) == 1
     notification.refresh_from_db()
     assert notification.attempts == 2
+
+
+HOSTILE = "disk full <!channel> <!here|here> ping <@U123> see <http://evil.example/x|the runbook> & <#C42>"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_alert_text_reaches_slack_escaped_never_as_mentions_or_links(hook, make_run):
+    endpoint = hook()
+    run = make_run()
+    channel = NotificationChannel.objects.create(name="slack", kind="webhook", url=endpoint.url)
+    notification = Notification.objects.create(channel=channel, event="run.failed", run=run, summary=HOSTILE)
+
+    assert notifications.deliver(notification.pk) == "sent"
+
+    body = json.loads(endpoint.received[0])
+    link = f"<http://127.0.0.1:8000/admin/remediation/healrun/{run.pk}/change/|open run #{run.pk}>"
+    for text in (body["text"], body["blocks"][0]["text"]["text"]):
+        assert text == (
+            "[GRACE] run.failed: disk full &lt;!channel&gt; &lt;!here|here&gt; ping &lt;@U123&gt; "
+            "see &lt;http://evil.example/x|the runbook&gt; &amp; &lt;#C42&gt; " + link
+        )
+        # GRACE's own run link is the only markup Slack will read.
+        assert text.count("<") == text.count(">") == 1
+    assert body["blocks"][0]["text"]["verbatim"] is True  # no auto-linked URLs, channels or @words
+    assert body["unfurl_links"] is False
+
+
+def test_email_is_plain_text_with_a_one_line_subject(settings, make_run, mailoutbox):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    run = make_run()
+    channel = NotificationChannel.objects.create(name="mail", kind="email", recipients=["ops@example.com"])
+    summary = "db down\r\nBcc: victim@example.com\n<b>bold</b> \x1b[31mred"
+    notification = Notification.objects.create(channel=channel, event="run.failed", run=run, summary=summary)
+
+    assert notifications.deliver(notification.pk) == "sent"
+
+    (message,) = mailoutbox
+    assert message.subject == "[GRACE] run.failed: db down Bcc: victim@example.com <b>bold</b> [31mred"
+    assert message.to == ["ops@example.com"] and not message.bcc
+    assert message.content_subtype == "plain" and not getattr(message, "alternatives", [])
+    assert message.message()["Content-Type"].startswith("text/plain")
+    assert "\x1b" not in message.body
+    assert "<b>bold</b>" in message.body  # shown as written, never rendered

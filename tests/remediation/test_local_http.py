@@ -6,9 +6,11 @@ from contextlib import closing
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.conf import settings as django_settings
 from rest_framework.exceptions import ValidationError
 
 from remediation.actions import load_all
+from remediation.actions.base import ActionRefused
 
 PROBE = load_all().get("http.probe")
 
@@ -30,8 +32,9 @@ class Handler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def server():
+def server(settings):
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    settings.GRACE_PROBE_LOOPBACK_PORTS = [settings.GRACE_PORT, httpd.server_address[1]]
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -58,10 +61,11 @@ def test_an_error_status_is_a_fact_not_an_exception(server):
     assert facts["ok"] is False
 
 
-def test_a_refused_connection_is_reported_without_a_status():
+def test_a_refused_connection_is_reported_without_a_status(settings):
     with closing(socket.socket()) as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    settings.GRACE_PROBE_LOOPBACK_PORTS = [port]
 
     facts = PROBE.observe(PROBE.validate({"url": f"http://127.0.0.1:{port}/"}))
 
@@ -127,3 +131,53 @@ def test_the_allow_list_takes_host_patterns(settings, server):
     ]:
         with pytest.raises(ValidationError):
             PROBE.validate({"url": url})
+
+
+@pytest.fixture
+def listener():
+    """A TCP listener on loopback standing in for Redis: any connection attempt lands in its backlog."""
+    with closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        sock.setblocking(False)
+        yield sock
+
+
+def _contacted(sock: socket.socket) -> bool:
+    try:
+        sock.accept()[0].close()
+    except BlockingIOError:
+        return False
+    return True
+
+
+def test_by_default_only_grace_own_port_is_reachable_on_loopback():
+    assert django_settings.GRACE_PROBE_LOOPBACK_PORTS == [django_settings.GRACE_PORT]
+    assert PROBE.validate({"url": f"http://127.0.0.1:{django_settings.GRACE_PORT}/api/health/"})
+    assert PROBE.validate({"url": f"http://localhost:{django_settings.GRACE_PORT}/api/health/"})
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]"])
+def test_a_probe_of_redis_on_loopback_is_refused_before_any_connection(listener, host):
+    redis_port = int(django_settings.REDIS_URL.rsplit(":", 1)[1].split("/")[0])
+
+    for port in (redis_port, listener.getsockname()[1]):
+        with pytest.raises(ValidationError) as exc:
+            PROBE.validate({"url": f"http://{host}:{port}/"})
+        assert "GRACE_PROBE_LOOPBACK_PORTS" in str(exc.value.detail["url"])
+
+    assert not _contacted(listener)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.1", "2130706433", "0.0.0.0", "localhost"])  # noqa: S104
+def test_loopback_ports_are_checked_again_on_the_resolved_address_before_connecting(settings, listener, host):
+    settings.GRACE_PROBE_ALLOWED_HOSTS = ["*"]  # the host list lets everything through: the port rule holds
+    url = f"http://{host}:{listener.getsockname()[1]}/"
+
+    with pytest.raises(ActionRefused, match="GRACE_PROBE_LOOPBACK_PORTS"):
+        PROBE.observe({"url": url})  # parameters that skipped validation are refused all the same
+
+    assert not _contacted(listener)
+    settings.GRACE_PROBE_LOOPBACK_PORTS = [listener.getsockname()[1]]
+    assert PROBE.observe({"url": url, "timeout_seconds": 0.3})["status"] is None  # allowed: it connects
+    assert _contacted(listener)

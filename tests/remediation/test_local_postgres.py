@@ -12,7 +12,8 @@ from psycopg.conninfo import make_conninfo
 from rest_framework.exceptions import ValidationError
 
 from remediation.actions import load_all
-from remediation.actions.base import ActionRefused, ActionUnavailable, TransientActionError
+from remediation.actions.base import ActionRefused, ActionUnavailable, CannotObserve, TransientActionError
+from remediation.actions.local.postgres import redact_sql
 from tests.support.runs import wait_for as poll_until
 
 REGISTRY = load_all()
@@ -38,10 +39,21 @@ def server():
     with psycopg.connect(app_dsn, autocommit=True) as app:
         app.execute("CREATE TABLE accounts (id int PRIMARY KEY, balance int NOT NULL)")
         app.execute("INSERT INTO accounts VALUES (1, 100), (2, 200)")
-    yield {"superuser": superuser_dsn, "app": app_dsn}
+    # The least privilege docs/actions-local.md once named: may signal, may not read others' activity.
+    signaller = f"grace_sig_{suffix}"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{signaller}" LOGIN IN ROLE pg_signal_backend')
+    yield {
+        "superuser": superuser_dsn,
+        "app": app_dsn,
+        "signal_only": make_conninfo(url, dbname=dbname, user=signaller),
+        "signaller": signaller,
+        "admin": url,
+    }
     with psycopg.connect(url, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE "{dbname}" WITH (FORCE)')
         admin.execute(f'DROP ROLE "{role}"')
+        admin.execute(f'DROP ROLE "{signaller}"')
 
 
 @pytest.fixture(autouse=True)
@@ -290,3 +302,110 @@ def test_every_connection_carries_grace_application_name_and_timeouts(settings, 
         timeout = conn.execute("SHOW statement_timeout").fetchone()[0]
     assert name == "grace"
     assert timeout == "1234ms"
+
+
+@pytest.mark.parametrize(
+    ("statement", "kept"),
+    [
+        (
+            "SELECT * FROM accounts WHERE id = 1 AND balance > 42.5 AND 'hunter2' <> E'x\\'y' FOR UPDATE",
+            "SELECT * FROM accounts WHERE id = ? AND balance > ? AND ? <> ? FOR UPDATE",
+        ),
+        (  # PostgreSQL itself cuts the text (track_activity_query_size) in the middle of the literal
+            "SELECT * FROM accounts WHERE id = 1 /* by ops */ AND $q$" + "hunter2 " * 200 + "$q$ <> '' FOR UPDATE",
+            "SELECT * FROM accounts WHERE id = ? AND ?",
+        ),
+    ],
+    ids=["literals", "a-literal-cut-by-postgresql"],
+)
+def test_the_sql_of_a_terminated_session_is_kept_truncated_and_without_literals(server, target, statement, kept):
+    holder = session(server["app"], "batch-job")
+    holder.execute(statement)
+    victim = Blocked(server["app"])
+    try:
+        blocked_for(target, 1)
+
+        result = TERMINATE.execute(TERMINATE.validate({"target": target, "min_blocked_seconds": 1}))
+
+        (terminated,) = result["terminated"]
+        assert terminated["query"] == kept
+        assert "hunter2" not in json.dumps(result) and "42" not in terminated["query"]
+    finally:
+        victim.finish()
+        holder.close()
+
+
+def test_the_sql_of_a_cancelled_query_is_kept_without_literals(server, target):
+    worker = session(server["app"], "report")
+    worker.autocommit = True
+    thread = threading.Thread(target=lambda: _swallow(worker, "SELECT pg_sleep(60), 'hunter2'"), daemon=True)
+    thread.start()
+    try:
+        poll(lambda: CANCEL.observe({"target": target, "min_seconds": 1})["long_queries"] >= 1)
+
+        result = CANCEL.execute(CANCEL.validate({"target": target, "min_seconds": 1}))
+
+        assert [s["query"] for s in result["cancelled"]] == ["SELECT pg_sleep(?), ?"]
+    finally:
+        thread.join(20)
+        worker.close()
+
+
+def _swallow(conn: psycopg.Connection, statement: str) -> None:
+    try:
+        conn.execute(statement)
+    except psycopg.errors.QueryCanceled:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        ("UPDATE t SET a = $$x$$, b = $f$ y $$ z $f$ WHERE c = $1 -- note", "UPDATE t SET a = ?, b = ? WHERE c = $1"),
+        ("SELECT 'C:\\', 'secret'", "SELECT ?, ?"),  # standard_conforming_strings: no escape in '...'
+        ("SELECT 'it''s', \"col 1\", x1, 0x1F, .5e3, B'101'", 'SELECT ?, "col 1", x1, ?, ?, ?'),
+        ("INSERT INTO t VALUES ('never closed secret", "INSERT INTO t VALUES (?"),
+        ("SELECT 1 /* never closed secret", "SELECT ?"),
+        ("<insufficient privilege>", "<insufficient privilege>"),
+    ],
+)
+def test_literals_and_comments_are_redacted_even_when_cut_off(text, redacted):
+    assert redact_sql(text) == redacted
+
+
+def test_long_sql_text_is_cut_to_two_hundred_characters():
+    assert len(redact_sql("SELECT " + ", ".join(f"column_{i}" for i in range(100)))) == 200
+
+
+def test_with_only_pg_signal_backend_the_session_actions_cannot_observe_and_change_nothing(settings, server):
+    settings.GRACE_POSTGRES_TARGETS = json.dumps({"orders": server["superuser"], "limited": server["signal_only"]})
+    holder = session(server["app"], "batch-job")
+    holder.execute("SELECT * FROM accounts WHERE id = 1 FOR UPDATE")
+    victim = Blocked(server["app"])
+    try:
+        blocked_for("orders", 1)
+        params = {"target": "limited", "min_blocked_seconds": 1, "min_seconds": 1}
+
+        for call in (TERMINATE.observe, TERMINATE.execute, CANCEL.observe, CANCEL.execute):
+            with pytest.raises(CannotObserve, match="pg_read_all_stats") as exc:
+                call(TERMINATE.validate(params) if call is TERMINATE.execute else params)
+            assert isinstance(exc.value, ActionUnavailable)  # the pipeline blocks the run with the reason
+        vacuum_facts = VACUUM.observe({"target": "limited", "table": "accounts"})
+
+        assert holder.execute("SELECT 1").fetchone() == (1,)  # the blocker was not touched...
+        assert victim.thread.is_alive()  # ...and the lock is still held
+        assert vacuum_facts["table_exists"] is True
+        assert "blocked_sessions" not in vacuum_facts and "pg_read_all_stats" in vacuum_facts["sessions_hidden"]
+
+        # The documented privileges, pg_signal_backend and pg_read_all_stats, are enough.
+        with psycopg.connect(server["admin"], autocommit=True) as admin:
+            admin.execute(f'GRANT pg_read_all_stats TO "{server["signaller"]}"')
+        result = TERMINATE.execute(TERMINATE.validate(params))
+        assert [s["pid"] for s in result["terminated"]] == [holder.info.backend_pid]
+        victim.thread.join(20)
+        assert victim.error is None
+    finally:
+        with psycopg.connect(server["admin"], autocommit=True) as admin:
+            admin.execute(f'REVOKE pg_read_all_stats FROM "{server["signaller"]}"')
+        victim.finish()
+        holder.close()

@@ -132,3 +132,45 @@ def test_an_alert_claiming_another_database_terminates_nothing_there(celery_work
         assert not ActionAttempt.objects.filter(run=run).exists()
     assert blocker.execute("SELECT pg_backend_pid()").fetchone()[0] == pid  # the billing session survived
     blocker.close()
+
+
+@pytest.fixture
+def signal_only_target(orders_db):
+    """GRACE's target connects as a role with pg_signal_backend only: other roles' activity is hidden."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    url = make_conninfo(os.environ["GRACE_PG_URL"], dbname="postgres")
+    role = f"grace_sig_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN IN ROLE pg_signal_backend')
+    PG_TARGETS_FILE.write_text(
+        json.dumps({"orders": make_conninfo(url, dbname=conninfo_to_dict(orders_db)["dbname"], user=role)})
+    )
+    yield
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f'DROP ROLE "{role}"')
+
+
+def test_a_role_that_cannot_see_the_blocker_blocks_the_run_instead_of_succeeding(
+    celery_worker, orders_db, signal_only_target
+):
+    DiagnosisRule.objects.create(name="test: locked", code="database_locked", position=1, title_regex=r"(?i)locked")
+    make_playbook(
+        "pg-unblock", "database_locked",
+        [{"action": "postgres.terminate_blockers", "params": {"target": "{labels.pg_target}", "min_blocked_seconds": 1},
+          "contract": [{"field": "longest_block_seconds", "op": "<", "value": 1, "within": 15}]}],
+    )  # fmt: skip
+    blocker = psycopg.connect(orders_db, application_name="batch-job")
+    blocker.execute("UPDATE accounts SET balance = 0 WHERE id = 1")
+    try:
+        incident = ingest(
+            Signal(source="api", title="orders-db locked", service="orders-db", environment="staging",
+                   labels={"pg_target": "orders"})
+        ).incident  # fmt: skip
+        run = wait_for_run(incident.pk)
+
+        assert run.status == RunStatus.BLOCKED, run.status_reason
+        assert "cannot observe" in run.status_reason and "pg_read_all_stats" in run.status_reason
+        assert blocker.execute("SELECT 1").fetchone() == (1,)  # nothing was signalled
+    finally:
+        blocker.close()

@@ -1,8 +1,15 @@
-"""``http.probe``: observe an HTTP endpoint (status and latency); it changes nothing."""
+"""``http.probe``: observe an HTTP endpoint (status and latency); it changes nothing.
+
+The host must be in ``GRACE_PROBE_ALLOWED_HOSTS``. On loopback (127.0.0.0/8, ::1, 0.0.0.0, ``localhost``)
+only the ports in ``GRACE_PROBE_LOOPBACK_PORTS`` may be reached (GRACE's own web port by default): a
+label-driven probe must not knock on Redis or PostgreSQL next door. The literal host is checked when
+the parameters are validated; the addresses a name resolves to are checked again before connecting.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+import socket
 import time
 
 import requests
@@ -11,7 +18,7 @@ from rest_framework import serializers
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
-from remediation.actions.base import Action, registry
+from remediation.actions.base import Action, ActionRefused, registry
 
 USER_AGENT = "GRACE-probe/1"
 
@@ -38,7 +45,49 @@ class ProbeParams(serializers.Serializer):
             raise serializers.ValidationError(
                 f"host {host!r} is not in GRACE_PROBE_ALLOWED_HOSTS ({', '.join(settings.GRACE_PROBE_ALLOWED_HOSTS)})"
             )
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        if _loopback_name(host) and port not in settings.GRACE_PROBE_LOOPBACK_PORTS:
+            raise serializers.ValidationError(_port_refusal(host, port))
         return value
+
+
+def _port_refusal(host: str, port: int) -> str:
+    allowed = ", ".join(str(p) for p in settings.GRACE_PROBE_LOOPBACK_PORTS)
+    return f"port {port} on loopback ({host}) is not in GRACE_PROBE_LOOPBACK_PORTS ({allowed})"
+
+
+def _loopback_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return address.is_loopback or address.is_unspecified  # 0.0.0.0 and :: connect to this host too
+
+
+def _loopback_name(host: str) -> bool:
+    """Whether ``host`` (as written, before any DNS) names this machine."""
+    host = host.lower().strip("[]").rstrip(".")
+    try:
+        return _loopback_address(ipaddress.ip_address(host))
+    except ValueError:
+        return host == "localhost" or host.endswith(".localhost")
+
+
+def _check_resolved(url: str) -> None:
+    """Refuse, before connecting, a URL whose host resolves to loopback on a port not allowed there."""
+    parsed = parse_url(url)
+    host = (parsed.host or "").strip("[]")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    if port in settings.GRACE_PROBE_LOOPBACK_PORTS:
+        return
+    if _loopback_name(host):
+        raise ActionRefused(_port_refusal(host, port))
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return  # unresolvable: the request fails the same way, without reaching anything
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        if _loopback_address(address):
+            raise ActionRefused(_port_refusal(f"{host} = {address}", port))
 
 
 def host_allowed(host: str) -> bool:
@@ -69,7 +118,11 @@ def host_allowed(host: str) -> bool:
 
 
 def probe(params: dict) -> dict:
-    """Status and latency; a refused or timed-out connection is a fact (status None), not an error."""
+    """Status and latency; a refused or timed-out connection is a fact (status None), not an error.
+
+    Raises ``ActionRefused`` (nothing contacted) for a loopback port outside ``GRACE_PROBE_LOOPBACK_PORTS``.
+    """
+    _check_resolved(params["url"])
     started = time.perf_counter()
     try:
         response = requests.request(

@@ -6,6 +6,13 @@ sets ``connect_timeout``, ``statement_timeout`` and GRACE's ``application_name``
 Sessions of superusers, of replication (walsenders or roles with REPLICATION), of
 GRACE itself (its application names and this connection's own backend pid) and
 non-client backends are never signalled.
+
+Observation must be whole: without ``pg_read_all_stats`` (or superuser) PostgreSQL hides
+the state, wait and query of other roles' sessions, so "nothing is blocked" could be read
+off sessions GRACE cannot see. The session actions raise ``CannotObserve`` when any
+session of the target database is hidden from them, instead of acting on (or verifying
+against) part of the picture. The query text of a signalled session is kept truncated,
+its string and numeric literals and comments replaced (``redact_sql``).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from remediation.actions.base import (
     ActionError,
     ActionRefused,
     ActionUnavailable,
+    CannotObserve,
     TransientActionError,
     registry,
 )
@@ -121,7 +129,7 @@ AND NOT (COALESCE(a.application_name, '') = ANY(%(protected)s))
 """)
 
 _SESSIONS = sql.SQL("""
-SELECT a.pid, a.usename, a.application_name, a.state, left(a.query, 200),
+SELECT a.pid, a.usename, a.application_name, a.state, a.query,
        EXTRACT(EPOCH FROM clock_timestamp() - a.xact_start)::float8, ({signallable}) AS signallable,
        COALESCE(a.wait_event_type = 'Lock', false) AS waiting
   FROM pg_stat_activity a LEFT JOIN pg_roles r ON r.oid = a.usesysid
@@ -129,7 +137,7 @@ SELECT a.pid, a.usename, a.application_name, a.state, left(a.query, 200),
 """).format(signallable=_SIGNALLABLE)
 
 _LONG_QUERIES = sql.SQL("""
-SELECT a.pid, a.usename, a.application_name, a.state, left(a.query, 200),
+SELECT a.pid, a.usename, a.application_name, a.state, a.query,
        EXTRACT(EPOCH FROM clock_timestamp() - a.query_start)::float8, ({signallable}) AS signallable,
        COALESCE(a.wait_event_type = 'Lock', false) AS waiting
   FROM pg_stat_activity a LEFT JOIN pg_roles r ON r.oid = a.usesysid
@@ -140,33 +148,71 @@ SELECT a.pid, a.usename, a.application_name, a.state, left(a.query, 200),
 # Both queries above return: pid, user, application_name, state, query, seconds, signallable, waiting.
 
 
+# Sessions of this database whose state, wait and query this role may not read (other roles' sessions,
+# without pg_read_all_stats), and whether it holds pg_read_all_stats (superusers do).
+_VISIBILITY = """
+SELECT count(*) FILTER (WHERE datname = current_database() AND query = '<insufficient privilege>'),
+       pg_has_role('pg_read_all_stats', 'USAGE')
+  FROM pg_stat_activity
+"""
+
+
+def _require_full_view(conn: psycopg.Connection, target: str) -> None:
+    """Raise ``CannotObserve`` when some session of the target database is hidden from this role."""
+    hidden, privileged = conn.execute(_VISIBILITY).fetchone()
+    if hidden:
+        role = conn.info.user
+        fix = "" if privileged else f"; grant it pg_read_all_stats (GRANT pg_read_all_stats TO {role})"
+        raise CannotObserve(
+            f"postgres {target}: cannot observe {hidden} session(s) of other roles: role {role} may not read "
+            f"their state, lock waits or queries{fix}"
+        )
+
+
 def _blocked(conn: psycopg.Connection) -> list[tuple[int, float, list[int]]]:
     return conn.execute(_BLOCKED).fetchall()
 
 
 def observe(params: dict) -> dict:
+    """Facts about the target's sessions (and, with ``table``, the table); ``CannotObserve`` when
+    some sessions are hidden from GRACE's role."""
+    with connect(params["target"]) as conn:
+        _require_full_view(conn, params["target"])
+        return _session_facts(conn, params) | (_table_facts(conn, params["table"]) if params.get("table") else {})
+
+
+def observe_table(params: dict) -> dict:
+    """``postgres.vacuum_analyze``'s facts: the table's, always readable by its owner; the session
+    facts only when every session is visible (otherwise left out, never reported as zero)."""
+    with connect(params["target"]) as conn:
+        facts = _table_facts(conn, params["table"]) if params.get("table") else {}
+        try:
+            _require_full_view(conn, params["target"])
+        except CannotObserve as exc:
+            return facts | {"sessions_hidden": str(exc)}
+        return _session_facts(conn, params) | facts
+
+
+def _session_facts(conn: psycopg.Connection, params: dict) -> dict:
     min_block = params.get("min_blocked_seconds", 30)
     min_query = params.get("min_seconds", 300)
-    with connect(params["target"]) as conn:
-        blocked = _blocked(conn)
-        long_queries = conn.execute(_LONG_QUERIES, {"min_seconds": min_query, "protected": protected_applications()})
-        long_queries = long_queries.fetchall()
-        idle_in_tx, connections = conn.execute(
-            "SELECT count(*) FILTER (WHERE state = 'idle in transaction'), count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND backend_type = 'client backend'"
-        ).fetchone()
-        facts = {
-            "blocked_sessions": len(blocked),
-            "longest_block_seconds": round(max((b[1] for b in blocked), default=0.0), 3),
-            "sessions_blocked_over_threshold": sum(1 for b in blocked if b[1] >= min_block),
-            "blocking_pids": sorted({pid for b in blocked for pid in b[2]}),
-            "long_queries": len(long_queries),
-            "longest_query_seconds": round(max((q[5] for q in long_queries), default=0.0), 3),
-            "idle_in_transaction": idle_in_tx,
-            "connections": connections,
-        }
-        if params.get("table"):
-            facts |= _table_facts(conn, params["table"])
+    blocked = _blocked(conn)
+    long_queries = conn.execute(_LONG_QUERIES, {"min_seconds": min_query, "protected": protected_applications()})
+    long_queries = long_queries.fetchall()
+    idle_in_tx, connections = conn.execute(
+        "SELECT count(*) FILTER (WHERE state = 'idle in transaction'), count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND backend_type = 'client backend'"
+    ).fetchone()
+    facts = {
+        "blocked_sessions": len(blocked),
+        "longest_block_seconds": round(max((b[1] for b in blocked), default=0.0), 3),
+        "sessions_blocked_over_threshold": sum(1 for b in blocked if b[1] >= min_block),
+        "blocking_pids": sorted({pid for b in blocked for pid in b[2]}),
+        "long_queries": len(long_queries),
+        "longest_query_seconds": round(max((q[5] for q in long_queries), default=0.0), 3),
+        "idle_in_transaction": idle_in_tx,
+        "connections": connections,
+    }
     return facts
 
 
@@ -189,6 +235,45 @@ def _table_facts(conn: psycopg.Connection, table: str) -> dict:
     }
 
 
+# The SQL lexemes that can carry data, scanned left to right. Whatever is not matched (keywords and
+# identifiers, operators, punctuation, white space) is kept. A construct still open at the end of the
+# text (PostgreSQL cuts pg_stat_activity.query at track_activity_query_size) runs to the end, so a
+# literal cut in half is dropped whole. Plain '...' strings follow standard_conforming_strings (on
+# since PostgreSQL 9.1): a backslash there is an ordinary character.
+_SQL_LEXEME = re.compile(
+    r"""
+      (?P<comment>--[^\n]*|/\*.*?(?:\*/|\Z))
+    | (?P<dollar>\$(?P<tag>[A-Za-z_][A-Za-z0-9_]*|)\$.*?(?:\$(?P=tag)\$|\Z))
+    | (?P<estring>[Ee]'(?:''|\\.|[^'\\])*(?:'|\Z))
+    | (?P<string>(?:[BbXxNn]|[Uu]&)?'(?:''|[^'])*(?:'|\Z))
+    | (?P<ident>(?:[Uu]&)?"(?:""|[^"])*(?:"|\Z))
+    | (?P<param>\$\d+)
+    | (?P<word>[^\W\d][\w$]*)
+    | (?P<number>0[xXoObB][0-9A-Fa-f_]+|(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][+-]?\d+)?)
+    """,
+    re.DOTALL | re.VERBOSE,
+)
+QUERY_TEXT_MAX = 200
+
+
+def redact_sql(text: str | None, limit: int = QUERY_TEXT_MAX) -> str | None:
+    """``text`` with its string and numeric literals replaced by ``?`` and its comments removed, then
+    cut to ``limit`` characters: enough to tell which statement a session ran, not the data in it."""
+    if text is None or text == "<insufficient privilege>":
+        return text
+
+    def replace(match: re.Match) -> str:
+        kind = match.lastgroup if match.lastgroup != "tag" else "dollar"
+        if kind == "comment":
+            return " "
+        if kind in ("dollar", "estring", "string", "number"):
+            return "?"
+        return match.group()
+
+    redacted = re.sub(r"\s+", " ", _SQL_LEXEME.sub(replace, text)).strip()
+    return redacted if len(redacted) <= limit else redacted[: limit - 1] + "…"
+
+
 def _signal_each(
     conn: psycopg.Connection, rows: list[tuple], statement: str, limit: int, *, skip_waiting: bool
 ) -> tuple[list[dict], list[dict]]:
@@ -200,7 +285,7 @@ def _signal_each(
             "user": user,
             "application_name": application,
             "state": state,
-            "query": query,
+            "query": redact_sql(query),
             "seconds": round(seconds or 0.0, 3),
         }
         if not signallable:
@@ -220,6 +305,7 @@ def _signal_each(
 
 def terminate_blockers(params: dict) -> dict:
     with connect(params["target"]) as conn:
+        _require_full_view(conn, params["target"])
         threshold = params["min_blocked_seconds"]
         blockers = {pid for _, waited, pids in _blocked(conn) if waited >= threshold for pid in pids}
         if not blockers:
@@ -236,6 +322,7 @@ def terminate_blockers(params: dict) -> dict:
 
 def cancel_long_queries(params: dict) -> dict:
     with connect(params["target"]) as conn:
+        _require_full_view(conn, params["target"])
         rows = conn.execute(
             _LONG_QUERIES, {"min_seconds": params["min_seconds"], "protected": protected_applications()}
         ).fetchall()
@@ -302,6 +389,6 @@ registry.register(
         idempotent=True,
         timeout=900,
         description="VACUUM (ANALYZE) one table or the whole database.",
-        **_COMMON,
+        **(_COMMON | {"observe": observe_table}),
     )
 )
