@@ -22,7 +22,7 @@ from typing import Any
 from rest_framework import serializers
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_exponential
 
-from remediation.actions.base import ActionError
+from remediation.actions.base import ActionError, CannotObserve
 
 _MISSING = object()
 
@@ -146,6 +146,8 @@ def verify(
             facts = observe()
             if needs_benchmark:
                 facts = {**facts, **_benchmark_facts(predicates)}
+        except CannotObserve:
+            raise  # not a predicate that failed: nothing can be judged (the caller ends the run BLOCKED)
         except ActionError as exc:
             return [
                 PredicateResult(p["field"], p["op"], p.get("value"), None, False, f"observe failed: {exc}")

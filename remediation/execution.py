@@ -20,7 +20,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from approvals import audit
 from remediation import contracts, snapshots
 from remediation.actions import load_all
-from remediation.actions.base import ActionError, ActionRefused, ActionUnavailable
+from remediation.actions.base import ActionError, ActionRefused, ActionUnavailable, CannotObserve
 from remediation.choices import AttemptStatus, Phase, RunStatus
 from remediation.models import ActionAttempt, ContractResult, HealRun, Snapshot
 from remediation.planner import Plan, PlanStep, plan_hash
@@ -74,7 +74,7 @@ def take_snapshots(run: HealRun) -> None:
                 before = action.snapshot(step.params, directory) if action.snapshot else {}
                 state = {"observed_before": True, **action.observe(step.params), **before}
         except ActionUnavailable as exc:
-            transition(run.pk, S.APPROVED, S.BLOCKED, reason=f"{action.family} unavailable: {exc}")
+            transition(run.pk, S.APPROVED, S.BLOCKED, reason=_unavailable(action, exc))
             return
         except ActionRefused as exc:
             transition(run.pk, S.APPROVED, S.BLOCKED, reason=f"snapshot of step {step.index} refused: {exc}")
@@ -149,13 +149,17 @@ def _run_step(run: HealRun, step: PlanStep) -> StepFailure | None:
     number = 1
     if last:  # STARTED: the worker was lost during the action
         if not action.idempotent:
-            results = contracts.verify(
-                step.contract,
-                lambda: action.observe(params),
-                params,
-                _snapshot_state(run, step.index),
-                wait=False,
-            )
+            try:
+                results = contracts.verify(
+                    step.contract,
+                    lambda: action.observe(params),
+                    params,
+                    _snapshot_state(run, step.index),
+                    wait=False,
+                )
+            except CannotObserve as exc:
+                _finish(last, AttemptStatus.FAILED, error=f"the worker was lost; {exc}")
+                return StepFailure(step.index, "unavailable", _unavailable(action, exc), False)
             if results and all(r.passed for r in results):
                 _finish(last, AttemptStatus.SKIPPED, result={"reobserved": [r.__dict__ for r in results]})
                 note(
@@ -174,7 +178,7 @@ def _run_step(run: HealRun, step: PlanStep) -> StepFailure | None:
         return StepFailure(step.index, "blocked", f"{action.name} on {step.target}: {exc.reason}", first)
     except ActionUnavailable as exc:
         _finish(attempt, AttemptStatus.FAILED, error=str(exc))
-        return StepFailure(step.index, "unavailable", f"{action.family} unavailable: {exc}", first)
+        return StepFailure(step.index, "unavailable", _unavailable(action, exc), first)
     except SoftTimeLimitExceeded:
         _finish(attempt, AttemptStatus.FAILED, error="timed out")
         return StepFailure(step.index, "timeout", f"{action.name} timed out", False)
@@ -226,6 +230,13 @@ def verify(run: HealRun) -> None:
             reason="verification ran out of time (the stage's soft time limit) before the contract held",
         )  # fmt: skip
         return
+    except CannotObserve as exc:
+        # Nothing can be judged, so the run never counts as SUCCEEDED: a person decides (the change is in place).
+        transition(
+            run.pk, S.VERIFYING, S.BLOCKED,
+            reason=f"{_unavailable(action, exc)}; the change is in place and was not verified: check it by hand",
+        )  # fmt: skip
+        return
     passed = sum(1 for _, r in results if r.passed)
     confidence = passed / len(results) if results else 1.0
     failed = [
@@ -254,6 +265,12 @@ def verify(run: HealRun) -> None:
             )
             for i, r in results
         )  # fmt: skip
+
+
+def _unavailable(action, exc: ActionUnavailable) -> str:
+    if isinstance(exc, CannotObserve):
+        return f"cannot observe: {exc}"
+    return f"{action.family} unavailable: {exc}"
 
 
 def _transient(exc: BaseException) -> bool:

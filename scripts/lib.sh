@@ -37,18 +37,21 @@ find_python() {
     die "GRACE needs Python 3.11 (python3.11 or python3 on PATH)"
 }
 
-# Create .venv and install requirements.txt; re-install only when it changed.
+# Create .venv and install a requirements file (default requirements.txt, what GRACE needs to run;
+# the test services use requirements-dev.txt, which adds the test and development tools).
+# Installs again only when the file (or requirements.txt it includes) changed.
 bootstrap_venv() {
-    local stamp="$VENV/.requirements.sha256" want
-    want="$(sha256sum "$GRACE_ROOT/requirements.txt" | cut -d' ' -f1)"
+    local file="${1:-requirements.txt}" stamp want
+    stamp="$VENV/.$(basename "$file").sha256"
+    want="$(cat "$GRACE_ROOT/$file" "$GRACE_ROOT/requirements.txt" | sha256sum | cut -d' ' -f1)"
     if [ ! -x "$PY" ]; then
         say "creating .venv"
         "$(find_python)" -m venv "$VENV"
     fi
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-        say "installing requirements.txt into .venv"
+        say "installing $file into .venv"
         "$PY" -m pip install -q --disable-pip-version-check --upgrade pip
-        "$PY" -m pip install -q --disable-pip-version-check -r "$GRACE_ROOT/requirements.txt"
+        "$PY" -m pip install -q --disable-pip-version-check -r "$GRACE_ROOT/$file"
         echo "$want" > "$stamp"
     fi
 }

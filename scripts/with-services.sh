@@ -9,7 +9,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$GRACE_ROOT"
 
-bootstrap_venv
+bootstrap_venv requirements-dev.txt
 ensure_redis_binary
 ensure_postgres_binaries
 

@@ -75,12 +75,13 @@ class ChannelTokenAuthentication(BaseAuthentication):
     built-in Alertmanager channel is compared in constant time)."""
 
     kind = ChannelKind.API
+    limit_name = "intake-token"  # what lockouts of wrong tokens are counted and audited under
 
     def authenticate(self, request):
         scheme, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
         if scheme.lower() != "bearer":
             return None
-        with auth_limits.guarded(request, channel=f"channel-{self.kind}"):  # wrong tokens: 429 per client address
+        with auth_limits.guarded(request, channel=self.limit_name):  # wrong tokens: 429 per client address
             channel = channels.authenticate(token, self.kind)
             if channel is None:
                 raise AuthenticationFailed("Missing or wrong bearer token.")
@@ -94,6 +95,7 @@ class WebhookTokenAuthentication(ChannelTokenAuthentication):
     """The Alertmanager webhook: a bearer token is required."""
 
     kind = ChannelKind.ALERTMANAGER
+    limit_name = "webhook"
 
     def authenticate(self, request):
         if not channels.webhooks_configured():

@@ -157,16 +157,13 @@ def test_a_role_that_cannot_see_the_blocker_blocks_the_run_instead_of_succeeding
     DiagnosisRule.objects.create(name="test: locked", code="database_locked", position=1, title_regex=r"(?i)locked")
     make_playbook(
         "pg-unblock", "database_locked",
-        [{"action": "postgres.terminate_blockers", "params": {"target": "{labels.pg_target}", "min_blocked_seconds": 1},
+        [{"action": "postgres.terminate_blockers", "params": {"min_blocked_seconds": 1},
           "contract": [{"field": "longest_block_seconds", "op": "<", "value": 1, "within": 15}]}],
     )  # fmt: skip
-    blocker = psycopg.connect(orders_db, application_name="batch-job")
-    blocker.execute("UPDATE accounts SET balance = 0 WHERE id = 1")
+    inventory.resource("orders-db", "postgres", "orders")
+    blocker = _block(orders_db, "batch-job")
     try:
-        incident = ingest(
-            Signal(source="api", title="orders-db locked", service="orders-db", environment="staging",
-                   labels={"pg_target": "orders"})
-        ).incident  # fmt: skip
+        incident = ingest(Signal(source="api", title="orders-db locked", service="orders-db")).incident
         run = wait_for_run(incident.pk)
 
         assert run.status == RunStatus.BLOCKED, run.status_reason
