@@ -147,6 +147,47 @@ def _apply(diagnosis_code: str, playbook: str, outcome: str, duration: float, fi
     assert updated == 1, "the statistics row was created just above"
 
 
+def revise_outcome(run_id: int, outcome: str, *, reason: str, actor=None) -> OutcomeRecord | None:
+    """A run's outcome changed after it was recorded (an operator rolled a SUCCEEDED run back): the record and
+    the playbook's statistics now say so. Idempotent: a second call with the same outcome changes nothing."""
+    if outcome not in Outcome.values:
+        raise ValidationError({"outcome": f"must be one of {', '.join(Outcome.values)}, got {outcome!r}"})
+    with transaction.atomic():
+        record = OutcomeRecord.objects.select_for_update().filter(run_id=run_id).first()
+        if record is None or record.outcome == outcome:
+            return record
+        before = record.outcome
+        counted = outcome in Outcome.COUNTED and bool(record.playbook) and not record.shadow
+        if record.counted and counted:
+            _move(record.diagnosis_code, record.playbook, before, outcome)
+        OutcomeRecord.objects.filter(pk=record.pk).update(outcome=outcome, counted=record.counted and counted)
+        audit.record(
+            "learning.outcome_revised",
+            actor=actor,
+            obj=record,
+            data={"run_id": run_id, "outcome": {"before": before, "after": outcome}, "reason": reason},
+        )
+        record.refresh_from_db()
+    return record
+
+
+def _move(diagnosis_code: str, playbook: str, before: str, after: str) -> None:
+    """Move one counted outcome from ``before`` to ``after`` in the statistics (F expressions, race-safe)."""
+
+    def delta(outcome: str) -> dict:
+        return {
+            "successes": int(outcome == Outcome.SUCCEEDED),
+            "failures": int(outcome == Outcome.FAILED),
+            "rollbacks": int(outcome == Outcome.ROLLED_BACK),
+        }
+
+    old, new = delta(before), delta(after)
+    changes = {name: F(name) - old[name] + new[name] for name in old}
+    if after in Outcome.FAILURES:
+        changes["consecutive_failures"] = F("consecutive_failures") + 1
+    PlaybookStatistics.objects.filter(diagnosis_code=diagnosis_code, playbook=playbook).update(**changes)
+
+
 def rebuild_statistics(*, actor=None) -> int:
     """Recompute every PlaybookStatistics row from the outcome records; returns the number of rows."""
     with transaction.atomic():

@@ -3,19 +3,16 @@ import json
 import redis
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from approvals import audit
 from remediation import lifecycle, playbooks, resilience
 from remediation.choices import RunStatus
 from remediation.models import ActionAttempt, ContractResult, HealRun, Playbook, RunEvent, Snapshot
 from remediation.planner import validate_steps
-from remediation.services import dispatch
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -143,15 +140,10 @@ class HealRunAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retry the current stage of the selected runs", permissions=["change"])
     def retry_stage(self, request, queryset):
-        retried = 0
-        for run in queryset.filter(status__in=RunStatus.ACTIVE):
-            with transaction.atomic():
-                audit.record("run.retry", actor=request.user, obj=run, data={"status": run.status})
-                RunEvent.objects.create(run=run, note=f"stage {run.status} dispatched again by {request.user}")
-                HealRun.objects.filter(pk=run.pk).update(reaper_tries=1)
-                dispatch(run.pk, run.status, family=run.family)
-            retried += 1
-        self.message_user(request, f"{retried} run(s) dispatched again; finished or waiting runs were left alone.")
+        retried = sum(lifecycle.retry_stage(pk, actor=request.user) for pk in queryset.values_list("pk", flat=True))
+        self.message_user(
+            request, f"{retried} run(s) dispatched again; finished, waiting or moving runs were left alone."
+        )
 
     @admin.action(description="Cancel the selected runs (before they execute)", permissions=["change"])
     def cancel_runs(self, request, queryset):

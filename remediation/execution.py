@@ -26,6 +26,7 @@ from remediation.models import ActionAttempt, ContractResult, HealRun, Snapshot
 from remediation.planner import Plan, PlanStep, plan_hash
 from remediation.resilience import Blocked, run_guarded
 from remediation.services import heartbeat, note, transition
+from remediation.state import Verified
 
 logger = logging.getLogger(__name__)
 S = RunStatus
@@ -248,12 +249,12 @@ def verify(run: HealRun) -> None:
         if failed:
             moved = transition(
                 run.pk, S.VERIFYING, S.ROLLING_BACK, reason="contract not met: " + "; ".join(failed),
-                fields={"verification_confidence": confidence}, data=data, family=run.family,
+                result=Verified(confidence), data=data, family=run.family,
             )  # fmt: skip
         else:
             moved = transition(
                 run.pk, S.VERIFYING, S.SUCCEEDED, note="contract met" if results else "no contract predicates",
-                fields={"verification_confidence": confidence}, data=data,
+                result=Verified(confidence), data=data,
             )  # fmt: skip
         if not moved:
             return

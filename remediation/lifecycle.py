@@ -47,7 +47,7 @@ def record_outcome(run_id: int) -> None:
         return
     incident = run.incident
     outcome = OUTCOME[run.status]
-    learning.record_outcome(
+    record = learning.record_outcome(
         run_id=run.pk, incident_id=incident.pk, diagnosis_code=run.diagnosis_code,
         playbook=run.playbook.name if run.playbook else "", service=incident.service, target=run.target,
         tier=run.tier, outcome=outcome, stage_durations=stage_durations(run),
@@ -55,6 +55,16 @@ def record_outcome(run_id: int) -> None:
                                                                             "expected", "actual", "passed")),
         started_at=run.created_at, finished_at=run.finished_at or timezone.now(), shadow=run.shadow or run.dry_run,
     )  # fmt: skip
+    if record.outcome != outcome:
+        # The run ended once already (it SUCCEEDED) and an operator then rolled it back: it counts as that now,
+        # and its incident is open again for humans.
+        with transaction.atomic():
+            learning.revise_outcome(run.pk, outcome, reason=f"run #{run.pk} {run.status} after an operator rollback")
+            intake.set_status(
+                incident.pk, IncidentStatus.ESCALATED, expected=(IncidentStatus.RESOLVED,),
+                reason=f"run #{run.pk} was rolled back by an operator ({run.status}): {run.status_reason}",
+            )  # fmt: skip
+        return
     if run.status == S.SUCCEEDED:
         intake.set_status(incident.pk, IncidentStatus.RESOLVED, reason=f"healed by run #{run.pk}",
                           expected=(IncidentStatus.HEALING, IncidentStatus.OPEN))  # fmt: skip
@@ -134,6 +144,26 @@ def operator_rollback(run_id: int, *, actor) -> HealRun:
     if not moved:
         raise RollbackRefused("the run changed state meanwhile; try again")
     return HealRun.objects.get(pk=run.pk)
+
+
+def retry_stage(run_id: int, *, actor) -> bool:
+    """An operator sends a moving run's current stage again (the reaper would, later). A compare-and-set claim
+    on the run's status and heartbeat makes it happen once, however many clicks or reapers race it; the stage
+    task then resumes as the reaper's re-dispatch would. False when the run is finished, waiting or moved on."""
+    run = HealRun.objects.filter(pk=run_id, status__in=S.ACTIVE).first()
+    if run is None:
+        return False
+    with transaction.atomic():
+        claimed = HealRun.objects.filter(
+            pk=run.pk, status=run.status, heartbeat_at=run.heartbeat_at, reaper_tries=run.reaper_tries
+        ).update(reaper_tries=F("reaper_tries") + 1)
+        if not claimed:
+            return False
+        who = actor.get_username() if hasattr(actor, "get_username") else str(actor)
+        RunEvent.objects.create(run=run, note=f"stage {run.status} dispatched again by {who}")
+        audit.record("run.retry", actor=actor, obj=run, data={"status": run.status, "try": run.reaper_tries + 1})
+        dispatch(run.pk, run.status, family=run.family)
+    return True
 
 
 # Stages that touch the target run in tasks with the long time limits: until the hard limit has

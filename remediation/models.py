@@ -2,7 +2,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from remediation.choices import AttemptStatus, Phase, RunStatus
+from remediation.choices import AttemptStatus, Family, Phase, RunStatus
 
 
 class Playbook(models.Model):
@@ -44,7 +44,7 @@ class HealRun(models.Model):
     playbook = models.ForeignKey(Playbook, null=True, blank=True, on_delete=models.PROTECT, related_name="runs")
     diagnosis_code = models.CharField(max_length=64, blank=True)
     target = models.CharField(max_length=300, blank=True)
-    family = models.CharField(max_length=20, blank=True)
+    family = models.CharField(max_length=20, blank=True, choices=Family.choices)
     plan = models.JSONField(default=dict, blank=True, help_text="Resolved steps, contract and snapshot policy.")
     plan_hash = models.CharField(max_length=64, blank=True)
     tier = models.PositiveSmallIntegerField(default=1)
@@ -71,6 +71,14 @@ class HealRun(models.Model):
                 condition=~Q(status__in=list(RunStatus.TERMINAL)),
                 name="healrun_one_live_per_incident",
             ),
+            models.CheckConstraint(condition=Q(tier__gte=1, tier__lte=3), name="healrun_tier_1_to_3"),
+            # finished_at is set exactly while the run is in a final state.
+            models.CheckConstraint(
+                condition=Q(status__in=list(RunStatus.TERMINAL), finished_at__isnull=False)
+                | (~Q(status__in=list(RunStatus.TERMINAL)) & Q(finished_at__isnull=True)),
+                name="healrun_finished_exactly_when_final",
+            ),
+            models.CheckConstraint(condition=Q(family__in=["", *Family.values]), name="healrun_family_known"),
         ]
         indexes = [
             # the reaper: runs in a moving state with an old heartbeat

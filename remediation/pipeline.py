@@ -6,6 +6,7 @@ is no longer in the state it acts on, so a redelivered task changes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import timedelta
 
@@ -20,7 +21,7 @@ from incidents import services as intake
 from incidents.choices import UNKNOWN_DIAGNOSIS, IncidentStatus
 from incidents.models import Incident
 from learning import services as learning
-from remediation import execution, planner
+from remediation import execution, planner, state
 from remediation.choices import RunStatus
 from remediation.models import HealRun, Playbook, RunEvent
 from remediation.services import transition
@@ -116,13 +117,13 @@ def plan(run_id: int) -> None:
         note=f"playbook {playbook.name} chosen (score {chosen.score:.2f}, "
         + ("exploring: too few outcomes yet)" if chosen.exploring else f"confidence {chosen.confidence:.2f})"),
         data={"ranking": [r.__dict__ for r in ranking], "plan_hash": built.hash},
-        fields={
-            "playbook": playbook, "plan": built.to_document(), "plan_hash": built.hash, "family": built.family,
+        result=state.Planned(
+            plan=built.to_document(), plan_hash=built.hash, family=built.family, target=built.target,
+            playbook=playbook, shadow=playbook.shadow,
             # No learned confidence while the playbook is still under-tried: its declared tier stands
             # until outcomes say otherwise (then low confidence raises it through governance).
-            "target": built.target, "confidence": None if chosen.exploring else chosen.confidence,
-            "shadow": playbook.shadow,
-        },
+            confidence=None if chosen.exploring else chosen.confidence,
+        ),
     )  # fmt: skip
 
 
@@ -165,27 +166,27 @@ def gate(run_id: int) -> None:
     if plan.tier_floor > tier:
         reasons.append(f"tier {tier} -> {plan.tier_floor}: the inventory's tier floor of service {plan.service}")
         tier = plan.tier_floor
-    fields = {"tier": tier, "tier_reasons": reasons, "policy_explanation": decision.explanation}
+    gated = state.Gated(tier=tier, tier_reasons=reasons, policy_explanation=decision.explanation)
     if not decision.allowed:
-        return transition(run.pk, S.PLANNED, S.BLOCKED, reason=f"policy: {decision.blocked_reason}", fields=fields)
+        return transition(run.pk, S.PLANNED, S.BLOCKED, reason=f"policy: {decision.blocked_reason}", result=gated)
     shadow = run.shadow or governance.shadow_mode()
     if run.dry_run or shadow:
         mode = "dry run" if run.dry_run else "shadow mode"
         needs = "runs autonomously" if tier == 1 else f"needs {tier - 1} approval(s)"
         return transition(
-            run.pk, S.PLANNED, S.SIMULATED, fields={**fields, "shadow": shadow},
+            run.pk, S.PLANNED, S.SIMULATED, result=dataclasses.replace(gated, shadow=shadow),
             reason=f"{mode}: planned and gated at tier {tier} ({needs}); nothing executed",
         )  # fmt: skip
     if tier == 1:
         ok, why = governance.consume_action_budget(facts, spender=f"run-{run.pk}")
         if not ok:
-            return transition(run.pk, S.PLANNED, S.BLOCKED, reason=f"policy: {why}", fields=fields)
+            return transition(run.pk, S.PLANNED, S.BLOCKED, reason=f"policy: {why}", result=gated)
         return transition(
-            run.pk, S.PLANNED, S.APPROVED, note="tier 1: runs autonomously", fields=fields, family=run.family
+            run.pk, S.PLANNED, S.APPROVED, note="tier 1: runs autonomously", result=gated, family=run.family
         )
     with transaction.atomic():
         if transition(
-            run.pk, S.PLANNED, S.AWAITING_APPROVAL, advance=False, fields=fields,
+            run.pk, S.PLANNED, S.AWAITING_APPROVAL, advance=False, result=gated,
             note=f"tier {tier}: waiting for {tier - 1} approval(s)",
         ):  # fmt: skip
             approvals.open_request(
@@ -247,8 +248,8 @@ def replan_waiting(playbook: Playbook, *, actor=None) -> int:
                     run.pk, S.AWAITING_APPROVAL, S.PLANNED, actor=actor,
                     note=f"playbook {playbook.name} changed: planned again, to be gated again",
                     data={"old_plan_hash": run.plan_hash, "new_plan_hash": built.hash},
-                    fields={"plan": built.to_document(), "plan_hash": built.hash, "family": built.family,
-                            "target": built.target},
+                    result=state.Planned(plan=built.to_document(), plan_hash=built.hash, family=built.family,
+                                         target=built.target),
                     guard={"plan_hash": run.plan_hash},
                 )  # fmt: skip
                 replanned += moved
@@ -266,14 +267,14 @@ def resume(run_id: int) -> None:
         approvals.void_pending(run.pk, reason="the plan changed after approval was requested")
         transition(run.pk, S.AWAITING_APPROVAL, S.BLOCKED, reason="the plan changed after approval was requested")
         return
-    state = approvals.approval_state(run.pk, run.plan_hash)
-    if state == "approved":
+    verdict = approvals.approval_state(run.pk, run.plan_hash)
+    if verdict == "approved":
         ok, why = governance.consume_action_budget(_facts(run), spender=f"run-{run.pk}")
         if not ok:
             transition(run.pk, S.AWAITING_APPROVAL, S.BLOCKED, reason=f"policy: {why}")
             return
         transition(run.pk, S.AWAITING_APPROVAL, S.APPROVED, note="approved", family=run.family)
-    elif state == "rejected":
+    elif verdict == "rejected":
         transition(run.pk, S.AWAITING_APPROVAL, S.REJECTED, reason="an approver rejected the plan")
-    elif state == "expired":
+    elif verdict == "expired":
         transition(run.pk, S.AWAITING_APPROVAL, S.EXPIRED, reason="the approval request expired; escalated to humans")

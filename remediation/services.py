@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from approvals import audit
+from remediation import state
 from remediation.choices import Family, RunStatus
 from remediation.models import HealRun, RunEvent
 
@@ -70,19 +71,23 @@ def transition(
     data: dict | None = None,
     actor: Any = None,
     reason: str | None = None,
-    fields: dict | None = None,
+    result: state.StageResult | None = None,
     advance: bool = True,
     family: str | None = None,
     guard: dict | None = None,
 ) -> bool:
-    """Move run ``run_id`` from ``expected`` to ``new``; False when another worker got there first."""
+    """Move run ``run_id`` from ``expected`` to ``new`` (a move ``remediation.state`` allows), writing what the
+    stage produced (``result``); False when another worker got there first."""
+    state.check(expected, new)
     with transaction.atomic(savepoint=False):
         now = timezone.now()
-        updates: dict[str, Any] = {"status": new, "heartbeat_at": now, "reaper_tries": 0, **(fields or {})}
+        updates: dict[str, Any] = {"status": new, "heartbeat_at": now, "reaper_tries": 0}
+        if result is not None:
+            updates.update(result.fields())
         if reason is not None:
             updates["status_reason"] = reason[:2000]
-        if new in RunStatus.TERMINAL:
-            updates["finished_at"] = now
+        # finished_at is set exactly while the run is in a final state (a database check says so too).
+        updates["finished_at"] = now if new in RunStatus.TERMINAL else None
         claimed = HealRun.objects.filter(pk=run_id, status=expected, **(guard or {})).update(**updates)
         if not claimed:
             return False

@@ -38,6 +38,21 @@ def _audit_append_only(request):
 
 
 @pytest.fixture
+def published():
+    """(task name, args, queue) of every task this process publishes to the broker during the test."""
+    from celery.signals import after_task_publish
+
+    sent: list[tuple[str, list, str]] = []
+
+    def record(sender=None, body=None, routing_key=None, **_):
+        sent.append((sender, list(body[0]), routing_key))
+
+    after_task_publish.connect(record, weak=False)
+    yield sent
+    after_task_publish.disconnect(record)
+
+
+@pytest.fixture
 def redis_client():
     client = redis.Redis.from_url(settings.REDIS_URL)
     yield client

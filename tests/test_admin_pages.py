@@ -18,7 +18,9 @@ def some_run():
         fingerprint="admin", source="api", title="orders-db locked", service="orders-db",
         first_seen=timezone.now(), last_seen=timezone.now(), diagnosis_code="database_locked",
     )  # fmt: skip
-    run = HealRun.objects.create(incident=incident, status=RunStatus.SUCCEEDED, tier=2, target="local:orders")
+    run = HealRun.objects.create(
+        incident=incident, status=RunStatus.SUCCEEDED, tier=2, target="local:orders", finished_at=timezone.now()
+    )
     RunEvent.objects.create(run=run, from_status="VERIFYING", to_status="SUCCEEDED", note="contract met")
     return run
 

@@ -6,7 +6,6 @@ import hashlib
 import itertools
 
 import pytest
-from celery.signals import after_task_publish
 from django.contrib.auth.models import Group
 from django.utils import timezone
 
@@ -26,19 +25,6 @@ def _fresh_budgets(redis_client):
         for key in redis_client.scan_iter(match=pattern):
             redis_client.delete(key)
     yield
-
-
-@pytest.fixture
-def published():
-    """(task name, args, queue) of every task this process publishes to the broker during the test."""
-    sent: list[tuple[str, list, str]] = []
-
-    def record(sender=None, body=None, routing_key=None, **_):
-        sent.append((sender, list(body[0]), routing_key))
-
-    after_task_publish.connect(record, weak=False)
-    yield sent
-    after_task_publish.disconnect(record)
 
 
 def resumes(published) -> list[tuple[str, list, str]]:

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from django.utils import timezone
 
 from incidents.models import Incident
+from remediation.choices import RunStatus
 from remediation.models import HealRun
 
 _seq = itertools.count(1)
@@ -29,7 +30,10 @@ def make_run(
         status="resolved",
         diagnosis_code=diagnosis,
     )
-    return HealRun.objects.create(incident=incident, status=status, diagnosis_code=diagnosis, target=service)
+    finished = now if status in RunStatus.TERMINAL else None
+    return HealRun.objects.create(
+        incident=incident, status=status, diagnosis_code=diagnosis, target=service, finished_at=finished
+    )
 
 
 def outcome_kwargs(run: HealRun, *, playbook: str = "wal-checkpoint", outcome: str = "succeeded", **extra) -> dict:

@@ -179,7 +179,7 @@ def test_a_finished_run_whose_outcome_hand_off_was_lost_gets_it_again(celery_wor
         fingerprint="lost-outcome", source="api", title="lost", service="x", first_seen=timezone.now(),
         last_seen=timezone.now(), status="healing",
     )  # fmt: skip
-    run = HealRun.objects.create(incident=incident, status=RunStatus.SUCCEEDED)
+    run = HealRun.objects.create(incident=incident, status=RunStatus.SUCCEEDED, finished_at=timezone.now())
     HealRun.objects.filter(pk=run.pk).update(finished_at=timezone.now())  # finished, its outcome never recorded
 
     counts = lifecycle.reap(now=timezone.now() + timedelta(minutes=10))

@@ -8,14 +8,16 @@ import pytest
 from django.utils import timezone
 
 from approvals.models import AuditEvent
+from incidents.models import Incident
 from incidents.services import Signal, ingest
+from learning.models import OutcomeRecord, PlaybookStatistics
 from remediation import snapshots
 from remediation.choices import RunStatus
 from remediation.models import Snapshot
 from tests.remediation.conftest import checkpoint_steps, make_playbook
 from tests.remediation.test_pipeline import content_sha256
 from tests.support import inventory
-from tests.support.runs import bloated_wal_db, wait_for_run
+from tests.support.runs import bloated_wal_db, wait_for, wait_for_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -49,6 +51,31 @@ def test_an_operator_rolls_a_finished_run_back_from_its_verified_snapshot(healed
     assert content_sha256(db) == content_sha256(Path(snap.path) / next(iter(snap.manifest["files"])))
     assert AuditEvent.objects.filter(action="run.transition", actor="root", object_id=str(run.pk)).exists()
     keeper.close()
+
+
+def test_an_operator_rollback_counts_the_run_as_rolled_back_and_reopens_its_incident(
+    healed_run, api_client, admin_user
+):
+    run, _ = healed_run
+    wait_for(lambda: OutcomeRecord.objects.filter(run=run).exists(), what="the success recorded")
+    stats = PlaybookStatistics.objects.get(playbook=run.playbook.name)
+    assert (stats.successes, stats.rollbacks) == (1, 0)
+    api_client.force_authenticate(admin_user)
+
+    api_client.post(f"/api/runs/{run.pk}/rollback/")
+    wait_for_run(run.incident_id, statuses=(RunStatus.ROLLED_BACK,))
+    record = wait_for(
+        lambda: OutcomeRecord.objects.filter(run=run, outcome="rolled_back").first(),
+        what="the outcome revised", fresh_reads=True,
+    )  # fmt: skip
+
+    stats.refresh_from_db()
+    assert (stats.attempts, stats.successes, stats.rollbacks) == (1, 0, 1)
+    assert record.counted
+    incident = Incident.objects.get(pk=run.incident_id)
+    assert incident.status == "escalated" and "rolled back by an operator" in incident.status_reason
+    revised = AuditEvent.objects.get(action="learning.outcome_revised")
+    assert revised.data["outcome"] == {"before": "succeeded", "after": "rolled_back"}
 
 
 def test_a_snapshot_altered_on_disk_refuses_the_rollback_and_says_why(healed_run, api_client, admin_user):
