@@ -13,51 +13,24 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Case, Count, IntegerField, Q, Value, When
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince
 
 from approvals import services
 from approvals.choices import RequestStatus
+from approvals.context import ApprovalContext
 from approvals.models import ApprovalRequest
 from approvals.policy import shadow_mode
 
-# Context keys the pipeline passes to open_request, shown in their own sections.
-KNOWN_CONTEXT = (
-    "service",
-    "diagnosis",
-    "plan",
-    "contract",
-    "snapshot_policy",
-    "confidence",
-    "policy_explanation",
-    "tier_reasons",
-    "shadow",
-    "incident",
-    "title",
-    "playbook",
-    "environment",
-    "target",
-)
 
-
-def _run_url(run_id: int) -> str:
-    try:
-        return reverse("admin:remediation_healrun_change", args=[run_id])
-    except NoReverseMatch:  # the run admin is not installed: fall back to the API
-        return f"/api/runs/{run_id}/"
+def _ctx(obj: ApprovalRequest) -> ApprovalContext:
+    return ApprovalContext.from_json(obj.context)
 
 
 def _clip(text: str, limit: int = 90) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _incident_url(incident_id) -> str:
-    try:
-        return reverse("admin:incidents_incident_change", args=[incident_id])
-    except NoReverseMatch:  # the incidents admin is not installed: fall back to the API
-        return f"/api/incidents/{incident_id}/"
 
 
 def _pretty(value) -> str:
@@ -156,53 +129,49 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
 
     @admin.display(description="service")
     def service(self, obj: ApprovalRequest) -> str:
-        return str(obj.context.get("service", ""))
+        return _ctx(obj).service
 
     @admin.display(description="diagnosis")
     def diagnosis(self, obj: ApprovalRequest) -> str:
-        return str(obj.context.get("diagnosis", obj.run.diagnosis_code))
+        return _ctx(obj).diagnosis
 
     @admin.display(description="confidence")
     def confidence(self, obj: ApprovalRequest) -> str:
-        value = obj.context.get("confidence", obj.run.confidence)
+        value = _ctx(obj).confidence
         return "unknown" if value is None else f"{float(value):.2f}"
 
     @admin.display(description="plan")
     def plan_summary(self, obj: ApprovalRequest) -> str:
-        plan = obj.context.get("plan", obj.run.plan) or {}
-        steps = plan.get("steps", []) if isinstance(plan, dict) else plan
         parts = []
-        for step in steps if isinstance(steps, list) else []:
-            params = step.get("params", {}) if isinstance(step, dict) else {}
-            shown = ", ".join(f"{k}={v}" for k, v in params.items())
-            parts.append(f"{step.get('action', '?')}({shown})" if isinstance(step, dict) else str(step))
+        for step in _ctx(obj).steps:
+            shown = ", ".join(f"{k}={v}" for k, v in (step.get("params") or {}).items())
+            parts.append(f"{step.get('action', '?')}({shown})")
         return _clip("; ".join(parts) or "-")
 
     @admin.display(description="contract")
     def contract_summary(self, obj: ApprovalRequest) -> str:
-        contract = obj.context.get("contract", [])
+        contract = _ctx(obj).contract
         flat = [p for item in contract for p in (item if isinstance(item, list) else [item])]
         shown = [f"{p.get('field')} {p.get('op')} {p.get('value')}" if isinstance(p, dict) else str(p) for p in flat]
         return _clip("; ".join(shown) or "-")
 
     @admin.display(description="snapshot policy")
     def snapshot_policy(self, obj: ApprovalRequest) -> str:
-        value = obj.context.get("snapshot_policy") or "-"
+        value = _ctx(obj).snapshot_policy or "-"
         return _clip(value if isinstance(value, str) else json.dumps(value, default=str))
 
     @admin.display(description="policy")
     def policy_summary(self, obj: ApprovalRequest) -> str:
-        reasons = obj.context.get("tier_reasons") or []
-        if reasons:
-            return _clip("; ".join(str(r) for r in reasons))
-        matched = [e.get("rule", "?") for e in obj.context.get("policy_explanation", []) if e.get("matched")]
+        ctx = _ctx(obj)
+        if ctx.tier_reasons:
+            return _clip("; ".join(str(r) for r in ctx.tier_reasons))
+        matched = [e.get("rule", "?") for e in ctx.policy_explanation if isinstance(e, dict) and e.get("matched")]
         return _clip("matched: " + ", ".join(matched) if matched else "declared tier")
 
     @admin.display(description="run")
     def run_link(self, obj: ApprovalRequest) -> str:
-        url = _run_url(obj.run_id)
-        status = obj.run.status.replace("_", " ").lower()
-        return format_html('<a href="{}">run&nbsp;#{}</a><br>{}', url, obj.run_id, status)
+        url = _ctx(obj).links.get("run") or f"/api/runs/{obj.run_id}/"
+        return format_html('<a href="{}">run&nbsp;#{}</a>', url, obj.run_id)
 
     @admin.display(description="expires", ordering="expires_at")
     def expires(self, obj: ApprovalRequest) -> str:
@@ -213,7 +182,7 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
 
     @admin.display(description="shadow", boolean=True)
     def shadow_flag(self, obj: ApprovalRequest) -> bool:
-        return bool(obj.run.shadow or obj.context.get("shadow"))
+        return _ctx(obj).shadow
 
     # --- review page -------------------------------------------------------------
 
@@ -229,6 +198,7 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
 
     def _review(self, request, obj: ApprovalRequest, *, reason: str = "", error: str = "") -> TemplateResponse:
         refusal = services.may_decide(obj, request.user)
+        ctx = _ctx(obj)
         pending = obj.status == RequestStatus.PENDING and obj.expires_at > timezone.now()
         context = {
             **self.admin_site.each_context(request),
@@ -236,13 +206,13 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
             "title": f"Approval request #{obj.pk} for run #{obj.run_id}",
             "original": obj,
             "request_obj": obj,
-            "ctx": obj.context,
-            "plan_json": _pretty(obj.context.get("plan", obj.run.plan)),
-            "contract_json": _pretty(obj.context.get("contract", [])),
-            "snapshot_policy": obj.context.get("snapshot_policy", ""),
-            "explanation": obj.context.get("policy_explanation", obj.run.policy_explanation) or [],
-            "tier_reasons": obj.context.get("tier_reasons", obj.run.tier_reasons) or [],
-            "other_context": _pretty({k: v for k, v in obj.context.items() if k not in KNOWN_CONTEXT}),
+            "ctx": ctx.to_json(),
+            "plan_json": _pretty(ctx.plan),
+            "contract_json": _pretty(ctx.contract),
+            "snapshot_policy": ctx.snapshot_policy,
+            "explanation": ctx.policy_explanation,
+            "tier_reasons": ctx.tier_reasons,
+            "other_context": _pretty(ctx.extra),
             "confidence": self.confidence(obj),
             "shadow": self.shadow_flag(obj) or shadow_mode(),
             "decisions": obj.decisions.select_related("user").order_by("at"),
@@ -254,9 +224,9 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
             "refusal": refusal if pending else "",
             "reason": reason,
             "error": error,
-            "run_url": _run_url(obj.run_id),
-            "incident_id": obj.context.get("incident", obj.run.incident_id),
-            "incident_url": _incident_url(obj.context.get("incident", obj.run.incident_id)),
+            "run_url": ctx.links.get("run") or f"/api/runs/{obj.run_id}/",
+            "incident_id": ctx.incident,
+            "incident_url": ctx.links.get("incident") or (f"/api/incidents/{ctx.incident}/" if ctx.incident else ""),
             "has_view_permission": True,
         }
         request.current_app = self.admin_site.name

@@ -8,7 +8,6 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
-from django.forms.models import model_to_dict
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 
@@ -16,7 +15,8 @@ from approvals import audit
 from approvals.choices import WEEKDAYS, Effect, NotificationEvent
 from approvals.models import GovernanceSettings, Notification, NotificationChannel, PolicyRule
 from approvals.notifications import notify
-from grace_site.masking import mask_data, mask_url, scrub
+from grace_site.admin import AuditedAdmin, ReadOnlyAdmin
+from grace_site.masking import mask_url, scrub
 
 LIST_FIELDS = ("match_actions", "match_families", "match_environments", "match_services", "match_diagnoses")
 
@@ -66,37 +66,10 @@ class PolicyRuleForm(forms.ModelForm):
         ]
 
 
-def _audit_change(request, obj, action: str, change: bool) -> None:
-    fields = mask_data(model_to_dict(obj), url_fields=getattr(obj, "CREDENTIAL_URL_FIELDS", ()))
-    change_kind = "updated" if change else "created"
-    audit.record(action, actor=request.user, obj=obj, data={"change": change_kind, "fields": fields})
-
-
-class AuditedAdmin(admin.ModelAdmin):
-    audit_action = ""
-
-    def save_model(self, request, obj, form, change):
-        with transaction.atomic():
-            super().save_model(request, obj, form, change)
-            _audit_change(request, obj, f"{self.audit_action}.saved", change)
-
-    def delete_model(self, request, obj):
-        with transaction.atomic():
-            audit.record(f"{self.audit_action}.deleted", actor=request.user, obj=obj, data={"name": str(obj)})
-            super().delete_model(request, obj)
-
-    def delete_queryset(self, request, queryset):
-        with transaction.atomic():
-            for obj in queryset:
-                audit.record(f"{self.audit_action}.deleted", actor=request.user, obj=obj, data={"name": str(obj)})
-            super().delete_queryset(request, queryset)
-
-
 @admin.register(PolicyRule)
 class PolicyRuleAdmin(AuditedAdmin):
     """Rules in precedence order: lower priority first; the first allow/deny decides; tiers and limits add up."""
 
-    audit_action = "policy.rule"
     form = PolicyRuleForm
     list_display = ("name", "enabled", "priority", "effect", "strength", "matches", "window")
     list_filter = ("enabled", "effect")
@@ -138,7 +111,6 @@ class PolicyRuleAdmin(AuditedAdmin):
 class GovernanceSettingsAdmin(AuditedAdmin):
     """The singleton switch board (shadow mode)."""
 
-    audit_action = "governance.settings"
     list_display = ("__str__", "shadow_mode", "updated_at")
 
     def has_add_permission(self, request) -> bool:
@@ -174,7 +146,7 @@ class NotificationChannelForm(forms.ModelForm):
 
 @admin.register(NotificationChannel)
 class NotificationChannelAdmin(AuditedAdmin):
-    audit_action = "notification.channel"
+    audit_masked_urls = ("url",)  # a Slack webhook URL is a credential
     form = NotificationChannelForm
     list_display = ("name", "kind", "enabled", "destination", "event_list")
     list_filter = ("kind", "enabled")
@@ -216,7 +188,7 @@ class NotificationChannelAdmin(AuditedAdmin):
 
 
 @admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin):
+class NotificationAdmin(ReadOnlyAdmin):
     """Delivery log (read-only)."""
 
     list_display = ("created_at", "event", "channel", "run", "status", "attempts", "error")
@@ -231,12 +203,3 @@ class NotificationAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("channel")
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

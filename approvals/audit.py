@@ -21,6 +21,7 @@ from django.db import connection, models, transaction
 from django.utils import timezone
 
 from approvals.models import GENESIS_HASH, AuditEvent
+from grace_site.changes import diff  # noqa: F401 - part of this module's interface
 
 # Key of the PostgreSQL advisory lock that serializes appends ("GRACEAUD").
 _PG_LOCK_KEY = 0x4752414345415544 - (1 << 63)
@@ -184,9 +185,3 @@ def verify_chain() -> ChainReport:
             return ChainReport(count, event.seq, "stored hash does not match the event's contents")
         prev_hash, expected_seq, count = event.hash, expected_seq + 1, count + 1
     return ChainReport(count)
-
-
-def diff(before: dict | None, after: dict) -> dict:
-    """What changed, as ``{field: {"before", "after"}}`` (every field of a new object has no before)."""
-    before = before or {}
-    return {key: {"before": before.get(key), "after": new} for key, new in after.items() if before.get(key) != new}

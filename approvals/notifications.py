@@ -27,6 +27,7 @@ from django.core.mail import send_mail
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, transaction
 from django.db.models import F, Q
+from django.urls import reverse
 from django.utils import timezone
 
 from approvals.choices import ChannelKind, DeliveryStatus
@@ -81,10 +82,16 @@ def notify(
         logger.exception("could not queue notification %r for run %s", event, run_id)
 
 
-def _run_url(run_id: int | None) -> str:
-    if run_id is None:
-        return ""
-    return f"{settings.GRACE_BASE_URL}/admin/remediation/healrun/{run_id}/change/"
+def _link(notification: Notification) -> str:
+    """Where a person acts on it: the link the notifying code passed in (``context["link"]``, a path on GRACE),
+    else the approval request's review page."""
+    path = notification.payload.get("link") if isinstance(notification.payload, dict) else None
+    if not path:
+        request_id = notification.payload.get("approval_request") if isinstance(notification.payload, dict) else None
+        if request_id is None:
+            return ""
+        path = reverse("admin:approvals_approvalrequest_change", args=[request_id])
+    return f"{settings.GRACE_BASE_URL}{path}" if str(path).startswith("/") else ""
 
 
 def slack_escape(text: str) -> str:
@@ -98,10 +105,10 @@ def webhook_body(notification: Notification) -> dict:
     Alert text is escaped; ``verbatim`` stops Slack from turning bare URLs, channel names and
     ``@`` words into links and mentions. The run link is the one piece of markup, and GRACE's own.
     """
-    link = _run_url(notification.run_id)
+    link = _link(notification)
     text = slack_escape(f"[GRACE] {notification.event.replace('_', ' ')}: {notification.summary}")
     if link:
-        text += f" <{slack_escape(link)}|open run #{notification.run_id}>"
+        text += f" <{slack_escape(link)}|open in GRACE>"
     return {
         "text": text,
         "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text, "verbatim": True}}],
@@ -148,7 +155,7 @@ def _send_email(notification: Notification) -> None:
         [
             _plain(notification.summary),
             "",
-            _run_url(notification.run_id),
+            _link(notification),
             "",
             _plain(json.dumps(notification.payload, indent=2, sort_keys=True)[:20000]),
         ]

@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from approvals import audit
 from approvals.choices import NotificationEvent, RequestStatus
+from approvals.context import ApprovalContext
 from approvals.models import ApprovalDecision, ApprovalRequest, AuditEvent, IneligibleApprover, PolicyRule
 from approvals.notifications import notify
 
@@ -38,7 +39,7 @@ __all__ = [
     "may_decide",
     "notify",
     "open_request",
-    "redrive_decided",
+    "decided_runs",
     "required_approvals",
     "void_pending",
 ]
@@ -77,11 +78,8 @@ def _json(value: dict) -> dict:
     return json.loads(json.dumps(value or {}, cls=DjangoJSONEncoder))
 
 
-def _lock_run(run_id: int) -> None:
-    """Serialize request changes per run (PostgreSQL row lock; SQLite transactions are IMMEDIATE)."""
-    HealRun = ApprovalRequest._meta.get_field("run").related_model
-    if not HealRun.objects.select_for_update().filter(pk=run_id).exists():
-        raise ValidationError({"run_id": f"run {run_id} does not exist"})
+def _live(run_id: int, plan_hash: str) -> ApprovalRequest | None:
+    return ApprovalRequest.objects.filter(run_id=run_id, plan_hash=plan_hash).exclude(status=RequestStatus.VOID).first()
 
 
 def open_request(
@@ -90,7 +88,7 @@ def open_request(
     plan_hash: str,
     tier: int,
     requested_by_id: int | None,
-    context: dict,
+    context: ApprovalContext | dict,
     ineligible: list[tuple[int | None, str]] = (),
     depends_on: list[tuple[str, str]] = (),
 ) -> ApprovalRequest:
@@ -106,28 +104,32 @@ def open_request(
         raise ValidationError({"plan_hash": "must be a lowercase hex sha256 (64 characters)"})
     if tier not in (2, 3):
         raise ValidationError({"tier": f"only tiers 2 and 3 need approval, got {tier!r}"})
+    # The caller holds the run (the gate opens the request in the transaction that moved the run); the partial
+    # unique constraints (one pending request per run, one live request per plan) are the backstop.
     with transaction.atomic():
-        _lock_run(run_id)
-        existing = (
-            ApprovalRequest.objects.filter(run_id=run_id, plan_hash=plan_hash)
-            .exclude(status=RequestStatus.VOID)
-            .first()
-        )
+        existing = _live(run_id, plan_hash)
         if existing is not None:
             return existing
         voided = void_pending(run_id, reason="the plan changed; a new request replaces this one")
         now = timezone.now()
-        request = ApprovalRequest.objects.create(
-            created_at=now,
-            run_id=run_id,
-            plan_hash=plan_hash,
-            tier=tier,
-            required_approvals=required_approvals(tier),
-            requested_by_id=requested_by_id,
-            context=_json(context),
-            depends_on=[[str(kind), str(pk)] for kind, pk in depends_on],
-            expires_at=now + timedelta(minutes=settings.GRACE_APPROVAL_TTL_MINUTES),
-        )
+        try:
+            with transaction.atomic():
+                request = ApprovalRequest.objects.create(
+                    created_at=now,
+                    run_id=run_id,
+                    plan_hash=plan_hash,
+                    tier=tier,
+                    required_approvals=required_approvals(tier),
+                    requested_by_id=requested_by_id,
+                    context=_json(ApprovalContext.from_json(context).to_json()),
+                    depends_on=[[str(kind), str(pk)] for kind, pk in depends_on],
+                    expires_at=now + timedelta(minutes=settings.GRACE_APPROVAL_TTL_MINUTES),
+                )
+        except IntegrityError:
+            existing = _live(run_id, plan_hash)  # a concurrent open of the same plan won
+            if existing is None:
+                raise
+            return existing
         barred: dict[int, str] = {}
         for user_id, why in [*ineligible, (requested_by_id, "started this run")]:
             if user_id:
@@ -299,7 +301,12 @@ def _finish(request: ApprovalRequest, status: str, reason: str, *, actor) -> Non
     )
     _resume_on_commit(request.run_id)
     event = NotificationEvent.APPROVED if status == RequestStatus.APPROVED else NotificationEvent.REJECTED
-    notify(event, run_id=request.run_id, summary=f"Run #{request.run_id} {status}: {reason[:200]}", context={})
+    notify(
+        event,
+        run_id=request.run_id,
+        summary=f"Run #{request.run_id} {status}: {reason[:200]}",
+        context={"approval_request": request.pk},
+    )
 
 
 def void_pending(run_id: int, *, reason: str) -> int:
@@ -343,7 +350,7 @@ def expire_request(request_id: int, *, now: datetime | None = None) -> bool:
             NotificationEvent.EXPIRED,
             run_id=request.run_id,
             summary=f"Run #{request.run_id}: approval request #{request.pk} expired without a decision",
-            context=request.context,
+            context={**request.context, "approval_request": request.pk},
         )
     return True
 
@@ -355,32 +362,19 @@ def expire_due(now: datetime | None = None) -> int:
     return sum(expire_request(pk, now=now) for pk in due.values_list("pk", flat=True)[:1000])
 
 
-# remediation.choices.RunStatus.AWAITING_APPROVAL (approvals imports nothing of remediation).
-_RUN_WAITING = "AWAITING_APPROVAL"
 REDRIVE_AFTER = timedelta(seconds=60)
 REDRIVE_WITHIN = timedelta(hours=24)
 
 
-def redrive_decided(now: datetime | None = None) -> int:
-    """Resume runs still waiting a minute after their request was decided or expired.
-
-    The resume hand-off is sent on commit; if the broker was unreachable at that
-    moment, this beat-driven pass sends it again (``remediation.resume_run`` is
-    idempotent). Only requests decided in the last 24 hours are considered.
+def decided_runs(now: datetime | None = None) -> list[int]:
+    """Runs whose request was decided (or expired) more than a minute and less than a day ago and that have no
+    pending request: the pipeline re-sends their resume when they still wait (a hand-off lost with the broker).
     """
     now = now or timezone.now()
-    stale = (
-        ApprovalRequest.objects.filter(
-            status__in=(RequestStatus.APPROVED, RequestStatus.REJECTED, RequestStatus.EXPIRED),
-            decided_at__lte=now - REDRIVE_AFTER,
-            decided_at__gte=now - REDRIVE_WITHIN,
-            run__status=_RUN_WAITING,
-        )
-        .exclude(run__approval_requests__status=RequestStatus.PENDING)
-        .values_list("run_id", flat=True)
-        .distinct()
-    )
-    run_ids = sorted(set(stale))
-    for run_id in run_ids:
-        _resume(run_id)
-    return len(run_ids)
+    pending = ApprovalRequest.objects.filter(status=RequestStatus.PENDING).values("run_id")
+    decided = ApprovalRequest.objects.filter(
+        status__in=(RequestStatus.APPROVED, RequestStatus.REJECTED, RequestStatus.EXPIRED),
+        decided_at__lte=now - REDRIVE_AFTER,
+        decided_at__gte=now - REDRIVE_WITHIN,
+    ).exclude(run_id__in=pending)
+    return sorted(set(decided.values_list("run_id", flat=True)))

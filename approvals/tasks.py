@@ -8,13 +8,9 @@ from approvals import notifications, services
 
 @shared_task(name="approvals.expire_requests", acks_late=True, soft_time_limit=60, time_limit=90)
 def expire_requests() -> dict:
-    """Beat: expire overdue approval requests (each expiry resumes its run so the pipeline escalates it),
-    and re-send lost hand-offs: resumes of decided requests, deliveries of notifications."""
-    return {
-        "expired": services.expire_due(),
-        "redriven": services.redrive_decided(),
-        "notifications_redriven": notifications.redrive(),
-    }
+    """Beat: expire overdue approval requests (each expiry resumes its run so the pipeline escalates it), and
+    re-send lost notification deliveries (lost resumes are re-sent by the pipeline's reaper)."""
+    return {"expired": services.expire_due(), "notifications_redriven": notifications.redrive()}
 
 
 @shared_task(

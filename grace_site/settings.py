@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_beat",
     "axes",
+    "grace_site",  # project-level commands (grace_setup); no models
     "approvals",
     "incidents",
     "remediation",
@@ -151,6 +152,9 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}},
     "root": {"handlers": ["console"], "level": env_str("GRACE_LOG_LEVEL", "INFO")},
 }
+
+# Where audited admin changes are written (grace_site names GRACE's apps only as strings).
+GRACE_AUDIT_RECORDER = "approvals.audit.record"
 
 # --- REST API -------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -4,7 +4,7 @@ from django.contrib import admin, messages
 from django.db import transaction
 from django.template.response import TemplateResponse
 
-from approvals import audit
+from grace_site.admin import AuditedAdmin
 from grace_site.masking import redact_url
 from incidents import rule_testing, services
 from incidents.choices import IncidentStatus
@@ -71,33 +71,8 @@ class IncidentAdmin(admin.ModelAdmin):
         self.message_user(request, f"{done} incident(s) ignored.", messages.SUCCESS)
 
 
-class AuditedAdmin(admin.ModelAdmin):
-    """Admin edits of configuration rows are written to the audit log in the same transaction."""
-
-    audit_name = ""
-
-    def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        audit.record(
-            f"{self.audit_name}.{'changed' if change else 'created'}",
-            actor=request.user,
-            obj=obj,
-            data={"fields": sorted(form.changed_data), "name": str(obj)},
-        )
-
-    def delete_model(self, request, obj):
-        audit.record(f"{self.audit_name}.deleted", actor=request.user, obj=obj, data={"name": str(obj)})
-        super().delete_model(request, obj)
-
-    def delete_queryset(self, request, queryset):
-        with transaction.atomic():
-            for obj in queryset:
-                self.delete_model(request, obj)
-
-
 @admin.register(DiagnosisRule)
 class DiagnosisRuleAdmin(AuditedAdmin):
-    audit_name = "diagnosis_rule"
     list_display = ["position", "name", "code", "confidence", "source", "enabled", "updated_at"]
     list_display_links = ["name"]
     list_editable = ["position", "enabled"]
@@ -113,7 +88,6 @@ class DiagnosisRuleAdmin(AuditedAdmin):
 
 @admin.register(SweepTarget)
 class SweepTargetAdmin(AuditedAdmin):
-    audit_name = "sweep_target"
     list_display = ["name", "kind", "where", "service", "enabled", "last_checked_at", "last_breaches"]
     list_filter = ["kind", "enabled"]
     search_fields = ["name", "location", "service"]

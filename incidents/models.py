@@ -189,6 +189,9 @@ class Incident(models.Model):
     diagnosis_confidence = models.FloatField(default=0.0)
     diagnosis_evidence = models.JSONField(default=dict, blank=True)
     raw_payload = models.JSONField(default=dict, blank=True, help_text="The signal as received (size-capped).")
+    latest_run_id = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="The latest heal run for it (the pipeline reports it through intake)."
+    )
     resolved_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -27,6 +27,7 @@ from incidents.models import Channel, Incident, Service
 resolve = transitions.resolve
 set_status = transitions.set_status
 active_incident_id = transitions.active_incident_id
+attach_run = transitions.attach_run
 retry_transient = transitions.retry_transient
 START_RUN_TASK = transitions.START_RUN_TASK
 CANCEL_TASK = transitions.CANCEL_TASK

@@ -157,3 +157,9 @@ def active_incident_id(channel_id: int, fingerprint: str) -> int | None:
         .values_list("pk", flat=True)
         .first()
     )
+
+
+def attach_run(incident_id: int, run_id: int) -> None:
+    """The pipeline created ``run_id`` for the incident: the incident names its latest run (the API's
+    ``heal_run_id``) without intake reading the pipeline's tables."""
+    Incident.objects.filter(pk=incident_id).exclude(latest_run_id__gt=run_id).update(latest_run_id=run_id)

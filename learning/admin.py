@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -13,22 +12,11 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
-from approvals import audit
+from grace_site.admin import AuditedAdmin, ReadOnlyAdmin
 from learning import analytics, benchmarks, services
 from learning.charts import Point, line_chart
 from learning.choices import Trigger
 from learning.models import BenchmarkResult, BenchmarkRun, BenchmarkSuite, OutcomeRecord, PlaybookStatistics
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(OutcomeRecord)
@@ -215,30 +203,9 @@ def metric_charts(suite: BenchmarkSuite, *, runs: int = 60) -> list:
 
 
 @admin.register(BenchmarkSuite)
-class BenchmarkSuiteAdmin(admin.ModelAdmin):
+class BenchmarkSuiteAdmin(AuditedAdmin):
     list_display = ("name", "enabled", "description", "charts_link")
     actions = ["run_now"]
-
-    def save_model(self, request, obj: BenchmarkSuite, form, change: bool) -> None:
-        with transaction.atomic():
-            super().save_model(request, obj, form, change)
-            audit.record(
-                "benchmark.suite_changed" if change else "benchmark.suite_created",
-                actor=request.user,
-                obj=obj,
-                data={"name": obj.name, "enabled": obj.enabled, "checks": obj.checks, "fields": form.changed_data},
-            )
-
-    def delete_model(self, request, obj: BenchmarkSuite) -> None:
-        with transaction.atomic():
-            audit.record("benchmark.suite_deleted", actor=request.user, obj=obj, data={"name": obj.name})
-            super().delete_model(request, obj)
-
-    def delete_queryset(self, request, queryset: QuerySet) -> None:
-        with transaction.atomic():
-            for suite in queryset:
-                audit.record("benchmark.suite_deleted", actor=request.user, obj=suite, data={"name": suite.name})
-            super().delete_queryset(request, queryset)
 
     @admin.display(description="charts")
     def charts_link(self, obj: BenchmarkSuite) -> str:

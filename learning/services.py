@@ -10,11 +10,10 @@ confidence under ``CONFIDENCE_TIER_THRESHOLD`` raises the tier, and
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -282,25 +281,25 @@ def _recommendation(name: str, stats: PlaybookStatistics | None) -> Recommendati
     )
 
 
+# Where the enabled playbooks come from: remediation owns them and registers its catalogue when Django starts
+# (learning never reads remediation's tables): ``{diagnosis code: [playbook names]}``.
+_playbook_catalogue: Callable[[], dict[str, list[str]]] = dict
+
+
+def register_playbook_catalogue(catalogue: Callable[[], dict[str, list[str]]]) -> None:
+    global _playbook_catalogue
+    _playbook_catalogue = catalogue
+
+
 def candidates_for(diagnosis_code: str) -> list[str]:
-    """Enabled playbooks that declare the diagnosis (read through the app registry: learning never imports
-    remediation)."""
-    playbook_model = apps.get_model("remediation", "Playbook")
-    return [
-        name
-        for name, codes in playbook_model.objects.filter(enabled=True)
-        .order_by("name")
-        .values_list("name", "diagnosis_codes")
-        if isinstance(codes, list) and diagnosis_code in codes
-    ]
+    """Enabled playbooks that declare the diagnosis, as the playbooks' owner reports them."""
+    return sorted(_playbook_catalogue().get(diagnosis_code, []))
 
 
 def known_diagnoses() -> list[str]:
     """Diagnosis codes with evidence or with an enabled playbook, sorted."""
-    playbook_model = apps.get_model("remediation", "Playbook")
     codes = set(PlaybookStatistics.objects.values_list("diagnosis_code", flat=True).distinct())
-    for declared in playbook_model.objects.filter(enabled=True).values_list("diagnosis_codes", flat=True):
-        codes.update(code for code in (declared if isinstance(declared, list) else []) if isinstance(code, str))
+    codes.update(_playbook_catalogue())
     return sorted(codes)
 
 

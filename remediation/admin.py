@@ -9,22 +9,11 @@ from django.urls import path
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from grace_site.admin import ReadOnlyAdmin, ReadOnlyInline
 from remediation import lifecycle, playbooks, resilience
 from remediation.choices import RunStatus
 from remediation.models import ActionAttempt, ContractResult, HealRun, Playbook, RunEvent, Snapshot
 from remediation.planner import validate_steps
-
-
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
-    show_change_link = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 class RunEventInline(ReadOnlyInline):
@@ -207,7 +196,7 @@ class PlaybookAdmin(admin.ModelAdmin):
 
 
 @admin.register(Snapshot)
-class SnapshotAdmin(admin.ModelAdmin):
+class SnapshotAdmin(ReadOnlyAdmin):
     """The safe-point history: what each run captured, and its sha256 manifest."""
 
     list_display = (
@@ -224,12 +213,3 @@ class SnapshotAdmin(admin.ModelAdmin):
     list_filter = ("action",)
     search_fields = ("target", "action")
     readonly_fields = [f.name for f in Snapshot._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

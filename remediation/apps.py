@@ -4,3 +4,10 @@ from django.apps import AppConfig
 class RemediationConfig(AppConfig):
     name = "remediation"
     verbose_name = "Remediation"
+
+    def ready(self) -> None:
+        # Learning ranks the playbooks remediation owns: the catalogue is passed in, never read by name.
+        from learning import services as learning
+        from remediation import playbooks
+
+        learning.register_playbook_catalogue(playbooks.catalogue)

@@ -8,6 +8,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
+from django.urls import reverse
 from django.utils import timezone
 
 from approvals import audit
@@ -79,7 +80,12 @@ def record_outcome(run_id: int) -> None:
                     event,
                     run_id=run.pk,
                     summary=f"{incident.title}: {run.status} — {run.status_reason}",
-                    context={"incident": incident.pk, "service": incident.service, "status": run.status},
+                    context={
+                        "incident": incident.pk,
+                        "service": incident.service,
+                        "status": run.status,
+                        "link": reverse("admin:remediation_healrun_change", args=[run.pk]),
+                    },
                 )
     elif run.status in (S.SIMULATED, S.CANCELLED):
         intake.set_status(incident.pk, IncidentStatus.OPEN, reason=f"run #{run.pk} {run.status.lower()}",
@@ -182,7 +188,7 @@ def stage_allowance(run: HealRun) -> float:
 def reap(*, now=None) -> dict[str, int]:
     """Re-dispatch runs whose worker was lost; start runs whose hand-off was lost."""
     now = now or timezone.now()
-    counts = {"redispatched": 0, "given_up": 0, "started": 0, "outcomes": 0}
+    counts = {"redispatched": 0, "given_up": 0, "started": 0, "outcomes": 0, "resumed": 0}
     oldest = now - timedelta(seconds=settings.GRACE_STAGE_GRACE_SECONDS)
     for run in HealRun.objects.filter(status__in=S.ACTIVE, heartbeat_at__lt=oldest).order_by("heartbeat_at")[:500]:
         if (now - run.heartbeat_at).total_seconds() < stage_allowance(run):
@@ -213,6 +219,11 @@ def reap(*, now=None) -> dict[str, int]:
     for run_id in unrecorded:
         send("remediation.record_outcome", run_id)
         counts["outcomes"] += 1
+    # Runs still waiting although their approval request was decided a while ago: the resume was lost.
+    waiting = HealRun.objects.filter(pk__in=approvals.decided_runs(now), status=S.AWAITING_APPROVAL)
+    for run_id in waiting.values_list("pk", flat=True):
+        send("remediation.resume_run", run_id)
+        counts["resumed"] += 1
     lost_before = now - timedelta(seconds=settings.GRACE_HANDOFF_GRACE_SECONDS)
     orphans = Incident.objects.filter(
         status=IncidentStatus.OPEN, created_at__lt=lost_before, heal_runs__isnull=True

@@ -11,11 +11,13 @@ import logging
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
+from django.urls import reverse
 from django.utils import timezone
 
 from approvals import audit
 from approvals import policy as governance
 from approvals import services as approvals
+from approvals.context import ApprovalContext
 from incidents import channels
 from incidents import services as intake
 from incidents.choices import UNKNOWN_DIAGNOSIS, IncidentStatus
@@ -53,6 +55,7 @@ def start_run(incident_id: int, *, dry_run: bool = False, started_by=None, manua
             RunEvent.objects.create(
                 run=run, to_status=S.RECEIVED, note="run created" + (" (dry run)" if dry_run else "")
             )
+            intake.attach_run(incident.pk, run.pk)
             audit.record(
                 "run.created", actor=started_by, obj=run,
                 data={"incident": incident.pk, "dry_run": dry_run, "manual": manual},
@@ -211,17 +214,19 @@ def initiators(run: HealRun) -> list[tuple[int | None, str]]:
     ]
 
 
-def approval_context(run: HealRun, reasons: list[str], explanation: list[dict]) -> dict:
+def approval_context(run: HealRun, reasons: list[str], explanation: list[dict]) -> ApprovalContext:
     """What an approver sees: the incident, the exact plan, its contract and the reasons for the tier."""
     plan = planner.Plan.from_document(run.plan)
-    steps = [step.to_document() for step in plan.steps]
-    return {
-        "service": plan.service, "environment": plan.environment, "incident": run.incident_id,
-        "title": run.incident.title, "diagnosis": run.diagnosis_code,
-        "playbook": run.playbook.name if run.playbook else "", "plan": run.plan,
-        "contract": [s["contract"] for s in steps], "snapshot_policy": plan.snapshot_policy,
-        "confidence": run.confidence, "tier_reasons": reasons, "policy_explanation": explanation,
-    }  # fmt: skip
+    return ApprovalContext(
+        service=plan.service, environment=plan.environment, incident=run.incident_id, title=run.incident.title,
+        diagnosis=run.diagnosis_code, playbook=run.playbook.name if run.playbook else "", plan=run.plan,
+        contract=[step.contract for step in plan.steps], snapshot_policy=plan.snapshot_policy,
+        confidence=run.confidence, tier_reasons=reasons, policy_explanation=explanation, shadow=run.shadow,
+        links={
+            "run": reverse("admin:remediation_healrun_change", args=[run.pk]),
+            "incident": reverse("admin:incidents_incident_change", args=[run.incident_id]),
+        },
+    )  # fmt: skip
 
 
 def replan_waiting(playbook: Playbook, *, actor=None) -> int:

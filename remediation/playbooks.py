@@ -35,6 +35,16 @@ class PlaybookInUse(Exception):
     """The playbook has runs: it can be disabled, not deleted (their history must keep naming it)."""
 
 
+def catalogue() -> dict[str, list[str]]:
+    """``{diagnosis code: [names of the enabled playbooks that remedy it]}`` (what learning ranks)."""
+    by_code: dict[str, list[str]] = {}
+    for name, codes in Playbook.objects.filter(enabled=True).order_by("name").values_list("name", "diagnosis_codes"):
+        for code in codes if isinstance(codes, list) else []:
+            if isinstance(code, str):
+                by_code.setdefault(code, []).append(name)
+    return by_code
+
+
 def snapshot(playbook: Playbook | None) -> dict | None:
     return model_to_dict(playbook, fields=FIELDS) if playbook is not None else None
 

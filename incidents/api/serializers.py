@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from incidents import normalize
@@ -48,7 +46,9 @@ class DiagnosisSerializer(serializers.Serializer):
 class IncidentSerializer(serializers.ModelSerializer):
     diagnosis = DiagnosisSerializer(source="*", read_only=True)
     channel = serializers.SlugRelatedField(slug_field="name", read_only=True)
-    heal_run_id = serializers.SerializerMethodField(help_text="The latest heal run for this incident, if any.")
+    heal_run_id = serializers.IntegerField(
+        source="latest_run_id", read_only=True, allow_null=True, help_text="The latest heal run for it, if any."
+    )
 
     class Meta:
         model = Incident
@@ -74,12 +74,6 @@ class IncidentSerializer(serializers.ModelSerializer):
             "resolved_at",
         ]
         read_only_fields = fields
-
-    @extend_schema_field(OpenApiTypes.INT)
-    def get_heal_run_id(self, incident: Incident) -> int | None:
-        if hasattr(incident, "latest_heal_run"):
-            return incident.latest_heal_run
-        return incident.heal_runs.order_by("-id").values_list("pk", flat=True).first()
 
 
 class IncidentDetailSerializer(IncidentSerializer):

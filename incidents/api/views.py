@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import django_filters
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import Max
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
@@ -129,7 +128,7 @@ class IncidentViewSet(
 
     authentication_classes = [*api_settings.DEFAULT_AUTHENTICATION_CLASSES, ChannelTokenAuthentication]
 
-    queryset = Incident.objects.select_related("channel").annotate(latest_heal_run=Max("heal_runs__id"))
+    queryset = Incident.objects.select_related("channel")
     permission_classes = [IntakePermissions]
     parser_classes = [BoundedJSONParser]
     filterset_class = IncidentFilter

@@ -159,8 +159,9 @@ def test_policy_rules_are_edited_with_plain_lists_and_audited(client, admin_user
     rule = PolicyRule.objects.get(name="freeze-orders")
     assert rule.match_services == ["orders-*", "billing-db"]
     assert rule.window_weekdays == [5, 6]
-    event = AuditEvent.objects.get(action="policy.rule.saved")
+    event = AuditEvent.objects.get(action="config.created", object_type="approvals.policyrule")
     assert (event.actor, event.object_id) == ("root", str(rule.pk))
+    assert event.data["changes"]["match_services"] == {"before": None, "after": ["orders-*", "billing-db"]}
 
 
 def test_the_shadow_switch_is_a_singleton_and_audited(client, admin_user):
@@ -170,5 +171,6 @@ def test_the_shadow_switch_is_a_singleton_and_audited(client, admin_user):
     client.post("/admin/approvals/governancesettings/1/change/", {"shadow_mode": "on"})
 
     assert GovernanceSettings.objects.get(pk=1).shadow_mode is True
-    assert AuditEvent.objects.filter(action="governance.settings.saved").exists()
+    changed = AuditEvent.objects.get(action="config.changed", object_type="approvals.governancesettings")
+    assert changed.data["changes"]["shadow_mode"] == {"before": False, "after": True}
     assert "Shadow mode is ON" in client.get(QUEUE, follow=True).content.decode()

@@ -227,16 +227,31 @@ def test_void_pending_voids_and_audits(make_run):
     assert AuditEvent.objects.filter(action="approval.voided").count() == 1
 
 
-def test_a_lost_resume_hand_off_is_sent_again_by_the_beat_pass(make_run, operator, published):
+def test_runs_decided_a_while_ago_without_a_pending_request_are_reported_for_their_resume(make_run, operator):
+    waiting, redecided = make_run(), make_run()
+    for run in (waiting, redecided):
+        request = _open(run)
+        services.decide(request.pk, user=operator, approve=True, reason="ok")  # on_commit never runs here
+    _open(redecided, text="new plan")  # a new request waits for the changed plan
+    decided_at = ApprovalRequest.objects.get(run=waiting).decided_at
+
+    assert services.decided_runs(now=decided_at + timedelta(seconds=10)) == []
+    assert services.decided_runs(now=decided_at + timedelta(seconds=61)) == [waiting.pk]
+    assert services.decided_runs(now=decided_at + timedelta(days=2)) == []  # too old: left to humans
+
+
+def test_the_reaper_resends_the_lost_resume_of_a_run_still_waiting(make_run, operator, published):
+    from remediation import lifecycle
+
     waiting, moved_on = make_run(), make_run()
     for run in (waiting, moved_on):
         request = _open(run)
-        services.decide(request.pk, user=operator, approve=True, reason="ok")  # on_commit never runs here
+        services.decide(request.pk, user=operator, approve=True, reason="ok")
     moved_on.status = "APPROVED"
     moved_on.save(update_fields=["status"])
     decided_at = ApprovalRequest.objects.get(run=waiting).decided_at
 
-    assert services.redrive_decided(now=decided_at + timedelta(seconds=10)) == 0
-    assert services.redrive_decided(now=decided_at + timedelta(seconds=61)) == 1
+    counts = lifecycle.reap(now=decided_at + timedelta(seconds=61))
+
+    assert counts["resumed"] == 1
     assert resumes(published) == [("remediation.resume_run", [waiting.pk], "heal.local")]
-    assert services.redrive_decided(now=decided_at + timedelta(days=2)) == 0  # too old: left to humans

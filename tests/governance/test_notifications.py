@@ -39,15 +39,19 @@ def test_the_webhook_body_is_slack_compatible(make_run):
     run = make_run()
     channel = NotificationChannel.objects.create(name="slack", kind="webhook", url="http://hook")
     notification = Notification.objects.create(
-        channel=channel, event="approval_needed", run=run, summary="Run needs 2 approvals", payload={"tier": 3}
+        channel=channel,
+        event="approval_needed",
+        run=run,
+        summary="Run needs 2 approvals",
+        payload={"tier": 3, "approval_request": 7},
     )
 
     body = notifications.webhook_body(notification)
 
     assert body["text"].startswith("[GRACE] approval needed: Run needs 2 approvals")
-    assert f"/admin/remediation/healrun/{run.pk}/change/" in body["text"]
+    assert "<http://127.0.0.1:8000/admin/approvals/approvalrequest/7/change/|open in GRACE>" in body["text"]
     assert body["blocks"][0]["text"]["type"] == "mrkdwn"
-    assert body["grace"]["context"] == {"tier": 3}
+    assert body["grace"]["context"] == {"tier": 3, "approval_request": 7}
 
 
 def test_nothing_is_queued_when_the_callers_transaction_rolls_back(make_run, published):
@@ -175,12 +179,15 @@ def test_alert_text_reaches_slack_escaped_never_as_mentions_or_links(hook, make_
     endpoint = hook()
     run = make_run()
     channel = NotificationChannel.objects.create(name="slack", kind="webhook", url=endpoint.url)
-    notification = Notification.objects.create(channel=channel, event="run.failed", run=run, summary=HOSTILE)
+    notification = Notification.objects.create(
+        channel=channel, event="run.failed", run=run, summary=HOSTILE,
+        payload={"link": f"/admin/remediation/healrun/{run.pk}/change/"},
+    )  # fmt: skip
 
     assert notifications.deliver(notification.pk) == "sent"
 
     body = json.loads(endpoint.received[0])
-    link = f"<http://127.0.0.1:8000/admin/remediation/healrun/{run.pk}/change/|open run #{run.pk}>"
+    link = f"<http://127.0.0.1:8000/admin/remediation/healrun/{run.pk}/change/|open in GRACE>"
     for text in (body["text"], body["blocks"][0]["text"]["text"]):
         assert text == (
             "[GRACE] run.failed: disk full &lt;!channel&gt; &lt;!here|here&gt; ping &lt;@U123&gt; "

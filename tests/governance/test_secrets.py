@@ -38,11 +38,11 @@ def test_a_channel_url_is_kept_for_delivery_and_masked_in_the_audit_log_and_the_
     channel = _add_channel(client, SLACK)
 
     assert channel.url == SLACK  # the delivery needs it whole
-    event = AuditEvent.objects.get(action="notification.channel.saved")
+    event = AuditEvent.objects.get(action="config.created", object_type="approvals.notificationchannel")
     assert SECRET not in json.dumps(event.data)
-    assert event.data["fields"]["url"] == masking.mask_url(SLACK)
-    assert event.data["fields"]["url"].startswith("https://hooks.slack.com/****")
-    listed = api_client.get("/api/audit/", {"action": "notification.channel.saved"})
+    assert event.data["changes"]["url"]["after"] == masking.mask_url(SLACK)
+    assert event.data["changes"]["url"]["after"].startswith("https://hooks.slack.com/****")
+    listed = api_client.get("/api/audit/", {"object_type": "approvals.notificationchannel"})
     assert listed.status_code == 200
     assert SECRET not in listed.content.decode() and "hooks.slack.com/****" in listed.content.decode()
 

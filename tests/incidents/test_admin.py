@@ -73,7 +73,7 @@ def test_rule_edits_in_the_admin_are_audited(admin_client):
 
     assert response.status_code == 302
     rule = DiagnosisRule.objects.get()
-    event = AuditEvent.objects.get(action="diagnosis_rule.created")
+    event = AuditEvent.objects.get(action="config.created", object_type="incidents.diagnosisrule")
     assert (event.actor, event.object_id) == ("root", str(rule.pk))
 
 

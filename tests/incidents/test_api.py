@@ -136,10 +136,10 @@ def test_the_detail_shows_diagnosis_evidence_and_raw_payload(intake_client, defa
 
 
 def test_the_heal_run_id_comes_from_the_incidents_latest_run(intake_client, default_rules):
-    from remediation.models import HealRun
+    from remediation import pipeline
 
     created = intake_client.post("/api/incidents/", SIGNAL, format="json").json()
-    run = HealRun.objects.create(incident_id=created["id"], diagnosis_code="latency_spike")
+    run = pipeline.start_run(created["id"])
 
     listed = intake_client.get("/api/incidents/").json()["results"][0]
     detail = intake_client.get(f"/api/incidents/{created['id']}/").json()

@@ -143,8 +143,8 @@ def test_editing_a_suite_in_admin_validates_its_checks_and_is_audited(admin_clie
     assert accepted.status_code == 302
     suite.refresh_from_db()
     assert suite.checks == [{"kind": "redis", "params": {}}]
-    event = AuditEvent.objects.get(action="benchmark.suite_changed")
-    assert event.actor == "root" and event.data["checks"] == [{"kind": "redis", "params": {}}]
+    event = AuditEvent.objects.get(action="config.changed", object_type="learning.benchmarksuite")
+    assert event.actor == "root" and event.data["changes"]["checks"]["after"] == [{"kind": "redis", "params": {}}]
 
 
 @pytest.mark.django_db

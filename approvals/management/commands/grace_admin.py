@@ -1,38 +1,22 @@
-"""Idempotent first-run set-up: shipped default data, then an admin user."""
+"""`manage.py grace_admin`: create the first admin user when there is none (idempotent, audited)."""
 
-import importlib
 import os
 import secrets
 
-from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from approvals import audit
 
-GRACE_APPS = ("approvals", "incidents", "remediation", "learning")
-
 
 class Command(BaseCommand):
     help = (
-        "Load GRACE's shipped defaults (safe to run again) and create an admin user when none exists. "
-        "GRACE_ADMIN_USER / GRACE_ADMIN_EMAIL / GRACE_ADMIN_PASSWORD choose the admin's credentials; "
-        "without a password one is generated and printed once."
+        "Create an admin user when none exists. GRACE_ADMIN_USER / GRACE_ADMIN_EMAIL / GRACE_ADMIN_PASSWORD "
+        "choose its credentials; without a password one is generated and printed once."
     )
 
     def handle(self, *args, **options):
-        for label in GRACE_APPS:
-            app = apps.get_app_config(label)
-            try:
-                module = importlib.import_module(f"{app.name}.defaults")
-            except ModuleNotFoundError as exc:
-                if exc.name != f"{app.name}.defaults":
-                    raise
-                continue
-            with transaction.atomic():
-                created = module.install()
-            self.stdout.write(f"defaults for {label}: {created} created")
         self._ensure_admin()
 
     def _ensure_admin(self) -> None:
