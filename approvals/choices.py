@@ -10,7 +10,6 @@ class RequestStatus(models.TextChoices):
 
 
 # A request in one of these states can never be decided again.
-RequestStatus.FINAL = (RequestStatus.APPROVED, RequestStatus.REJECTED, RequestStatus.EXPIRED, RequestStatus.VOID)
 
 
 class Effect(models.TextChoices):

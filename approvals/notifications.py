@@ -18,10 +18,8 @@ import json
 import logging
 import re
 from datetime import timedelta
-from functools import partial
 
 import requests
-from celery import current_app
 from django.conf import settings
 from django.core.mail import send_mail
 from django.core.serializers.json import DjangoJSONEncoder
@@ -32,6 +30,7 @@ from django.utils import timezone
 
 from approvals.choices import ChannelKind, DeliveryStatus
 from approvals.models import Notification, NotificationChannel
+from grace_site import handoff
 from grace_site.masking import scrub
 
 logger = logging.getLogger(__name__)
@@ -50,7 +49,7 @@ class PermanentDeliveryError(Exception):
 
 
 def _enqueue(notification_id: int) -> None:
-    current_app.send_task(DELIVER_TASK, args=[notification_id], queue=settings.GRACE_NOTIFY_QUEUE)
+    handoff.send(DELIVER_TASK, notification_id, queue=settings.GRACE_NOTIFY_QUEUE, ignore_result=False)
 
 
 def wants(channel: NotificationChannel, event: str) -> bool:
@@ -77,7 +76,9 @@ def notify(
                 notification = Notification.objects.create(
                     channel=channel, event=event, run_id=run_id, summary=summary[:500], payload=payload
                 )
-                transaction.on_commit(partial(_enqueue, notification.pk), robust=True)
+                handoff.send_on_commit(
+                    DELIVER_TASK, notification.pk, queue=settings.GRACE_NOTIFY_QUEUE, ignore_result=False
+                )
     except DatabaseError:
         logger.exception("could not queue notification %r for run %s", event, run_id)
 

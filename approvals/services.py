@@ -13,9 +13,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timedelta
-from functools import partial
 
-from celery import current_app
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
@@ -27,6 +25,7 @@ from approvals.choices import NotificationEvent, RequestStatus
 from approvals.context import ApprovalContext
 from approvals.models import ApprovalDecision, ApprovalRequest, AuditEvent, IneligibleApprover, PolicyRule
 from approvals.notifications import notify
+from grace_site import handoff
 
 __all__ = [
     "Conflict",
@@ -65,13 +64,9 @@ def required_approvals(tier: int) -> int:
     return 2 if tier >= 3 else 1
 
 
-def _resume(run_id: int) -> None:
-    current_app.send_task(RESUME_TASK, args=[run_id], queue="heal.local", ignore_result=True)
-
-
 def _resume_on_commit(run_id: int) -> None:
-    # robust: the decision is committed either way; a lost hand-off is re-driven by the reaper.
-    transaction.on_commit(partial(_resume, run_id), robust=True)
+    # The decision is committed either way; a lost hand-off is re-sent by the pipeline's reaper (decided_runs).
+    handoff.send_on_commit(RESUME_TASK, run_id)
 
 
 def _json(value: dict) -> dict:

@@ -5,11 +5,13 @@ import os
 from celery import Celery, signals
 from kombu import Queue
 
+from grace_site.handoff import QUEUES
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "grace_site.settings")
 
 app = Celery("grace")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.task_queues = [Queue(name) for name in ("heal.local", "heal.cloud", "sweeps", "benchmarks", "default")]
+app.conf.task_queues = [Queue(name) for name in QUEUES]
 app.autodiscover_tasks(["grace_site", "approvals", "incidents", "remediation", "learning"])
 
 

@@ -249,7 +249,6 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout": 5}
 CELERY_TASK_DEFAULT_QUEUE = "default"
-GRACE_QUEUES = ("heal.local", "heal.cloud", "sweeps", "benchmarks", "default")
 CELERY_TASK_ROUTES = {
     "incidents.sweep*": {"queue": "sweeps"},
     "learning.benchmark*": {"queue": "benchmarks"},

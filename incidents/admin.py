@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db import transaction
 from django.template.response import TemplateResponse
 
+from grace_site import handoff
 from grace_site.admin import AuditedAdmin
 from grace_site.masking import redact_url
 from incidents import rule_testing, services
@@ -104,11 +104,8 @@ class SweepTargetAdmin(AuditedAdmin):
 
     @admin.action(description="Sweep the selected targets now", permissions=["change"])
     def sweep_now(self, request, queryset):
-        from incidents.tasks import sweep_target
-
         ids = list(queryset.filter(enabled=True).values_list("pk", flat=True))
-        for pk in ids:
-            transaction.on_commit(lambda pk=pk: sweep_target.apply_async(args=[pk]))
+        handoff.send_many_on_commit("incidents.sweep_target", ids)
         self.message_user(request, f"{len(ids)} sweep(s) queued.", messages.SUCCESS)
 
 

@@ -26,7 +26,6 @@ class IncidentStatus(models.TextChoices):
 
 # An incident in one of these states absorbs duplicates of its fingerprint.
 IncidentStatus.ACTIVE = (IncidentStatus.OPEN, IncidentStatus.HEALING, IncidentStatus.ESCALATED)
-IncidentStatus.CLOSED = (IncidentStatus.RESOLVED, IncidentStatus.IGNORED)
 
 UNKNOWN_DIAGNOSIS = "unknown"
 

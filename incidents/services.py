@@ -30,7 +30,6 @@ active_incident_id = transitions.active_incident_id
 attach_run = transitions.attach_run
 retry_transient = transitions.retry_transient
 START_RUN_TASK = transitions.START_RUN_TASK
-CANCEL_TASK = transitions.CANCEL_TASK
 
 UNKNOWN_REASON = "no diagnosis rule matched: escalated to a human, GRACE will not act on it"
 
@@ -165,7 +164,7 @@ def record_batch(
             missing += _absorb(groups, [fp for fp in firing if fp in active], active, now, outcome)
             handed = _create_audited(prepared, groups, sorted(missing), now, outcome, actor, rules)
             if handed:
-                transaction.on_commit(lambda: transitions.send(START_RUN_TASK, handed))
+                transitions.send(START_RUN_TASK, handed)
     results = []
     seen: set[str] = set()
     for signal in prepared:

@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import logging
 
-import redis
-from celery import current_app
 from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
-from kombu.exceptions import KombuError
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random
 
 from approvals import audit
+from grace_site import handoff
 from incidents import normalize
 from incidents.choices import IncidentStatus
 from incidents.models import Incident
 
 logger = logging.getLogger("incidents.services")
 
-HEAL_QUEUE = "heal.local"
 START_RUN_TASK = "remediation.start_run"
 # A batch that created several incidents hands them over in one message; a worker fans it out.
 START_RUNS_TASK = "remediation.start_runs"
@@ -48,28 +45,13 @@ retry_transient = retry(
 
 
 def send(task_name: str, incident_ids: list[int]) -> None:
-    """Hand incidents to the pipeline by task name (after commit), on one connection: one message each,
-    except that several new incidents go as one ``remediation.start_runs`` message (a worker fans it out).
-
-    A broker outage must not turn a committed intake into an error: the remediation reaper starts runs for
-    open incidents whose hand-off was lost, so the failure is logged and the request succeeds. Nobody waits
-    for these tasks' results, so none are subscribed to.
-    """
-    try:
-        if task_name == START_RUN_TASK and len(incident_ids) > 1:
-            current_app.send_task(
-                START_RUNS_TASK, args=[list(incident_ids)], queue=HEAL_QUEUE, retry=False, ignore_result=True
-            )
-            return
-        with current_app.producer_or_acquire() as producer:
-            for incident_id in incident_ids:
-                current_app.send_task(
-                    task_name, args=[incident_id], queue=HEAL_QUEUE, retry=False, ignore_result=True, producer=producer
-                )
-    except (KombuError, redis.RedisError, OSError) as exc:
-        logger.warning(
-            "could not send %s for incidents %s (the reaper picks them up): %s", task_name, incident_ids, exc
-        )
+    """Hand incidents to the pipeline by task name, after commit: several new incidents go as one
+    ``remediation.start_runs`` message (a worker fans it out). A broker outage never turns a committed intake into
+    an error: the remediation reaper starts runs for open incidents whose hand-off was lost."""
+    if task_name == START_RUN_TASK and len(incident_ids) > 1:
+        handoff.send_on_commit(START_RUNS_TASK, list(incident_ids))
+    else:
+        handoff.send_many_on_commit(task_name, incident_ids)
 
 
 class Moved(Exception):
@@ -125,7 +107,7 @@ def resolve(incident_id: int, *, actor=None, reason: str) -> bool:
         )
         if previous is None:
             return False
-        transaction.on_commit(lambda: send(CANCEL_TASK, [incident_id]))
+        send(CANCEL_TASK, [incident_id])
     return True
 
 

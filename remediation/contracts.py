@@ -136,27 +136,39 @@ def check(predicates: list[dict], facts: dict, params: dict, state: dict) -> lis
 def verify(
     predicates: list[dict], observe: Callable[[], dict], params: dict, state: dict, *, wait: bool = True
 ) -> list[PredicateResult]:
-    """Observe and check; poll (bounded by the largest ``within``) until every predicate holds."""
-    within = max((p.get("within") or 0 for p in predicates), default=0) if wait else 0
+    """Observe and check; poll (bounded by the largest ``within``) until every predicate holds.
 
-    needs_benchmark = any(_BENCHMARK_FIELD.match(p["field"]) for p in predicates)
+    Benchmark predicates (``benchmark.<suite>.*``) are not polled: the suite runs once, after the action's own
+    predicates hold (a benchmark run is a real measurement, written down, not a cheap observation).
+    """
+    polled = [p for p in predicates if not _BENCHMARK_FIELD.match(p["field"])]
+    once = [p for p in predicates if _BENCHMARK_FIELD.match(p["field"])]
+    within = max((p.get("within") or 0 for p in polled), default=0) if wait else 0
 
     def attempt() -> list[PredicateResult]:
         try:
             facts = observe()
-            if needs_benchmark:
-                facts = {**facts, **_benchmark_facts(predicates)}
         except CannotObserve:
             raise  # not a predicate that failed: nothing can be judged (the caller ends the run BLOCKED)
         except ActionError as exc:
             return [
                 PredicateResult(p["field"], p["op"], p.get("value"), None, False, f"observe failed: {exc}")
-                for p in predicates
+                for p in polled
             ]
-        return check(predicates, facts, params, state)
+        return check(polled, facts, params, state)
 
-    if within <= 0:
-        return attempt()
+    results = attempt() if within <= 0 else _poll(attempt, within)
+    if not once:
+        return results
+    if not all(r.passed for r in results):
+        return results + [
+            PredicateResult(p["field"], p["op"], p.get("value"), None, False, "not run: the other predicates failed")
+            for p in once
+        ]
+    return results + check(once, _benchmark_facts(once), params, state)
+
+
+def _poll(attempt: Callable[[], list[PredicateResult]], within: float) -> list[PredicateResult]:
     retrying = Retrying(
         stop=stop_after_delay(within),
         wait=wait_exponential(multiplier=0.02, min=0.02, max=1.0),

@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import current_app
 from django.db import transaction
 from django.utils import timezone
 
 from approvals import audit
+from grace_site import handoff
 from remediation import state
 from remediation.choices import Family, RunStatus
 from remediation.models import HealRun, RunEvent
@@ -41,16 +41,9 @@ ACTION_STAGES = {
 }
 
 
-def queue_for(run: HealRun | None, status: str) -> str:
-    if run is not None and status in ACTION_STAGES and run.family and run.family != Family.LOCAL:
-        return "heal.cloud"
-    return "heal.local"
-
-
-def send(task: str, object_id: int, *, queue: str = "heal.local") -> None:
-    """Publish a pipeline task by name. Pipeline tasks report through the run's timeline, so the
-    sender subscribes to no result."""
-    current_app.send_task(task, args=[object_id], queue=queue, ignore_result=True)
+def send(task: str, object_id: int, *, queue: str | None = None) -> None:
+    """Publish a pipeline task now (the reaper's re-sends); stages go through ``dispatch``, after commit."""
+    handoff.send(task, object_id, queue=queue)
 
 
 def dispatch(run_id: int, status: str, *, family: str = "") -> None:
@@ -58,8 +51,8 @@ def dispatch(run_id: int, status: str, *, family: str = "") -> None:
     task = STAGE_TASKS.get(status)
     if task is None:
         return
-    queue = "heal.cloud" if status in ACTION_STAGES and family and family != Family.LOCAL else "heal.local"
-    transaction.on_commit(lambda: send(task, run_id, queue=queue))
+    queue = handoff.HEAL_CLOUD if status in ACTION_STAGES and family and family != Family.LOCAL else None
+    handoff.send_on_commit(task, run_id, queue=queue)
 
 
 def transition(
@@ -101,7 +94,7 @@ def transition(
             data={"from": expected, "to": new, "note": note or reason or "", **({"data": data} if data else {})},
         )
         if new in RunStatus.TERMINAL:
-            transaction.on_commit(lambda: send("remediation.record_outcome", run_id))
+            handoff.send_on_commit("remediation.record_outcome", run_id)
         elif advance:
             if family is None and new in ACTION_STAGES:
                 family = HealRun.objects.filter(pk=run_id).values_list("family", flat=True).first()

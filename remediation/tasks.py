@@ -7,11 +7,12 @@ stage. Names are pinned (tests/test_celery_config.py): renaming strands queued m
 from __future__ import annotations
 
 import redis
-from celery import current_app, shared_task
+from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
+from grace_site import handoff
 from remediation import execution, lifecycle, pipeline, snapshots
 from remediation.actions import load_all
 from remediation.choices import RunStatus
@@ -62,9 +63,7 @@ def start_run(incident_id: int) -> int | None:
 @shared_task(name="remediation.start_runs", **_stage)
 def start_runs(incident_ids: list[int]) -> int:
     """A batch hand-off from intake: one start_run message per incident, so each starts and retries on its own."""
-    with current_app.producer_or_acquire() as producer:
-        for incident_id in incident_ids:
-            start_run.apply_async(args=[int(incident_id)], queue="heal.local", producer=producer)
+    handoff.send_many("remediation.start_run", [int(incident_id) for incident_id in incident_ids])
     return len(incident_ids)
 
 

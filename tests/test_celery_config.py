@@ -68,3 +68,13 @@ def test_beat_uses_the_database_scheduler():
 
     assert app.conf.beat_scheduler == "grace_site.scheduler:GraceScheduler"
     assert issubclass(GraceScheduler, DatabaseScheduler)
+
+
+def test_every_hand_off_names_a_registered_task_and_a_declared_queue():
+    from grace_site import handoff
+
+    app.loader.import_default_modules()
+    declared = {queue.name for queue in app.conf.task_queues}
+
+    assert set(handoff.TASKS) <= PINNED_TASK_NAMES
+    assert set(handoff.TASKS.values()) <= declared == set(handoff.QUEUES)

@@ -110,6 +110,25 @@ def test_a_much_slower_endpoint_is_a_regression_and_opens_one_incident(endpoint)
     assert incident.occurrences == 2
 
 
+@pytest.mark.django_db
+def test_a_run_a_contract_asked_for_reports_its_regression_but_opens_no_incident(endpoint):
+    from incidents.models import Incident
+
+    incident_defaults.install()
+    suite = BenchmarkSuite.objects.create(
+        name="latency", checks=[{"kind": "http", "params": {"name": "api", "url": endpoint.url("delay/10")}}]
+    )
+    for _ in range(5):
+        assert benchmarks.run_suite("latency").status == "passed"
+    suite.checks[0]["params"]["url"] = endpoint.url("delay/200")
+    suite.save()
+
+    verdict = benchmarks.no_regression("latency")
+
+    assert verdict["passed"] is False and [r["metric"] for r in verdict["regressions"]] == ["http.api_ms"]
+    assert not Incident.objects.filter(source="benchmark").exists()  # the contract's run rolls back instead
+
+
 @pytest.mark.django_db(transaction=True)
 def test_the_scheduled_task_runs_the_suite_on_a_worker_and_install_is_idempotent(celery_worker, endpoint):
     assert defaults.install() == 4

@@ -54,3 +54,23 @@ def test_a_failing_benchmark_fails_the_contract_and_rolls_back(celery_worker, al
     assert run.status == RunStatus.ROLLED_BACK, run.status_reason
     assert "benchmark.post-heal-broken.passed" in run.events.get(to_status="ROLLING_BACK").note
     keeper.close()
+
+
+def test_a_benchmark_predicate_is_evaluated_once_after_the_polled_ones_hold(celery_worker, allowed_root, wal_rule):
+    """Polling a contract re-observes the action's facts; the benchmark suite is never run on every poll, and
+    not at all when the action's own predicates never held."""
+    BenchmarkSuite.objects.create(name="post-heal-once", checks=[{"kind": "redis", "params": {}}])
+    contract = [{"field": "wal_bytes", "op": "<", "value": 0, "within": 2},  # can never hold: polled for 2 s
+                {"field": "benchmark.post-heal-once.passed", "op": "==", "value": True}]  # fmt: skip
+    make_playbook("wal-never", "database_wal_bloat", checkpoint_steps(contract=contract))
+    db = allowed_root / "once.sqlite3"
+    keeper = bloated_wal_db(db, rows=200)
+    inventory.resource("once", "sqlite", db)
+
+    run = wait_for_run(ingest(Signal(source="api", title="once WAL", service="once")).incident.pk)
+
+    assert run.status == RunStatus.ROLLED_BACK, run.status_reason
+    assert not BenchmarkRun.objects.filter(suite__name="post-heal-once").exists()
+    verdict = ContractResult.objects.get(run=run, field="benchmark.post-heal-once.passed")
+    assert not verdict.passed and "not run" in verdict.detail
+    keeper.close()

@@ -1,0 +1,84 @@
+"""Hand-offs between GRACE's parts: Celery tasks sent by their pinned names, to their queues, after commit.
+
+The one place that knows each task's name and queue (tests/test_celery_config.py pins the names: a rename
+strands messages already queued). Every hand-off goes after the sender's transaction commits, so a worker
+never sees a row that is not there; a broker that cannot take it is logged, never raised into the committed
+work: every hand-off has a beat-driven re-send (the reaper, the approval and notification redrives).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from functools import partial
+
+import redis
+from celery import current_app
+from django.db import transaction
+from kombu.exceptions import KombuError
+
+logger = logging.getLogger(__name__)
+
+# Capability queues; workers are placed per queue (see README).
+HEAL_LOCAL, HEAL_CLOUD, SWEEPS, BENCHMARKS, DEFAULT = "heal.local", "heal.cloud", "sweeps", "benchmarks", "default"
+QUEUES = (HEAL_LOCAL, HEAL_CLOUD, SWEEPS, BENCHMARKS, DEFAULT)
+
+# Pinned task names -> the queue each is sent to unless the sender routes it (a stage to heal.cloud...).
+TASKS: dict[str, str] = {
+    "remediation.start_run": HEAL_LOCAL,
+    "remediation.start_runs": HEAL_LOCAL,
+    "remediation.plan_run": HEAL_LOCAL,
+    "remediation.gate_run": HEAL_LOCAL,
+    "remediation.resume_run": HEAL_LOCAL,
+    "remediation.snapshot_run": HEAL_LOCAL,
+    "remediation.execute_run": HEAL_LOCAL,
+    "remediation.verify_run": HEAL_LOCAL,
+    "remediation.rollback_run": HEAL_LOCAL,
+    "remediation.record_outcome": HEAL_LOCAL,
+    "remediation.cancel_for_incident": HEAL_LOCAL,
+    "remediation.reap": HEAL_LOCAL,
+    "remediation.purge_snapshots": HEAL_LOCAL,
+    "incidents.sweep_target": SWEEPS,
+    "learning.benchmark_execute": BENCHMARKS,
+    "approvals.deliver_notification": DEFAULT,
+    "grace.ping": DEFAULT,
+}
+# What a hand-off failing at the broker raises (the message is re-sent later by a beat pass).
+BROKER_ERRORS = (KombuError, redis.RedisError, OSError)
+
+
+def send(task: str, *args, queue: str | None = None, **options) -> None:
+    """Publish ``task`` now (no result is subscribed to: nobody waits on a hand-off)."""
+    options.setdefault("ignore_result", True)
+    current_app.send_task(task, args=list(args), queue=queue or TASKS[task], **options)
+
+
+def send_on_commit(task: str, *args, queue: str | None = None, **options) -> None:
+    """Publish ``task`` once the current transaction commits; a broker failure is logged, not raised."""
+    transaction.on_commit(partial(_send_logged, task, args, queue, options))
+
+
+def send_many_on_commit(task: str, ids: Iterable, *, queue: str | None = None) -> None:
+    """One message per id, on one broker connection, after commit."""
+    transaction.on_commit(partial(_send_many, task, list(ids), queue))
+
+
+def _send_logged(task: str, args: tuple, queue: str | None, options: dict) -> None:
+    try:
+        send(task, *args, queue=queue, **options)
+    except BROKER_ERRORS as exc:
+        logger.warning("could not send %s%s (a beat pass sends it again): %s", task, list(args), exc)
+
+
+def send_many(task: str, ids: Iterable, *, queue: str | None = None) -> None:
+    """One message per id, now, on one broker connection."""
+    with current_app.producer_or_acquire() as producer:
+        for object_id in ids:
+            send(task, object_id, queue=queue, producer=producer)
+
+
+def _send_many(task: str, ids: list, queue: str | None) -> None:
+    try:
+        send_many(task, ids, queue=queue)
+    except BROKER_ERRORS as exc:
+        logger.warning("could not send %s for %s (a beat pass sends them again): %s", task, ids, exc)
