@@ -20,6 +20,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, models, transaction
 from django.utils import timezone
 
+from approvals import audit_actions
 from approvals.models import GENESIS_HASH, AuditEvent
 from grace_site.changes import diff  # noqa: F401 - part of this module's interface
 
@@ -111,6 +112,8 @@ def record_many(entries: list[dict]) -> list[AuditEvent]:
     """
     if not entries:
         return []
+    for entry in entries:
+        audit_actions.check(entry["action"])
     with transaction.atomic(savepoint=False):  # no savepoint: any failure aborts the caller
         lock_chain()
         with connection.cursor() as cursor:

@@ -46,7 +46,8 @@ class AuditEvent(models.Model):
     def masked_data(self):
         """``data`` as shown in the admin and the API: credentials masked, in rows recorded before
         credentials were masked at the source too. The stored row (and its hash) is left as it is."""
-        url_fields = NotificationChannel.CREDENTIAL_URL_FIELDS if self.action.startswith("notification.channel") else ()
+        channel = self.action.startswith("notification.channel") or self.object_type == "approvals.notificationchannel"
+        url_fields = NotificationChannel.CREDENTIAL_URL_FIELDS if channel else ()
         return mask_data(self.data, url_fields=url_fields)
 
 

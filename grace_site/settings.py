@@ -215,6 +215,7 @@ SPECTACULAR_SETTINGS = {
     # Several models have a "status": name each set of choices once, explicitly.
     "ENUM_NAME_OVERRIDES": {
         "RunStatusEnum": "remediation.choices.RunStatus",
+        "ActionFamilyEnum": "remediation.choices.Family",
         "AttemptStatusEnum": "remediation.choices.AttemptStatus",
         "IncidentStatusEnum": "incidents.choices.IncidentStatus",
         "ApprovalStatusEnum": "approvals.choices.RequestStatus",

@@ -50,8 +50,11 @@ def test_a_channel_url_is_kept_for_delivery_and_masked_in_the_audit_log_and_the_
 def test_audit_rows_written_before_masking_are_masked_when_read_and_the_chain_still_verifies(
     client, api_client, admin_user
 ):
-    audit.record("notification.channel.saved", actor="old", data={"fields": {"name": "slack", "url": SLACK}})
-    audit.record("integration.saved", actor="old", data={"password": "hunter2", "dsn_url": "postgres://a:hunter2@db/x"})
+    audit.record(
+        "config.changed", actor="old", obj=("approvals.notificationchannel", "1"),
+        data={"fields": {"name": "slack", "url": SLACK}},
+    )  # fmt: skip
+    audit.record("config.created", actor="old", data={"password": "hunter2", "dsn_url": "postgres://a:hunter2@db/x"})
     client.force_login(admin_user)
     api_client.force_authenticate(admin_user)
 
