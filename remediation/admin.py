@@ -129,7 +129,7 @@ class HealRunAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retry the current stage of the selected runs", permissions=["change"])
     def retry_stage(self, request, queryset):
-        retried = sum(lifecycle.retry_stage(pk, actor=request.user) for pk in queryset.values_list("pk", flat=True))
+        retried = sum(lifecycle.retry_stage(run, actor=request.user) for run in queryset)
         self.message_user(
             request, f"{retried} run(s) dispatched again; finished, waiting or moving runs were left alone."
         )

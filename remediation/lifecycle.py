@@ -152,12 +152,14 @@ def operator_rollback(run_id: int, *, actor) -> HealRun:
     return HealRun.objects.get(pk=run.pk)
 
 
-def retry_stage(run_id: int, *, actor) -> bool:
+def retry_stage(run: HealRun | int, *, actor) -> bool:
     """An operator sends a moving run's current stage again (the reaper would, later). A compare-and-set claim
-    on the run's status and heartbeat makes it happen once, however many clicks or reapers race it; the stage
-    task then resumes as the reaper's re-dispatch would. False when the run is finished, waiting or moved on."""
-    run = HealRun.objects.filter(pk=run_id, status__in=S.ACTIVE).first()
-    if run is None:
+    on the run as the operator saw it (status, heartbeat, tries) makes it happen once, however many clicks or
+    reapers race it; the stage task then resumes as the reaper's re-dispatch would. False when the run is
+    finished, waiting, or moved on since it was read."""
+    if not isinstance(run, HealRun):
+        run = HealRun.objects.filter(pk=run).first()
+    if run is None or run.status not in S.ACTIVE:
         return False
     with transaction.atomic():
         claimed = HealRun.objects.filter(

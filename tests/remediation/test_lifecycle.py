@@ -25,15 +25,17 @@ def _run(status: str) -> HealRun:
 
 
 def test_concurrent_retries_of_a_stage_dispatch_it_once(admin_user, published):
-    run = _run(RunStatus.SNAPSHOTTED)
+    run = _run(RunStatus.SNAPSHOTTED)  # as six operators' pages showed it
 
-    results = run_together(lambda: lifecycle.retry_stage(run.pk, actor=admin_user), 6)
+    results = run_together(lambda: lifecycle.retry_stage(run, actor=admin_user), 6)
 
     assert sorted(results) == [False] * 5 + [True]
     assert RunEvent.objects.filter(run=run, note__contains="dispatched again").count() == 1
     assert AuditEvent.objects.filter(action="run.retry", object_id=str(run.pk)).count() == 1
     assert [name for name, *_ in published] == ["remediation.execute_run"]
     assert HealRun.objects.get(pk=run.pk).reaper_tries == 1
+    assert not lifecycle.retry_stage(run, actor=admin_user)  # moved on since it was read: nothing
+    assert lifecycle.retry_stage(run.pk, actor=admin_user)  # read afresh: a second, deliberate retry
 
 
 def test_a_waiting_or_finished_run_is_not_retried(admin_user, published):
