@@ -1,25 +1,22 @@
 """Celery tasks of governance: thin wrappers around the service modules."""
 
-from celery import shared_task
 from django.conf import settings
 
 from approvals import notifications, services
+from grace_site.tasking import grace_task
 
 
-@shared_task(name="approvals.expire_requests", acks_late=True, soft_time_limit=60, time_limit=90)
+@grace_task("approvals.expire_requests")
 def expire_requests() -> dict:
     """Beat: expire overdue approval requests (each expiry resumes its run so the pipeline escalates it), and
     re-send lost notification deliveries (lost resumes are re-sent by the pipeline's reaper)."""
     return {"expired": services.expire_due(), "notifications_redriven": notifications.redrive()}
 
 
-@shared_task(
+@grace_task(
+    "approvals.deliver_notification",
     bind=True,
-    name="approvals.deliver_notification",
-    acks_late=True,
-    soft_time_limit=60,
-    time_limit=90,
-    autoretry_for=(notifications.TransientDeliveryError,),
+    retry=(notifications.TransientDeliveryError,),
     retry_backoff=settings.GRACE_NOTIFY_RETRY_BACKOFF,
     retry_backoff_max=3600,
     retry_jitter=True,

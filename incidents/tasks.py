@@ -1,34 +1,33 @@
 """Celery tasks of the intake: the health sweeps (queue ``sweeps``, scheduled by beat with ``expires``)."""
 
-from celery import shared_task
-
+from grace_site.tasking import grace_task
 from incidents import sweeps
 from incidents.choices import SweepKind
 
-_SWEEP_OPTIONS = {"acks_late": True, "soft_time_limit": 50, "time_limit": 60, "ignore_result": True}
+_SWEEP = {"result": False, "retry": (), "soft_time_limit": 50, "time_limit": 60}  # the next sweep is the retry
 
 
-@shared_task(name="incidents.sweep_host", **_SWEEP_OPTIONS)
+@grace_task("incidents.sweep_host", **_SWEEP)
 def sweep_host() -> dict:
     return sweeps.sweep(SweepKind.HOST)
 
 
-@shared_task(name="incidents.sweep_sqlite", **_SWEEP_OPTIONS)
+@grace_task("incidents.sweep_sqlite", **_SWEEP)
 def sweep_sqlite() -> dict:
     return sweeps.sweep(SweepKind.SQLITE)
 
 
-@shared_task(name="incidents.sweep_postgres", **_SWEEP_OPTIONS)
+@grace_task("incidents.sweep_postgres", **_SWEEP)
 def sweep_postgres() -> dict:
     return sweeps.sweep(SweepKind.POSTGRES)
 
 
-@shared_task(name="incidents.sweep_http", **_SWEEP_OPTIONS)
+@grace_task("incidents.sweep_http", **_SWEEP)
 def sweep_http() -> dict:
     return sweeps.sweep(SweepKind.HTTP)
 
 
-@shared_task(name="incidents.sweep_target", **_SWEEP_OPTIONS)
+@grace_task("incidents.sweep_target", **_SWEEP)
 def sweep_target(target_id: int) -> dict:
     """Sweep one target now (the admin's "sweep now" action)."""
     target = sweeps.SweepTarget.objects.filter(pk=target_id, enabled=True).first()
