@@ -9,7 +9,7 @@ from django.http import HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from approvals import admin_approvals, admin_policy  # noqa: F401 - registers the governance admins
+from approvals import admin_approvals, admin_policy, admin_tokens  # noqa: F401 - registers the governance admins
 from approvals.models import AuditEvent
 
 

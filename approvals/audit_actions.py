@@ -57,6 +57,8 @@ ACTIONS: dict[str, str] = {
     "notification.test": "an operator sent a test notification",
     "auth.locked_out": "a client address or account was locked out after failed logins or tokens",
     "user.admin_created": "the first admin user was created",
+    "token.issued": "a user's API token was issued (only the start of its key is recorded)",
+    "token.revoked": "a user's API token was revoked",
     "config.created": "an object was created in the admin (its values, credentials masked)",
     "config.changed": "an object was changed in the admin or by an admin action (before and after)",
     "config.deleted": "an object was deleted in the admin (what it was)",

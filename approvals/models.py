@@ -303,3 +303,23 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} -> {self.channel} ({self.status})"
+
+
+class ApiToken(models.Model):
+    """A user's API token (``Authorization: Token <key>``). The key is shown once, when it is issued; only its
+    SHA-256 digest and its first characters are kept."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, help_text="What it is for (a script, an integration...).")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    hint = models.CharField(max_length=16, editable=False, help_text="The start of the key.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["user", "name"]
+        verbose_name = "API token"
+        constraints = [models.UniqueConstraint(fields=["user", "name"], name="apitoken_unique_name_per_user")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.hint}…)"

@@ -46,8 +46,9 @@ from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.utils import timezone  # noqa: E402
-from rest_framework.authtoken.models import Token  # noqa: E402
 
+from approvals import tokens  # noqa: E402
+from approvals.models import ApiToken  # noqa: E402
 from bench.floor_tasks import audited_step  # noqa: E402
 from grace_site.celery import app  # noqa: E402
 from grace_site.tasks import ping  # noqa: E402
@@ -84,7 +85,8 @@ def setup() -> tuple[str, Path]:
     user, _ = get_user_model().objects.get_or_create(
         username="bench", defaults={"is_superuser": True, "is_staff": True}
     )
-    token, _ = Token.objects.get_or_create(user=user)
+    ApiToken.objects.filter(user=user, name="bench").delete()
+    _, key = tokens.issue(user, name="bench", actor="system:bench")
     root = Path(settings.GRACE_ALLOWED_ROOTS[0])
     root.mkdir(parents=True, exist_ok=True)
     # One small database per incident: independent targets, as independent incidents would have
@@ -114,7 +116,7 @@ def setup() -> tuple[str, Path]:
                        "contract": [{"field": "integrity", "op": "==", "value": "ok"}]}],
         },
     )  # fmt: skip
-    return token.key, db
+    return key, db
 
 
 def post(session: requests.Session, url: str, token: str, i: int, db: Path) -> tuple[int, float]:

@@ -13,9 +13,24 @@ import functools
 from django.conf import settings
 from django.contrib import admin
 from django.db import models, transaction
+from django.template.response import TemplateResponse
 from django.utils.module_loading import import_string
 
 from grace_site.changes import diff, values
+
+
+def show_once(request, model_admin, *, title: str, what: str, secret: str, usage: str, back_url: str):
+    """The page that shows a newly issued token once (it is never stored, nor put in a message)."""
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": title,
+        "opts": model_admin.model._meta,
+        "what": what,
+        "secret": secret,
+        "usage": usage,
+        "back_url": back_url,
+    }
+    return TemplateResponse(request, "admin/grace/secret_once.html", context)
 
 
 def record(action: str, *, actor, obj, data: dict) -> None:
@@ -122,11 +137,6 @@ class AuditedAdmin(admin.ModelAdmin):
 # --- Django's and the libraries' own models, audited the same way -------------------------------------
 
 
-class _TokenNaming:
-    def audit_object(self, obj):
-        return (obj._meta.label_lower, f"user-{obj.user_id}")  # its primary key is the token itself
-
-
 def _reregister(model: type[models.Model], admin_class: type[admin.ModelAdmin], *mixins, **attrs) -> None:
     if admin.site.is_registered(model):
         admin.site.unregister(model)
@@ -135,18 +145,15 @@ def _reregister(model: type[models.Model], admin_class: type[admin.ModelAdmin], 
 
 
 def audit_third_party_admins() -> None:
-    """Users, groups, API tokens and beat schedules: changes made in the admin are audited like GRACE's."""
+    """Users, groups and beat schedules: changes made in the admin are audited like GRACE's."""
     from django.contrib.auth import get_user_model
     from django.contrib.auth.admin import GroupAdmin, UserAdmin
     from django.contrib.auth.models import Group
     from django_celery_beat import admin as beat_admin
     from django_celery_beat import models as beat
-    from rest_framework.authtoken.admin import TokenAdmin
-    from rest_framework.authtoken.models import TokenProxy
 
     _reregister(get_user_model(), UserAdmin, audit_masked=("password",))
     _reregister(Group, GroupAdmin)
-    _reregister(TokenProxy, TokenAdmin, _TokenNaming, audit_masked=("key",))
     _reregister(beat.PeriodicTask, beat_admin.PeriodicTaskAdmin)
     for model, admin_class in (
         (beat.IntervalSchedule, beat_admin.IntervalScheduleAdmin),

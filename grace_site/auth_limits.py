@@ -40,7 +40,6 @@ from django.shortcuts import render
 from limits import RateLimitItem, parse
 from limits.errors import StorageError
 from limits.strategies import MovingWindowRateLimiter
-from rest_framework.authentication import TokenAuthentication, get_authorization_header
 from rest_framework.exceptions import AuthenticationFailed, Throttled
 
 from grace_site import redis as grace_redis
@@ -148,19 +147,6 @@ def guarded(request, *, channel: str, account: str | None = None) -> Iterator[No
         failed(request, account, channel=channel)
         raise
     succeeded(request, account, channel=channel)
-
-
-class LimitedTokenAuthentication(TokenAuthentication):
-    """DRF's ``Authorization: Token <key>``, with wrong keys limited per client address."""
-
-    channel = "api-token"
-
-    def authenticate(self, request):
-        header = get_authorization_header(request).split()
-        if not header or header[0].lower() != self.keyword.lower().encode():
-            return None  # no token offered: another authentication may apply
-        with guarded(request, channel=self.channel):
-            return super().authenticate(request)
 
 
 # --- the admin login (django-axes) -------------------------------------------------------------

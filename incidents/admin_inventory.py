@@ -10,8 +10,9 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.template.response import TemplateResponse
+from django.urls import reverse
 
+from grace_site.admin import show_once
 from incidents import channels, inventory
 from incidents.models import Channel, Resource, Service
 
@@ -98,6 +99,17 @@ class ChannelForm(forms.ModelForm):
         return cleaned
 
 
+def _usage(request, channel: Channel) -> str:
+    if channel.kind == "alertmanager":
+        url = request.build_absolute_uri("/api/webhooks/alertmanager/")
+        return (
+            "Alertmanager receiver:\n"
+            f'webhook_configs:\n  - url: "{url}"\n    http_config:\n      authorization:\n'
+            '        type: Bearer\n        credentials: "<the token above>"'
+        )
+    return "API client: Authorization: Bearer <the token above>, on POST /api/incidents/"
+
+
 @admin.register(Channel)
 class ChannelAdmin(admin.ModelAdmin):
     """Integrations allowed to raise incidents. A new channel's token is shown once, right after it is made."""
@@ -135,14 +147,15 @@ class ChannelAdmin(admin.ModelAdmin):
         return self._show_token(request, obj, channels.issue_token(obj, actor=request.user))
 
     def _show_token(self, request, channel: Channel, token: str):
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"Token of channel {channel.name}",
-            "opts": self.model._meta,
-            "channel": channel,
-            "token": token,
-        }
-        return TemplateResponse(request, "admin/incidents/channel_token.html", context)
+        return show_once(
+            request,
+            self,
+            title=f"Token of channel {channel.name}",
+            what=f"This is the token of channel {channel.name} ({channel.get_kind_display()}).",
+            secret=token,
+            usage=_usage(request, channel),
+            back_url=reverse("admin:incidents_channel_change", args=[channel.pk]),
+        )
 
     def delete_model(self, request, obj):
         try:

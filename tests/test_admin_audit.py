@@ -26,6 +26,7 @@ THROUGH_SERVICES = {
     "incidents.Channel": "incidents.channels.save / issue_token / delete",
     "remediation.HealRun": "read-only; retry, cancel and rollback go through remediation.lifecycle",
     "remediation.Playbook": "remediation.playbooks.save / delete",
+    "approvals.ApiToken": "approvals.tokens.issue / revoke",
 }
 
 
@@ -92,17 +93,26 @@ def test_deleting_playbooks_in_the_admin_single_or_bulk_is_audited(admin_client)
     assert sorted(e.data["before"]["name"] for e in deleted) == ["one", "three", "two"]
 
 
-def test_an_api_token_made_in_the_admin_is_audited_without_its_key(admin_client, django_user_model):
-    from rest_framework.authtoken.models import Token
+def test_an_api_token_issued_in_the_admin_is_shown_once_stored_as_a_digest_and_audited_without_its_key(
+    admin_client, django_user_model, api_client
+):
+    from approvals.models import ApiToken
 
     user = django_user_model.objects.create_user("bot", password="pw-bot-123456789")
 
-    admin_client.post("/admin/authtoken/tokenproxy/add/", {"user": user.pk})
+    page = admin_client.post("/admin/approvals/apitoken/add/", {"user": user.pk, "name": "ci"}).content.decode()
 
-    token = Token.objects.get(user=user)
-    event = AuditEvent.objects.get(action="config.created", object_type="authtoken.tokenproxy")
-    assert event.object_id == f"user-{user.pk}"
-    assert token.key not in str(event.data) and token.key not in event.object_id
+    key = page.split('id="secret-once"', 1)[1].split(">", 1)[1].split("<", 1)[0]
+    token = ApiToken.objects.get(user=user)
+    assert key.startswith("gra_") and token.hint == key[:10]
+    assert key not in str(ApiToken.objects.values().get(pk=token.pk))
+    assert key not in admin_client.get("/admin/approvals/apitoken/").content.decode()
+    event = AuditEvent.objects.get(action="token.issued", object_id=str(token.pk))
+    assert key not in str(event.data)
+    assert api_client.get("/api/runs/", HTTP_AUTHORIZATION=f"Token {key}").status_code in (200, 403)
+    admin_client.post(f"/admin/approvals/apitoken/{token.pk}/delete/", {"post": "yes"})
+    assert api_client.get("/api/runs/", HTTP_AUTHORIZATION=f"Token {key}").status_code == 401
+    assert AuditEvent.objects.filter(action="token.revoked").count() == 1
 
 
 def test_editing_a_diagnosis_rule_records_the_old_and_new_values(admin_client):

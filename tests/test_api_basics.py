@@ -19,17 +19,23 @@ def test_the_api_refuses_anonymous_requests(api_client):
 
 
 @pytest.mark.django_db
-def test_a_token_from_drf_create_token_authenticates(api_client, django_user_model):
+def test_a_token_from_grace_token_authenticates_and_revoking_it_locks_it_out(api_client, django_user_model):
+    from approvals.models import ApiToken
+
     user = django_user_model.objects.create_user("ops", password="pw-ops-123456")
     user.user_permissions.add(Permission.objects.get(codename="view_auditevent"))
     out = io.StringIO()
-    call_command("drf_create_token", "ops", stdout=out)
-    key = re.search(r"([0-9a-f]{40})", out.getvalue()).group(1)
+    call_command("grace_token", "create", "ops", stdout=out)
+    key = out.getvalue().strip()
     audit.record("test.visible", actor="tester")
 
     response = api_client.get("/api/audit/", HTTP_AUTHORIZATION=f"Token {key}")
+    call_command("grace_token", "revoke", str(ApiToken.objects.get(user=user).pk), stdout=io.StringIO())
+    revoked = api_client.get("/api/audit/", HTTP_AUTHORIZATION=f"Token {key}")
 
     assert response.status_code == 200
+    assert revoked.status_code == 401
+    assert re.fullmatch(r"gra_[A-Za-z0-9_-]{43}", key)
     assert response.json()["count"] == 1
     assert response.json()["results"][0]["action"] == "test.visible"
 

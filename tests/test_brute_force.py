@@ -2,8 +2,8 @@
 account: 429 with Retry-After, the right credential refused too until the window passes, lockouts audited."""
 
 import pytest
-from rest_framework.authtoken.models import Token
 
+from approvals import tokens
 from approvals.models import AuditEvent
 from tests.support.runs import wait_for
 
@@ -77,13 +77,13 @@ def test_a_right_password_before_the_limit_logs_in(client, admin_user):
 
 def test_150_wrong_api_tokens_get_429_with_retry_after_and_the_right_token_too(api_client, admin_user, settings):
     settings.GRACE_AUTH_FAILURE_LIMIT = "10 per 2 seconds"
-    token = Token.objects.create(user=admin_user)
+    _, key = tokens.issue(admin_user, name="brute")
 
     answers = []
     for i in range(150):
         response = api_client.get("/api/runs/", HTTP_AUTHORIZATION=f"Token wrong{i:036d}")
         answers.append((response.status_code, response.get("Retry-After")))
-    right = api_client.get("/api/runs/", HTTP_AUTHORIZATION=f"Token {token.key}")
+    right = api_client.get("/api/runs/", HTTP_AUTHORIZATION=f"Token {key}")
 
     assert [status for status, _ in answers[:10]] == [401] * 10
     assert {status for status, _ in answers[10:]} == {429}
@@ -93,7 +93,7 @@ def test_150_wrong_api_tokens_get_429_with_retry_after_and_the_right_token_too(a
     assert (lockout["address"], lockout["limit"]) == ("127.0.0.1", "10 per 2 second")
     # Once the window has passed the right token works again; another address was never refused.
     wait_for(
-        lambda: api_client.get("/api/runs/", HTTP_AUTHORIZATION=f"Token {token.key}").status_code == 200,
+        lambda: api_client.get("/api/runs/", HTTP_AUTHORIZATION=f"Token {key}").status_code == 200,
         timeout=10,
         interval=0.2,
         what="the window to pass",
@@ -145,8 +145,8 @@ def test_limits_fail_open_when_redis_is_down(api_client, admin_user, settings, c
             "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
         }
     }
-    token = Token.objects.create(user=admin_user)
+    _, key = tokens.issue(admin_user, name="brute")
 
     assert api_client.get("/api/runs/", HTTP_AUTHORIZATION="Token nope").status_code == 401
-    assert api_client.get("/api/runs/", HTTP_AUTHORIZATION=f"Token {token.key}").status_code == 200
+    assert api_client.get("/api/runs/", HTTP_AUTHORIZATION=f"Token {key}").status_code == 200
     assert _login(client, "pw-root-123456").status_code == 302

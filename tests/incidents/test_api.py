@@ -2,7 +2,6 @@
 
 import io
 import json
-import re
 
 import pytest
 from django.core.management import call_command
@@ -25,8 +24,8 @@ SIGNAL = {
 
 def test_posting_a_signal_with_a_token_creates_an_incident(api_client, intake_user, default_rules):
     out = io.StringIO()
-    call_command("drf_create_token", intake_user.username, stdout=out)
-    key = re.search(r"([0-9a-f]{40})", out.getvalue()).group(1)
+    call_command("grace_token", "create", intake_user.username, stdout=out)
+    key = out.getvalue().strip()
 
     response = api_client.post("/api/incidents/", SIGNAL, format="json", HTTP_AUTHORIZATION=f"Token {key}")
 

@@ -5,8 +5,8 @@ import socket
 import time
 
 import pytest
-from rest_framework.authtoken.models import Token
 
+from approvals import tokens
 from approvals.models import AuditEvent
 from incidents import capture
 from incidents.models import Incident
@@ -88,7 +88,7 @@ def test_another_project_delivers_over_http_with_its_channel_token(monitored, br
 
 def test_a_user_api_token_delivers_as_that_user_with_the_api_source(monitored, browser, live_server, intake_user):
     monitored.GRACE_CAPTURE_URL = f"{live_server.url}/api/incidents/"
-    monitored.GRACE_CAPTURE_TOKEN = Token.objects.create(user=intake_user).key
+    monitored.GRACE_CAPTURE_TOKEN = tokens.issue(intake_user, name="capture")[1]
 
     browser.get("/checkout/1/")
     assert capture.deliverer.join(15)

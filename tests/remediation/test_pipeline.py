@@ -166,7 +166,7 @@ def test_cancel_is_allowed_before_execution_and_refused_after(api_client, admin_
     api_client.force_authenticate(admin_user)
 
     ok = api_client.post(f"/api/runs/{waiting.pk}/cancel/")
-    HealRun.objects.filter(pk=waiting.pk).update(status=RunStatus.EXECUTING)
+    HealRun.objects.filter(pk=waiting.pk).update(status=RunStatus.EXECUTING, finished_at=None)
     refused = api_client.post(f"/api/runs/{waiting.pk}/cancel/")
 
     assert ok.status_code == 200 and ok.json()["status"] == "CANCELLED"

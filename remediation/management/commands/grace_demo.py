@@ -16,8 +16,9 @@ import requests
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
-from rest_framework.authtoken.models import Token
 
+from approvals import tokens
+from approvals.models import ApiToken
 from remediation.choices import RunStatus
 
 DEMO_SERVICE = "demo-db"
@@ -93,10 +94,13 @@ class Command(BaseCommand):
             raise CommandError(f"could not {what}: {response.status_code} {response.text[:500]}")
 
     def _token(self) -> str:
+        """A fresh API token of the first superuser, named grace_demo (the previous one is revoked)."""
         user = get_user_model().objects.filter(is_superuser=True).order_by("pk").first()
         if user is None:
             raise CommandError("no superuser exists: run `make run` (it creates one) or pass --token")
-        return Token.objects.get_or_create(user=user)[0].key
+        for old in ApiToken.objects.filter(user=user, name="grace_demo"):
+            tokens.revoke(old, actor="system:grace_demo")
+        return tokens.issue(user, name="grace_demo", actor="system:grace_demo")[1]
 
     def _demo_db(self) -> Path:
         demo = Path(settings.VAR_DIR) / "demo"
