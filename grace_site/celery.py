@@ -28,3 +28,14 @@ def _close_old_connections(sender=None, **kwargs) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@signals.celeryd_init.connect
+def _consume_this_hosts_queue(sender=None, instance=None, **kwargs) -> None:
+    """Every worker also consumes its host's queue (heal.local.<GRACE_HOST>): the stages that act on this
+    machine's resources are sent there (see remediation/fleet.py)."""
+    from django.conf import settings
+
+    from grace_site.handoff import host_queue
+
+    instance.app.amqp.queues.select_add(host_queue(settings.GRACE_HOST))

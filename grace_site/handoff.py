@@ -23,6 +23,12 @@ logger = logging.getLogger(__name__)
 HEAL_LOCAL, HEAL_CLOUD, SWEEPS, BENCHMARKS, DEFAULT = "heal.local", "heal.cloud", "sweeps", "benchmarks", "default"
 QUEUES = (HEAL_LOCAL, HEAL_CLOUD, SWEEPS, BENCHMARKS, DEFAULT)
 
+
+def host_queue(host: str) -> str:
+    """The queue of the agent on ``host``: the stages that act on that machine's resources."""
+    return f"{HEAL_LOCAL}.{host}"
+
+
 # Pinned task names -> the queue each is sent to unless the sender routes it (a stage to heal.cloud...).
 TASKS: dict[str, str] = {
     "remediation.start_run": HEAL_LOCAL,

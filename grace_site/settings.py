@@ -6,6 +6,7 @@ import ipaddress
 import os
 import re
 import secrets
+import socket
 from datetime import timedelta
 from pathlib import Path
 
@@ -312,6 +313,21 @@ GRACE_STAGE_GRACE_SECONDS = env_int("GRACE_STAGE_GRACE_SECONDS", 60, minimum=1)
 GRACE_REAPER_MAX_TRIES = env_int("GRACE_REAPER_MAX_TRIES", 3, minimum=1)
 # An open incident with no run after this long had its hand-off lost: the reaper starts its run.
 GRACE_HANDOFF_GRACE_SECONDS = env_int("GRACE_HANDOFF_GRACE_SECONDS", 30, minimum=1)
+# A stage message that no worker started within this lease is sent again (a started stage is bounded by the
+# stage's hard time limit instead).
+GRACE_DISPATCH_LEASE_SECONDS = env_int("GRACE_DISPATCH_LEASE_SECONDS", 45, minimum=1)
+# How long infrastructure refusals (Redis unreadable for breakers and rate limits) are retried inside a stage.
+GRACE_INFRA_RETRY_SECONDS = env_float("GRACE_INFRA_RETRY_SECONDS", 60.0, minimum=0.0)
+# fleet: this machine's name; a worker consumes heal.local.<GRACE_HOST> besides its other queues, and acts
+# on the inventory resources that live on this host.
+GRACE_HOST = env_str("GRACE_HOST", "") or re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:63] or "localhost"
+if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?", GRACE_HOST):
+    raise ImproperlyConfigured(f"GRACE_HOST must be a host name (letters, digits, '.', '_', '-'), got {GRACE_HOST!r}")
+GRACE_AGENT_HEARTBEAT_SECONDS = env_float("GRACE_AGENT_HEARTBEAT_SECONDS", 5.0, minimum=0.5)
+# An agent not heard from for this long is not live: runs for its host wait (BLOCKED_ON_HOST) instead of queueing.
+GRACE_AGENT_LIVE_SECONDS = env_float("GRACE_AGENT_LIVE_SECONDS", 20.0, minimum=1.0)
+# A run waiting for its host's agent is escalated when none comes back within this long.
+GRACE_HOST_WAIT_SECONDS = env_int("GRACE_HOST_WAIT_SECONDS", 1800, minimum=1)
 # local actions
 # Directories local actions may touch (SQLite files, caches, service configs); nothing outside them.
 GRACE_ALLOWED_ROOTS = env_list("GRACE_ALLOWED_ROOTS", [str(VAR_DIR / "managed"), str(VAR_DIR / "demo")])

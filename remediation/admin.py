@@ -10,9 +10,9 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from grace_site.admin import ReadOnlyAdmin, ReadOnlyInline
-from remediation import lifecycle, playbooks, resilience
+from remediation import fleet, lifecycle, playbooks, resilience
 from remediation.choices import RunStatus
-from remediation.models import ActionAttempt, ContractResult, HealRun, Playbook, RunEvent, Snapshot
+from remediation.models import ActionAttempt, Agent, ContractResult, HealRun, Playbook, RunEvent, Snapshot
 from remediation.planner import validate_steps
 
 
@@ -213,3 +213,20 @@ class SnapshotAdmin(ReadOnlyAdmin):
     list_filter = ("action",)
     search_fields = ("target", "action")
     readonly_fields = [f.name for f in Snapshot._meta.fields]
+
+
+@admin.register(Agent)
+class AgentAdmin(ReadOnlyAdmin):
+    """The agents of the fleet: which host each acts on, what it consumes, and when it was last heard from."""
+
+    list_display = ("host", "name", "live", "last_seen", "version", "queue_list", "var_dir", "started_at")
+    list_filter = ("host",)
+    search_fields = ("host", "name")
+
+    @admin.display(description="live", boolean=True)
+    def live(self, obj: Agent) -> bool:
+        return fleet.live_agents().filter(pk=obj.pk).exists()
+
+    @admin.display(description="queues")
+    def queue_list(self, obj: Agent) -> str:
+        return ", ".join(obj.queues)

@@ -6,6 +6,7 @@ class RunStatus(models.TextChoices):
     DIAGNOSED = "DIAGNOSED"
     PLANNED = "PLANNED"
     AWAITING_APPROVAL = "AWAITING_APPROVAL"
+    BLOCKED_ON_HOST = "BLOCKED_ON_HOST", "BLOCKED_ON_HOST (no live agent on its host: resumes when it is back)"
     APPROVED = "APPROVED"
     REJECTED = "REJECTED"
     EXPIRED = "EXPIRED"
@@ -26,8 +27,8 @@ S = RunStatus
 RunStatus.TERMINAL = (
     S.REJECTED, S.EXPIRED, S.BLOCKED, S.ESCALATED, S.SUCCEEDED, S.ROLLED_BACK, S.FAILED, S.CANCELLED, S.SIMULATED,
 )  # fmt: skip
-# Runs that wait for a human: the reaper leaves them alone except for expiry.
-RunStatus.WAITING = (S.AWAITING_APPROVAL,)
+# Runs that wait (for a human, or for their host's agent): the reaper leaves them alone but for deadlines.
+RunStatus.WAITING = (S.AWAITING_APPROVAL, S.BLOCKED_ON_HOST)
 # Runs a worker should be moving forward; the reaper re-dispatches stale ones.
 RunStatus.ACTIVE = tuple(s for s in S.values if s not in RunStatus.TERMINAL and s not in RunStatus.WAITING)
 # A resolved alert or an operator may cancel a run only before it touches anything.

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
@@ -87,6 +88,7 @@ def take_snapshots(run: HealRun) -> None:
         with transaction.atomic(savepoint=False):
             snap = Snapshot.objects.create(
                 run=run,
+                host=settings.GRACE_HOST,
                 step_index=step.index,
                 action=action.name,
                 target=step.target,
@@ -287,14 +289,18 @@ def _executed_steps(run: HealRun) -> list[PlanStep]:
     return [step for step in _steps(run) if step.index in touched]
 
 
-def _restore_point(run: HealRun, step: PlanStep) -> Snapshot:
-    """The step's snapshot, its files verified against the manifest (SnapshotIntegrityError otherwise)."""
+def _restore_point(run: HealRun, step: PlanStep, *, files: bool = True) -> Snapshot:
+    """The step's snapshot, its files verified against the manifest (SnapshotIntegrityError otherwise).
+    ``files=False`` checks what the database knows only (the files are on another host's disk)."""
     if not step.reversible:
         raise NotRestorable(f"step {step.index} ({step.action}) is not reversible")
     snap = Snapshot.objects.filter(run=run, step_index=step.index).first()
     if snap is None:
         raise NotRestorable(f"step {step.index} has no snapshot")
-    snapshots.verify(snap)
+    if snap.purged_at is not None:
+        raise NotRestorable(f"step {step.index}: its snapshot was purged by retention at {snap.purged_at:%Y-%m-%d}")
+    if files:
+        snapshots.verify(snap)
     return snap
 
 
@@ -342,11 +348,13 @@ def rollback(run: HealRun, *, from_status: str = S.ROLLING_BACK) -> None:
 
 
 def verify_all_snapshots(run: HealRun) -> list[str]:
-    """Problems that would stop an operator rollback of a finished run (empty when it can go ahead)."""
+    """Problems that would stop an operator rollback of a finished run (empty when it can go ahead). Files on
+    another host are verified there, by the rollback stage, before anything is restored."""
     problems = []
+    here = run.host in ("", settings.GRACE_HOST)
     for step in _executed_steps(run):
         try:
-            _restore_point(run, step)
+            _restore_point(run, step, files=here)
         except NotRestorable as exc:
             problems.append(str(exc))
         except snapshots.SnapshotIntegrityError as exc:

@@ -17,7 +17,7 @@ from incidents import services as intake
 from incidents.choices import IncidentStatus
 from incidents.models import Incident
 from learning import services as learning
-from remediation import execution
+from remediation import execution, fleet, state
 from remediation.choices import RunStatus
 from remediation.models import ContractResult, HealRun, Playbook, RunEvent
 from remediation.services import dispatch, send, transition
@@ -164,13 +164,13 @@ def retry_stage(run: HealRun | int, *, actor) -> bool:
     with transaction.atomic():
         claimed = HealRun.objects.filter(
             pk=run.pk, status=run.status, heartbeat_at=run.heartbeat_at, reaper_tries=run.reaper_tries
-        ).update(reaper_tries=F("reaper_tries") + 1)
+        ).update(reaper_tries=F("reaper_tries") + 1, stage_started_at=None)
         if not claimed:
             return False
         who = actor.get_username() if hasattr(actor, "get_username") else str(actor)
         RunEvent.objects.create(run=run, note=f"stage {run.status} dispatched again by {who}")
         audit.record("run.retry", actor=actor, obj=run, data={"status": run.status, "try": run.reaper_tries + 1})
-        dispatch(run.pk, run.status, family=run.family)
+        dispatch(run.pk, run.status, family=run.family, host=run.host)
     return True
 
 
@@ -180,18 +180,49 @@ TARGET_STAGES = (S.APPROVED, S.SNAPSHOTTED, S.EXECUTING, S.VERIFYING, S.ROLLING_
 
 
 def stage_allowance(run: HealRun) -> float:
-    """How long a run may sit in its current stage before the reaper considers its worker lost."""
+    """How long a run may sit in its current stage before the reaper considers its worker (or message) lost.
+
+    A stage that touches the target and has started may take up to its hard time limit; one whose message no
+    worker has started yet is sent again after the dispatch lease (a lost message costs a minute, not twenty).
+    """
     grace = settings.GRACE_STAGE_GRACE_SECONDS
     if run.status in TARGET_STAGES:
+        if run.stage_started_at is None:
+            return settings.GRACE_DISPATCH_LEASE_SECONDS
         return grace + settings.GRACE_TASK_TIME_LIMIT
     return grace
+
+
+def resume_held(*, host: str | None = None, now=None) -> int:
+    """Runs waiting for their host's agent: the stage they waited in starts again when the agent is live, and a
+    run past GRACE_HOST_WAIT_SECONDS goes to humans. Returns how many resumed."""
+    now = now or timezone.now()
+    held = HealRun.objects.filter(status=S.BLOCKED_ON_HOST)
+    if host is not None:
+        held = held.filter(host=host)
+    resumed = 0
+    deadline = now - timedelta(seconds=settings.GRACE_HOST_WAIT_SECONDS)
+    for run in held.order_by("heartbeat_at")[:500]:
+        if fleet.live(run.host, now=now):
+            resumed += transition(
+                run.pk, S.BLOCKED_ON_HOST, run.held_status, note=f"the agent of host {run.host} is back",
+                result=state.Resumed(), family=run.family,
+            )  # fmt: skip
+        elif run.heartbeat_at < deadline:
+            transition(
+                run.pk, S.BLOCKED_ON_HOST, S.ESCALATED, result=state.Resumed(),
+                reason=f"no live agent for host {run.host} within {settings.GRACE_HOST_WAIT_SECONDS} s "
+                f"(it waited in {run.held_status})",
+            )  # fmt: skip
+    return resumed
 
 
 def reap(*, now=None) -> dict[str, int]:
     """Re-dispatch runs whose worker was lost; start runs whose hand-off was lost."""
     now = now or timezone.now()
-    counts = {"redispatched": 0, "given_up": 0, "started": 0, "outcomes": 0, "resumed": 0}
-    oldest = now - timedelta(seconds=settings.GRACE_STAGE_GRACE_SECONDS)
+    counts = {"redispatched": 0, "given_up": 0, "started": 0, "outcomes": 0, "resumed": 0, "host_back": 0}
+    counts["host_back"] = resume_held(now=now)
+    oldest = now - timedelta(seconds=min(settings.GRACE_STAGE_GRACE_SECONDS, settings.GRACE_DISPATCH_LEASE_SECONDS))
     for run in HealRun.objects.filter(status__in=S.ACTIVE, heartbeat_at__lt=oldest).order_by("heartbeat_at")[:500]:
         if (now - run.heartbeat_at).total_seconds() < stage_allowance(run):
             continue
@@ -205,13 +236,15 @@ def reap(*, now=None) -> dict[str, int]:
                 counts["given_up"] += 1
             continue
         with transaction.atomic():
+            # The stage is declared lost (its worker, or its message): it may be entered again.
             claimed = HealRun.objects.filter(
                 pk=run.pk, status=run.status, heartbeat_at=run.heartbeat_at, reaper_tries=run.reaper_tries
-            ).update(reaper_tries=F("reaper_tries") + 1)
+            ).update(reaper_tries=F("reaper_tries") + 1, stage_started_at=None)
             if claimed:
-                RunEvent.objects.create(run=run, note=f"reaper: no progress in {run.status}; dispatched again")
+                lost = "its message was never started" if run.stage_started_at is None else "no progress"
+                RunEvent.objects.create(run=run, note=f"reaper: {lost} in {run.status}; dispatched again")
                 audit.record("run.reaped", obj=run, data={"status": run.status, "try": run.reaper_tries + 1})
-                dispatch(run.pk, run.status, family=run.family)
+                dispatch(run.pk, run.status, family=run.family, host=run.host)
                 counts["redispatched"] += 1
     # Finished runs whose outcome hand-off was lost (the incident would stay HEALING): send it again.
     unrecorded = HealRun.objects.filter(

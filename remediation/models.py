@@ -45,6 +45,12 @@ class HealRun(models.Model):
     diagnosis_code = models.CharField(max_length=64, blank=True)
     target = models.CharField(max_length=300, blank=True)
     family = models.CharField(max_length=20, blank=True, choices=Family.choices)
+    host = models.CharField(
+        max_length=63, blank=True, help_text="The host whose agent runs its local stages (blank: any worker)."
+    )
+    held_status = models.CharField(
+        max_length=20, blank=True, help_text="While BLOCKED_ON_HOST: the stage it resumes when the agent is back."
+    )
     plan = models.JSONField(default=dict, blank=True, help_text="Resolved steps, contract and snapshot policy.")
     plan_hash = models.CharField(max_length=64, blank=True)
     tier = models.PositiveSmallIntegerField(default=1)
@@ -59,6 +65,9 @@ class HealRun(models.Model):
     )
     reaper_tries = models.PositiveSmallIntegerField(default=0)
     heartbeat_at = models.DateTimeField(auto_now_add=True)
+    stage_started_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a worker started the current stage (empty: its message is in flight)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -144,6 +153,7 @@ class Snapshot(models.Model):
     action = models.CharField(max_length=100)
     target = models.CharField(max_length=300, blank=True)
     path = models.CharField(max_length=500, blank=True, help_text="Directory holding the snapshot's files.")
+    host = models.CharField(max_length=63, blank=True, help_text="The host whose disk holds the files.")
     state = models.JSONField(default=dict, blank=True, help_text="Small facts rollback needs (capacity, level...).")
     manifest = models.JSONField(default=dict, blank=True, help_text='{"files": {name: sha256}, "sha256": overall}')
     size_bytes = models.BigIntegerField(default=0)
@@ -179,3 +189,27 @@ class ContractResult(models.Model):
 
     def __str__(self) -> str:
         return f"{self.field} {self.operator} {self.expected!r}: {'pass' if self.passed else 'fail'}"
+
+
+class Agent(models.Model):
+    """A worker process that acts on one host's resources (consumes ``heal.local.<host>``), as it last reported."""
+
+    host = models.CharField(max_length=63, help_text="GRACE_HOST of the machine it runs on.")
+    name = models.CharField(max_length=200, unique=True, help_text="The Celery worker's name (host@node).")
+    queues = models.JSONField(default=list, blank=True)
+    version = models.CharField(max_length=40, blank=True)
+    var_dir = models.CharField(max_length=500, blank=True, help_text="Its GRACE_VAR_DIR (snapshots live there).")
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["host", "name"]
+        indexes = [
+            # "is there a live agent for this host?" (dispatch, the reaper)
+            models.Index(fields=["host", "last_seen"], name="agent_host_seen_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.host})"

@@ -122,7 +122,7 @@ def plan(run_id: int) -> None:
         data={"ranking": [r.__dict__ for r in ranking], "plan_hash": built.hash},
         result=state.Planned(
             plan=built.to_document(), plan_hash=built.hash, family=built.family, target=built.target,
-            playbook=playbook, shadow=playbook.shadow,
+            host=built.host, playbook=playbook, shadow=playbook.shadow,
             # No learned confidence while the playbook is still under-tried: its declared tier stands
             # until outcomes say otherwise (then low confidence raises it through governance).
             confidence=None if chosen.exploring else chosen.confidence,
@@ -254,7 +254,7 @@ def replan_waiting(playbook: Playbook, *, actor=None) -> int:
                     note=f"playbook {playbook.name} changed: planned again, to be gated again",
                     data={"old_plan_hash": run.plan_hash, "new_plan_hash": built.hash},
                     result=state.Planned(plan=built.to_document(), plan_hash=built.hash, family=built.family,
-                                         target=built.target),
+                                         target=built.target, host=built.host),
                     guard={"plan_hash": run.plan_hash},
                 )  # fmt: skip
                 replanned += moved

@@ -118,6 +118,15 @@ class Plan:
     def targets(self) -> set[str]:
         return {s.target for s in self.steps}
 
+    @property
+    def hosts(self) -> set[str]:
+        """The hosts whose local resources the plan touches (their agents run its local stages)."""
+        return {s.resource["host"] for s in self.steps if s.resource.get("host")}
+
+    @property
+    def host(self) -> str:
+        return next(iter(self.hosts), "")
+
 
 # --- playbook steps, checked when a playbook is saved -----------------------------------------------------
 
@@ -290,6 +299,9 @@ def build(playbook: Playbook, incident: Incident, service: Service | None = None
         )
     if not steps:
         raise PlanError(f"playbook {playbook.name} has no steps")
+    hosts = sorted({s.resource["host"] for s in steps if s.resource.get("host")})
+    if len(hosts) > 1:
+        raise PlanError(f"its steps act on resources of several hosts ({', '.join(hosts)}): one run acts on one host")
     waits = sum(max((p.get("within") or 0 for p in s.contract), default=0) for s in steps)
     budget = settings.GRACE_TASK_SOFT_TIME_LIMIT - 30
     if waits > budget:

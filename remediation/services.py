@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from approvals import audit
 from grace_site import handoff
-from remediation import state
+from remediation import fleet, state
 from remediation.choices import Family, RunStatus
 from remediation.models import HealRun, RunEvent
 
@@ -46,12 +46,26 @@ def send(task: str, object_id: int, *, queue: str | None = None) -> None:
     handoff.send(task, object_id, queue=queue)
 
 
-def dispatch(run_id: int, status: str, *, family: str = "") -> None:
-    """Send the task that moves a run on from ``status`` (after the current transaction commits)."""
+def dispatch(run_id: int, status: str, *, family: str = "", host: str = "") -> None:
+    """Send the task that moves a run on from ``status`` (after the current transaction commits).
+
+    A stage that touches a local resource goes to the queue of the agent on the resource's host; when no agent
+    is live there, the run waits in BLOCKED_ON_HOST (it resumes when the agent is back) instead of queueing.
+    """
     task = STAGE_TASKS.get(status)
     if task is None:
         return
-    queue = handoff.HEAL_CLOUD if status in ACTION_STAGES and family and family != Family.LOCAL else None
+    queue = None
+    if status in ACTION_STAGES and host:
+        if not fleet.live(host):
+            transition(
+                run_id, status, RunStatus.BLOCKED_ON_HOST, reason=f"no live agent for host {host}",
+                result=state.Held(status), advance=False,
+            )  # fmt: skip
+            return
+        queue = fleet.host_queue(host)
+    elif status in ACTION_STAGES and family and family != Family.LOCAL:
+        queue = handoff.HEAL_CLOUD
     handoff.send_on_commit(task, run_id, queue=queue)
 
 
@@ -74,7 +88,7 @@ def transition(
     state.check(expected, new)
     with transaction.atomic(savepoint=False):
         now = timezone.now()
-        updates: dict[str, Any] = {"status": new, "heartbeat_at": now, "reaper_tries": 0}
+        updates: dict[str, Any] = {"status": new, "heartbeat_at": now, "reaper_tries": 0, "stage_started_at": None}
         if result is not None:
             updates.update(result.fields())
         if reason is not None:
@@ -96,9 +110,11 @@ def transition(
         if new in RunStatus.TERMINAL:
             handoff.send_on_commit("remediation.record_outcome", run_id)
         elif advance:
-            if family is None and new in ACTION_STAGES:
-                family = HealRun.objects.filter(pk=run_id).values_list("family", flat=True).first()
-            dispatch(run_id, new, family=family or "")
+            host = ""
+            if new in ACTION_STAGES:
+                family_, host = HealRun.objects.filter(pk=run_id).values_list("family", "host").first()
+                family = family_ if family is None else family
+            dispatch(run_id, new, family=family or "", host=host)
     return True
 
 
@@ -116,13 +132,15 @@ def heartbeat(run_id: int) -> None:
     HealRun.objects.filter(pk=run_id).update(heartbeat_at=timezone.now())
 
 
-def claim(run: HealRun) -> bool:
-    """Enter a stage as the only worker: compare-and-set on the heartbeat and reaper count just read.
-    On success ``run`` holds the new heartbeat, so it is the row as committed."""
+def enter_stage(run: HealRun) -> bool:
+    """Start the run's current stage as the only worker: compare-and-set on "not started yet". However many
+    messages for the stage are in flight (a re-send after the dispatch lease, a redelivery), one worker enters;
+    the reaper clears the mark when it declares a started stage's worker lost. On success ``run`` holds the row
+    as committed."""
     now = timezone.now()
-    claimed = HealRun.objects.filter(
-        pk=run.pk, status=run.status, heartbeat_at=run.heartbeat_at, reaper_tries=run.reaper_tries
-    ).update(heartbeat_at=now)
-    if claimed:
-        run.heartbeat_at = now
-    return bool(claimed)
+    entered = HealRun.objects.filter(pk=run.pk, status=run.status, stage_started_at__isnull=True).update(
+        heartbeat_at=now, stage_started_at=now
+    )
+    if entered:
+        run.heartbeat_at = run.stage_started_at = now
+    return bool(entered)

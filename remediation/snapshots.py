@@ -73,12 +73,19 @@ def verify(snapshot: Snapshot) -> None:
         raise SnapshotIntegrityError(f"snapshot files do not match the manifest: {', '.join(changed[:10])}")
 
 
-def purge_expired(*, now=None) -> int:
-    """Delete snapshot files older than the retention period (the rows stay, marked purged)."""
+def expired(*, now=None):
     now = now or timezone.now()
-    cutoff = now - timedelta(days=settings.GRACE_SNAPSHOT_RETENTION_DAYS)
+    return Snapshot.objects.filter(
+        created_at__lt=now - timedelta(days=settings.GRACE_SNAPSHOT_RETENTION_DAYS), purged_at__isnull=True
+    )
+
+
+def purge_expired(*, now=None) -> int:
+    """Delete this host's snapshot files older than the retention period (the rows stay, marked purged);
+    another host's snapshots are purged by that host's agent."""
+    now = now or timezone.now()
     purged = 0
-    for snap in Snapshot.objects.filter(created_at__lt=cutoff, purged_at__isnull=True).iterator():
+    for snap in expired(now=now).filter(host__in=["", settings.GRACE_HOST]).iterator():
         with transaction.atomic():
             if Snapshot.objects.filter(pk=snap.pk, purged_at__isnull=True).update(purged_at=now):
                 if snap.path:

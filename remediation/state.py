@@ -12,6 +12,7 @@ from typing import Any
 from remediation.choices import RunStatus
 
 S = RunStatus
+HOLD = "no live agent for the run's host: it waits for the agent"
 
 # status -> the statuses a run may move to from it, each with who makes the move.
 MOVES: dict[str, dict[str, str]] = {
@@ -45,6 +46,7 @@ MOVES: dict[str, dict[str, str]] = {
     },
     S.APPROVED: {
         S.SNAPSHOTTED: "snapshot: safe-hold snapshots taken",
+        S.BLOCKED_ON_HOST: HOLD,
         S.BLOCKED: "snapshot: refused, unavailable, cannot observe, or the plan changed",
         S.FAILED: "snapshot: the snapshot failed",
         S.CANCELLED: "the incident was resolved, or an operator cancelled",
@@ -52,22 +54,35 @@ MOVES: dict[str, dict[str, str]] = {
     },
     S.SNAPSHOTTED: {
         S.EXECUTING: "execute: the steps start",
+        S.BLOCKED_ON_HOST: HOLD,
         S.ESCALATED: "the reaper gave up on a lost worker",
     },
     S.EXECUTING: {
         S.VERIFYING: "execute: every step executed",
+        S.BLOCKED_ON_HOST: HOLD,
         S.ROLLING_BACK: "execute: a step failed after something changed, or the reaper gave up",
         S.BLOCKED: "execute: the first step was refused or blocked before it changed anything",
     },
     S.VERIFYING: {
         S.SUCCEEDED: "verify: the contract holds",
+        S.BLOCKED_ON_HOST: HOLD,
         S.ROLLING_BACK: "verify: the contract does not hold, ran out of time, or the reaper gave up",
         S.BLOCKED: "verify: the contract's facts cannot be observed",
     },
     S.ROLLING_BACK: {
         S.ROLLED_BACK: "rollback: every executed step restored from its verified snapshot",
+        S.BLOCKED_ON_HOST: HOLD,
         S.FAILED: "rollback: a step could not be restored",
         S.ESCALATED: "rollback: a snapshot failed its integrity check, or the reaper gave up",
+    },
+    S.BLOCKED_ON_HOST: {
+        S.APPROVED: "its host's agent is back: the stage it waited in starts again",
+        S.SNAPSHOTTED: "its host's agent is back: the stage it waited in starts again",
+        S.EXECUTING: "its host's agent is back: the stage it waited in starts again",
+        S.VERIFYING: "its host's agent is back: the stage it waited in starts again",
+        S.ROLLING_BACK: "its host's agent is back: the stage it waited in starts again",
+        S.ESCALATED: "no agent came back for its host within GRACE_HOST_WAIT_SECONDS",
+        S.CANCELLED: "the incident was resolved, or an operator cancelled, before anything changed",
     },
     S.SUCCEEDED: {
         S.ROLLING_BACK: "an operator rolls a finished run back",
@@ -98,12 +113,14 @@ class Planned:
     plan_hash: str
     family: str
     target: str
+    host: str = ""
     playbook: Any = None  # the Playbook (None when re-planning the same one)
     confidence: float | None = None
     shadow: bool | None = None
 
     def fields(self) -> dict:
-        values = {"plan": self.plan, "plan_hash": self.plan_hash, "family": self.family, "target": self.target}
+        values = {"plan": self.plan, "plan_hash": self.plan_hash, "family": self.family, "target": self.target,
+                  "host": self.host}  # fmt: skip
         if self.playbook is not None:
             values.update(playbook=self.playbook, confidence=self.confidence, shadow=bool(self.shadow))
         return values
@@ -135,7 +152,35 @@ class Verified:
         return {"verification_confidence": self.confidence}
 
 
-StageResult = Planned | Gated | Verified
+@dataclass(frozen=True)
+class Held:
+    """Dispatch found no live agent for the run's host: the stage the run resumes when one is back."""
+
+    status: str
+
+    def fields(self) -> dict:
+        return {"held_status": self.status}
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """Leaving BLOCKED_ON_HOST."""
+
+    def fields(self) -> dict:
+        return {"held_status": ""}
+
+
+@dataclass(frozen=True)
+class Started:
+    """A worker entered the stage (so its message was not lost)."""
+
+    at: Any
+
+    def fields(self) -> dict:
+        return {"stage_started_at": self.at}
+
+
+StageResult = Planned | Gated | Verified | Held | Resumed | Started
 
 
 def table() -> str:

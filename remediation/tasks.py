@@ -6,29 +6,29 @@ stage. Names are pinned (tests/test_celery_config.py): renaming strands queued m
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.utils import timezone
 
 from grace_site import handoff
 from grace_site.tasking import grace_task
-from remediation import execution, lifecycle, pipeline, snapshots
+from remediation import (
+    agent,  # noqa: F401 - connects the agent's worker signals
+    execution,
+    fleet,
+    lifecycle,
+    pipeline,
+    snapshots,
+)
 from remediation.actions import load_all
 from remediation.choices import RunStatus
 from remediation.models import HealRun
-from remediation.services import claim, transition
+from remediation.services import enter_stage, transition
+from remediation.state import Started
 
 S = RunStatus
 # Import every action family (boto3, docker, kubernetes clients) when the worker loads its tasks,
 # before it forks, rather than inside the first run that needs them.
 load_all()
-
-
-def _reentrant(run: HealRun) -> bool:
-    """A stage already entered is resumed only when the reaper declared its worker lost."""
-    if run.reaper_tries == 0:
-        age = (timezone.now() - run.heartbeat_at).total_seconds()
-        if age < lifecycle.stage_allowance(run):
-            return False
-    return claim(run)
 
 
 @grace_task("remediation.start_run", result=False)
@@ -62,7 +62,7 @@ def resume_run(run_id: int) -> None:
 @grace_task("remediation.snapshot_run", long=True, result=False)
 def snapshot_run(run_id: int) -> None:
     run = HealRun.objects.filter(pk=run_id, status=S.APPROVED).first()
-    if run is not None and claim(run):
+    if run is not None and enter_stage(run):
         execution.take_snapshots(run)
 
 
@@ -72,10 +72,12 @@ def execute_run(run_id: int) -> None:
     if run is None:
         return
     if run.status == S.SNAPSHOTTED:
-        if not transition(run_id, S.SNAPSHOTTED, S.EXECUTING, note="executing", advance=False):
+        if not transition(
+            run_id, S.SNAPSHOTTED, S.EXECUTING, note="executing", advance=False, result=Started(timezone.now())
+        ):
             return
         run.status = S.EXECUTING  # the stage only reads the plan, which a transition never changes
-    elif run.status != S.EXECUTING or not _reentrant(run):
+    elif run.status != S.EXECUTING or not enter_stage(run):
         return
     execution.execute(run)
 
@@ -83,14 +85,14 @@ def execute_run(run_id: int) -> None:
 @grace_task("remediation.verify_run", long=True, result=False)
 def verify_run(run_id: int) -> None:
     run = HealRun.objects.filter(pk=run_id, status=S.VERIFYING).first()
-    if run is not None and claim(run):
+    if run is not None and enter_stage(run):
         execution.verify(run)
 
 
 @grace_task("remediation.rollback_run", long=True, result=False)
 def rollback_run(run_id: int) -> None:
     run = HealRun.objects.filter(pk=run_id, status=S.ROLLING_BACK).first()
-    if run is not None and claim(run):
+    if run is not None and enter_stage(run):
         execution.rollback(run)
 
 
@@ -110,5 +112,13 @@ def reap() -> dict:
 
 
 @grace_task("remediation.purge_snapshots", long=True)
-def purge_snapshots() -> int:
+def purge_snapshots(host: str | None = None) -> int:
+    """Retention: this host's expired snapshots; sent by beat on the shared queue, it also sends one to the
+    agent of every other host that holds expired snapshots (each host purges its own disk)."""
+    if host is not None and host != settings.GRACE_HOST:
+        return 0  # meant for another host's agent
+    if host is None:
+        others = set(snapshots.expired().exclude(host__in=["", settings.GRACE_HOST]).values_list("host", flat=True))
+        for other in sorted(others):
+            handoff.send("remediation.purge_snapshots", other, queue=fleet.host_queue(other))
     return snapshots.purge_expired()
