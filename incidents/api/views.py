@@ -4,19 +4,18 @@ import hmac
 
 import django_filters
 from django.conf import settings
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Max
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.authentication import BaseAuthentication
-from rest_framework.exceptions import APIException, AuthenticationFailed, ValidationError
+from rest_framework.exceptions import APIException, AuthenticationFailed
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from grace_site.permissions import ModelPermissions
+from grace_site import api
+from grace_site.api import ModelPermissions, error
 from incidents import alertmanager, services
-from incidents.api.parsers import BoundedJSONParser
 from incidents.api.serializers import (
     AlertmanagerWebhookSerializer,
     IncidentCreateSerializer,
@@ -28,14 +27,10 @@ from incidents.choices import IncidentStatus
 from incidents.models import Incident
 
 
-def _field_errors(exc: DjangoValidationError) -> ValidationError:
-    return ValidationError(exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages})
-
-
 class IncidentFilter(django_filters.FilterSet):
     status = django_filters.MultipleChoiceFilter(choices=IncidentStatus.choices)
     diagnosis = django_filters.CharFilter(field_name="diagnosis_code")
-    since = django_filters.IsoDateTimeFilter(field_name="last_seen", lookup_expr="gte")
+    since = api.DateTimeFilter(field_name="last_seen", lookup_expr="gte")
 
     class Meta:
         model = Incident
@@ -49,7 +44,6 @@ class IncidentViewSet(
 
     queryset = Incident.objects.annotate(latest_heal_run=Max("heal_runs__id"))
     permission_classes = [ModelPermissions]
-    parser_classes = [BoundedJSONParser]
     filterset_class = IncidentFilter
     ordering_fields = ["last_seen", "first_seen", "occurrences", "id"]
 
@@ -71,11 +65,8 @@ class IncidentViewSet(
         serializer = IncidentCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         raw = request.data if isinstance(request.data, dict) else {}
-        try:
-            signal = services.Signal(**serializer.validated_data, raw=raw)
-            result = services.retry_transient(services.ingest)(signal, actor=request.user)
-        except DjangoValidationError as exc:
-            raise _field_errors(exc) from None
+        signal = services.Signal(**serializer.validated_data, raw=raw)
+        result = services.retry_transient(services.ingest)(signal, actor=request.user)
         body = IncidentSerializer(result.incident).data
         return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
 
@@ -121,21 +112,15 @@ class AlertmanagerWebhookView(APIView):
     authentication_classes = [WebhookTokenAuthentication]
     permission_classes = [IsAuthenticated]
     throttle_classes: list = []
-    parser_classes = [BoundedJSONParser]
 
     @extend_schema(
         request=AlertmanagerWebhookSerializer,
-        responses={200: WebhookResultSerializer},
+        responses={200: WebhookResultSerializer, 503: error("Webhooks are disabled: GRACE_WEBHOOK_TOKEN is not set.")},
         summary="Receive an Alertmanager webhook delivery",
         auth=[],
     )
     def post(self, request):
         serializer = AlertmanagerWebhookSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            summary = services.retry_transient(alertmanager.process_delivery)(
-                serializer.validated_data, actor=request.user
-            )
-        except DjangoValidationError as exc:
-            raise _field_errors(exc) from None
+        summary = services.retry_transient(alertmanager.process_delivery)(serializer.validated_data, actor=request.user)
         return Response(summary)
