@@ -215,12 +215,22 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = GRACE_TASK_SOFT_TIME_LIMIT
 CELERY_TASK_TIME_LIMIT = GRACE_TASK_TIME_LIMIT
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# With Redis down, publishing a task, opening a broker channel (control pings) or subscribing to a result
+# gives up after two quick retries, about a second (Celery's defaults wait 6 s for a channel and 19 s for
+# the result store): the API answers 503 instead of holding the request, and the reaper re-sends.
+_REDIS_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.25, "interval_max": 0.5}
+CELERY_TASK_PUBLISH_RETRY_POLICY = _REDIS_RETRY
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": GRACE_TASK_TIME_LIMIT * 2,
     "socket_connect_timeout": 2,
     "socket_timeout": 5,
+    **_REDIS_RETRY,
 }
-CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout": 5}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
+    "socket_connect_timeout": 2,
+    "socket_timeout": 5,
+    "retry_policy": _REDIS_RETRY,
+}
 CELERY_TASK_DEFAULT_QUEUE = "default"
 GRACE_QUEUES = ("heal.local", "heal.cloud", "sweeps", "benchmarks", "default")
 CELERY_TASK_ROUTES = {

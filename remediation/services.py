@@ -96,7 +96,8 @@ def transition(
             data={"from": expected, "to": new, "note": note or reason or "", **({"data": data} if data else {})},
         )
         if new in RunStatus.TERMINAL:
-            transaction.on_commit(lambda: send("remediation.record_outcome", run_id))
+            # robust: the run has ended either way; a lost outcome hand-off is sent again by the reaper.
+            transaction.on_commit(lambda: send("remediation.record_outcome", run_id), robust=True)
         elif advance:
             if family is None and new in ACTION_STAGES:
                 family = HealRun.objects.filter(pk=run_id).values_list("family", flat=True).first()

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-import redis
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from kombu.exceptions import OperationalError as BrokerError
 from rest_framework import generics, serializers, status, viewsets
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
@@ -178,7 +176,7 @@ class BenchmarkStartView(APIView):
             202: OpenApiResponse(BenchmarkRunSerializer, description="Queued (or still running after the wait)."),
             404: api.error("No benchmark suite of that name."),
             409: OpenApiResponse(OpenApiTypes.OBJECT, description='The suite is disabled: {"suite": "..."}.'),
-            503: api.error("Redis is unavailable: the run could not be handed to a worker."),
+            503: api.error("Redis is unavailable: the run was created and marked failed with the reason."),
         },
     )
     def post(self, request, suite: str):
@@ -190,8 +188,8 @@ class BenchmarkStartView(APIView):
             raise NotFound(str(exc)) from None
         except DjangoValidationError as exc:
             return Response(exc.message_dict, status=status.HTTP_409_CONFLICT)
-        except (BrokerError, redis.RedisError) as exc:
-            raise api.Unavailable(f"the run was queued but could not be handed to a worker: {exc}") from exc
+        except benchmarks.HandoffFailed as exc:
+            raise api.Unavailable(str(exc)) from exc
         return _wait_and_respond(run, query)
 
 
