@@ -110,3 +110,32 @@ def test_grace_site_imports_no_grace_app():
                 imported.add(node.module.split(".")[0])
 
     assert imported & GRACE_APPS == set()
+
+
+def test_every_serializer_that_writes_a_model_checks_its_constraints():
+    from drf_spectacular.generators import EndpointEnumerator
+    from rest_framework import serializers
+
+    unchecked = set()
+    for _path, _regex, method, callback in EndpointEnumerator().get_api_endpoints():
+        serializer = getattr(callback.cls, "serializer_class", None)
+        writes = method in ("POST", "PUT", "PATCH") and serializer is not None
+        if writes and issubclass(serializer, serializers.ModelSerializer):
+            writable = set(serializer.Meta.fields) - set(getattr(serializer.Meta, "read_only_fields", ()))
+            if writable and not issubclass(serializer, api.CheckedModelSerializer):
+                unchecked.add(serializer.__name__)
+
+    assert unchecked == set()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("tier", ["0", "4"])
+def test_the_admin_refuses_a_playbook_tier_outside_1_to_3_with_a_form_error(admin_client, tier):
+    form = {"name": "p", "description": "", "diagnosis_codes": '["x"]', "steps": "[]", "tier": tier,
+            "cooldown_seconds": "300", "enabled": "on"}  # fmt: skip
+
+    response = admin_client.post("/admin/remediation/playbook/add/", form)
+
+    assert response.status_code == 200
+    assert "playbook_tier_1_to_3" in response.content.decode()
+    assert not Playbook.objects.exists()
