@@ -1,4 +1,6 @@
-"""The REST API's shared toolkit: one exception handler and the permission classes every view uses.
+"""The REST API's shared toolkit: the exception handler (and JSON 404/500 under /api/), the permission
+classes, a date-time filter PostgreSQL can always compare, a serializer base that checks a model's
+constraints before saving, and the error responses the schema documents.
 
 Errors keep DRF's shape: 400 with field errors, 401/403, 404, 409 ``{"detail"}`` for "not in a state
 that allows this", 503 ``{"detail"}`` when Redis (broker, breaker and limit state) is unavailable.
@@ -73,23 +75,23 @@ def _protected(exc: ProtectedError) -> str:
 
 def _redis_down(exc: Exception) -> str:
     return (
-        f"Redis is unavailable ({type(exc).__name__}: {exc}). What this request saved is kept; work it "
-        "handed to the workers is sent again by the reaper once Redis is back."
+        f"Redis is unavailable ({type(exc).__name__}: {exc}). Anything this request saved is kept, and work "
+        "it handed to the workers is sent again by the reaper once Redis is back."
     )
 
 
 def _translate(exc: BaseException) -> BaseException:
     if isinstance(exc, exceptions.APIException):
         return exc
-    if isinstance(exc, DjangoValidationError):
-        return exceptions.ValidationError(_field_errors(exc))
-    if isinstance(exc, ProtectedError):
-        return Conflict(_protected(exc))
-    for exc_class, status_code, detail in _ANSWERS:
+    for exc_class, status_code, detail in _ANSWERS:  # registered by the apps: the most specific
         if isinstance(exc, exc_class):
             translated = exceptions.APIException(detail.format(exc=exc))
             translated.status_code = status_code
             return translated
+    if isinstance(exc, DjangoValidationError):
+        return exceptions.ValidationError(_field_errors(exc))
+    if isinstance(exc, ProtectedError):
+        return Conflict(_protected(exc))
     if isinstance(exc, BrokerError | redis.RedisError):
         logger.warning("answering 503: %s", exc)
         return Unavailable(_redis_down(exc))
@@ -163,8 +165,9 @@ class CheckedModelSerializer(serializers.ModelSerializer):
             fields = model._meta.concrete_fields
             instance = model(**{field.attname: getattr(self.instance, field.attname) for field in fields})
             instance._state.adding = False
+        concrete = {field.name for field in model._meta.concrete_fields}
         for name, value in attrs.items():
-            if not model._meta.get_field(name).many_to_many:
+            if name in concrete:
                 setattr(instance, name, value)
         try:
             instance.validate_constraints()
@@ -242,7 +245,6 @@ def requires(*perms: str) -> type[BasePermission]:
             return bool(request.user and request.user.is_authenticated and request.user.has_perms(wanted))
 
     Requires.__name__ = Requires.__qualname__ = f"Requires({', '.join(wanted)})"
-    Requires.perms = wanted
     return Requires
 
 

@@ -24,11 +24,10 @@ from learning.models import BenchmarkRun, BenchmarkSuite, OutcomeRecord, Playboo
 
 
 class StatisticsQuery(serializers.Serializer):
-    diagnosis = serializers.CharField(required=False, default="", allow_blank=True, help_text="Diagnosis code")
-    playbook = serializers.CharField(required=False, default="", allow_blank=True, help_text="Playbook name")
-    service = serializers.CharField(
-        required=False, default="", allow_blank=True, help_text="Only outcomes of this service"
-    )
+    _text = {"required": False, "default": "", "allow_blank": True, "trim_whitespace": False}
+    diagnosis = serializers.CharField(**_text, help_text="Diagnosis code")
+    playbook = serializers.CharField(**_text, help_text="Playbook name")
+    service = serializers.CharField(**_text, help_text="Only outcomes of this service")
 
 
 class StatisticsView(generics.ListAPIView):

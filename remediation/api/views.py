@@ -70,7 +70,7 @@ class HealRunViewSet(viewsets.ReadOnlyModelViewSet):
     def get_serializer_class(self):
         return HealRunDetailSerializer if self.action == "retrieve" else HealRunSerializer
 
-    @extend_schema(request=None, responses={200: HealRunSerializer, **api.statuses(409, 503)})
+    @extend_schema(request=None, responses={200: HealRunSerializer, **api.statuses(409)})
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         run = self.get_object()
@@ -116,7 +116,6 @@ class HealIncidentView(APIView):
 
 
 @extend_schema_view(
-    create=extend_schema(responses={201: PlaybookSerializer, **api.statuses(503)}),
     update=extend_schema(responses={200: PlaybookSerializer, **api.statuses(503)}),
     partial_update=extend_schema(responses={200: PlaybookSerializer, **api.statuses(503)}),
     destroy=extend_schema(responses={204: None, **api.statuses(409)}),
