@@ -24,6 +24,7 @@ from django_filters.fields import IsoDateTimeField
 from drf_spectacular.utils import OpenApiResponse
 from kombu.exceptions import OperationalError as BrokerError
 from rest_framework import exceptions, serializers, status
+from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import BasePermission, DjangoModelPermissions
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -123,7 +124,14 @@ def server_error(request):
     return defaults.server_error(request)
 
 
-# --- filters ----------------------------------------------------------------------------------------
+# --- pagination and filters -------------------------------------------------------------------------
+
+
+class Pagination(LimitOffsetPagination):
+    """``limit`` and ``offset``, with ``limit`` capped (an unbounded one reaches the database as a LIMIT
+    neither backend can take: SQLite's "datatype mismatch", PostgreSQL's "bigint out of range")."""
+
+    max_limit = 1000
 
 
 class UTCDateTimeField(IsoDateTimeField):

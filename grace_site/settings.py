@@ -152,7 +152,7 @@ REST_FRAMEWORK = {
         "django_filters.rest_framework.DjangoFilterBackend",
         "rest_framework.filters.OrderingFilter",
     ],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "grace_site.api.Pagination",  # limit/offset, limit at most 1000
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "grace_site.openapi.AutoSchema",
     # One decoding path for every JSON body (grace_site/decoding.py); nothing else is parsed.

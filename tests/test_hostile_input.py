@@ -164,6 +164,16 @@ def test_query_strings_the_database_cannot_take_as_they_are_are_refused_or_norma
     assert isinstance(response.json(), dict)
 
 
+def test_a_page_size_beyond_what_the_database_takes_is_capped(api_client, admin_user):
+    Playbook.objects.create(name="one", diagnosis_codes=["x"], steps=[], tier=1)
+    api_client.force_authenticate(admin_user)
+
+    response = api_client.get("/api/playbooks/", {"limit": "2988919101954082209792"})
+
+    assert response.status_code == 200, response.content
+    assert response.json()["count"] == 1
+
+
 def test_an_unknown_api_url_is_a_json_404(api_client, admin_user):
     api_client.force_authenticate(admin_user)
 
