@@ -107,7 +107,7 @@ class HealIncidentView(APIView):
         except (BrokerError, redis.RedisError) as exc:
             raise _handoff_failed(incident.pk, exc) from exc
         if run is None:
-            return Response({"detail": f"incident is {incident.status}: nothing to heal"}, status=409)
+            raise api.Conflict(f"incident is {incident.status}: nothing to heal")
         if run.started_by_id != request.user.pk:
             return Response(
                 {"detail": f"incident already has a live run #{run.pk} ({run.status})", "run": run.pk}, status=409
