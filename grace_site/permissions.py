@@ -1,12 +1,5 @@
-from rest_framework.permissions import DjangoModelPermissions
+"""Former home of ModelPermissions: the permission classes now live in grace_site.api."""
 
+from grace_site.api import ModelPermissions
 
-class ModelPermissions(DjangoModelPermissions):
-    """Django model permissions, with `view_<model>` required for reads too."""
-
-    perms_map = {
-        **DjangoModelPermissions.perms_map,
-        "GET": ["%(app_label)s.view_%(model_name)s"],
-        "HEAD": ["%(app_label)s.view_%(model_name)s"],
-        "OPTIONS": ["%(app_label)s.view_%(model_name)s"],
-    }
+__all__ = ["ModelPermissions"]

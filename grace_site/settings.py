@@ -168,9 +168,13 @@ REST_FRAMEWORK = {
         "django_filters.rest_framework.DjangoFilterBackend",
         "rest_framework.filters.OrderingFilter",
     ],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "grace_site.api.Pagination",  # limit/offset, limit at most 1000
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "grace_site.openapi.AutoSchema",
+    # One decoding path for every JSON body (grace_site/decoding.py); nothing else is parsed.
+    "DEFAULT_PARSER_CLASSES": ["grace_site.decoding.JSONParser"],
+    "EXCEPTION_HANDLER": "grace_site.api.exception_handler",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "DEFAULT_THROTTLE_CLASSES": ["grace_site.throttling.AnonThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env_str("GRACE_ANON_THROTTLE", "120/minute"),
@@ -203,12 +207,21 @@ AXES_LOCKOUT_CALLABLE = "grace_site.auth_limits.admin_lockout_response"
 AXES_RESET_ON_SUCCESS = True
 AXES_ENABLE_ADMIN = False  # attempts live in Redis, not in axes' tables
 AXES_DISABLE_ACCESS_LOG = True
+# Request bodies: bigger ones get 413; deeper nesting and longer object keys get 400 naming the field.
+# GRACE_INTAKE_MAX_BODY_BYTES is the former name of GRACE_API_MAX_BODY_BYTES, still read.
+GRACE_API_MAX_BODY_BYTES = env_int(
+    "GRACE_API_MAX_BODY_BYTES", env_int("GRACE_INTAKE_MAX_BODY_BYTES", 1024 * 1024, minimum=1024), minimum=1024
+)
+GRACE_INTAKE_MAX_BODY_BYTES = GRACE_API_MAX_BODY_BYTES  # the former name, for code that still reads it
+GRACE_API_MAX_JSON_DEPTH = env_int("GRACE_API_MAX_JSON_DEPTH", 32, minimum=4, maximum=500)
+GRACE_API_MAX_KEY_LENGTH = env_int("GRACE_API_MAX_KEY_LENGTH", 256, minimum=16)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "GRACE API",
     "DESCRIPTION": "Self-healing operations: incidents, heal runs, approvals, audit and learning.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],  # the schema and its docs are public
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -243,12 +256,22 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = GRACE_TASK_SOFT_TIME_LIMIT
 CELERY_TASK_TIME_LIMIT = GRACE_TASK_TIME_LIMIT
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# With Redis down, publishing a task, opening a broker channel (control pings) or subscribing to a result
+# gives up after two quick retries, about a second (Celery's defaults wait 6 s for a channel and 19 s for
+# the result store): the API answers 503 instead of holding the request, and the reaper re-sends.
+_REDIS_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.25, "interval_max": 0.5}
+CELERY_TASK_PUBLISH_RETRY_POLICY = _REDIS_RETRY
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": GRACE_TASK_TIME_LIMIT * 2,
     "socket_connect_timeout": 2,
     "socket_timeout": 5,
+    **_REDIS_RETRY,
 }
-CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout": 5}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
+    "socket_connect_timeout": 2,
+    "socket_timeout": 5,
+    "retry_policy": _REDIS_RETRY,
+}
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "incidents.sweep*": {"queue": "sweeps"},
@@ -272,8 +295,7 @@ GRACE_HEALTH_WORKER_TIMEOUT = env_float("GRACE_HEALTH_WORKER_TIMEOUT", 1.0, mini
 GRACE_HEALTH_BEAT_MAX_AGE = env_int("GRACE_HEALTH_BEAT_MAX_AGE", 60, minimum=1)
 
 # --- incidents: intake, diagnosis, sweeps -----------------------------------
-# Intake limits: a bigger body gets 413; labels over the caps get 400 naming the label.
-GRACE_INTAKE_MAX_BODY_BYTES = env_int("GRACE_INTAKE_MAX_BODY_BYTES", 1024 * 1024, minimum=1024)
+# Intake limits (the body size is GRACE_API_MAX_BODY_BYTES): labels over the caps get 400 naming the label.
 GRACE_INTAKE_MAX_ALERTS = env_int("GRACE_INTAKE_MAX_ALERTS", 1000, minimum=1)
 GRACE_INTAKE_MAX_LABELS = env_int("GRACE_INTAKE_MAX_LABELS", 64, minimum=1)
 GRACE_INTAKE_MAX_LABEL_BYTES = env_int("GRACE_INTAKE_MAX_LABEL_BYTES", 1024, minimum=16)

@@ -4,6 +4,9 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from grace_site.health import health
 
+handler404 = "grace_site.api.page_not_found"
+handler500 = "grace_site.api.server_error"
+
 admin.site.site_header = "GRACE administration"
 admin.site.site_title = "GRACE"
 admin.site.index_title = "Operations"

@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from grace_site.decoding import show, text_problem
 from incidents.choices import Severity, Source
 
 FINGERPRINT_RE = re.compile(r"^[A-Za-z0-9:._-]{1,64}$")
@@ -44,10 +45,14 @@ def clean_labels(labels: Any, field: str = "labels", *, annotations: bool = Fals
         if not isinstance(key, str) or not key:
             raise ValidationError({field: "label names must be non-empty strings"})
         if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise ValidationError({field: f"label {key[:50]!r} must be a string or a number"})
+            raise ValidationError({field: f"label {show(key)} must be a string or a number"})
         text = value if isinstance(value, str) else json.dumps(value)
+        for what, part in (("name", key), ("value", text)):
+            problem = text_problem(part)
+            if problem:
+                raise ValidationError({field: f"label {show(key)}: the {what} {problem}"})
         if len(key.encode()) + len(text.encode()) > max_bytes:
-            raise ValidationError({field: f"label {key[:50]!r} is over {max_bytes} bytes (name plus value)"})
+            raise ValidationError({field: f"label {show(key)} is over {max_bytes} bytes (name plus value)"})
         cleaned[key] = text
     return cleaned
 

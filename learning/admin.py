@@ -231,5 +231,9 @@ class BenchmarkSuiteAdmin(AuditedAdmin):
     @admin.action(description="Run the selected suites now (on a worker)", permissions=["change"])
     def run_now(self, request: HttpRequest, queryset: QuerySet) -> None:
         for suite in queryset:
-            run = benchmarks.dispatch(suite.name, actor=request.user, trigger=Trigger.MANUAL)
+            try:
+                run = benchmarks.dispatch(suite.name, actor=request.user, trigger=Trigger.MANUAL)
+            except benchmarks.HandoffFailed as exc:
+                self.message_user(request, f"{suite.name}: {exc}", messages.ERROR)
+                continue
             self.message_user(request, f"Queued run #{run.pk} of {suite.name}.", messages.SUCCESS)

@@ -20,15 +20,15 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
+import redis
 from celery import current_app
-from celery.exceptions import TimeoutError as CeleryTimeoutError
-from celery.result import AsyncResult
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F, Q, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerError
 
 from approvals import audit
 from learning.checks import KINDS, Measurement, Metric
@@ -103,25 +103,62 @@ def create_run(name: str, *, trigger: str = Trigger.API, actor=None, task_id: st
     return run
 
 
+class HandoffFailed(Exception):
+    """A run was created but could not be handed to a worker; it is marked failed with the reason."""
+
+
 def dispatch(name: str, *, actor=None, trigger: str = Trigger.API) -> BenchmarkRun:
-    """Queue a run and hand it to a worker (queue ``benchmarks``) once the run is committed."""
+    """Queue a run and hand it to a worker (queue ``benchmarks``) once the run is committed.
+
+    With the broker down the run is marked failed, with the reason in the audit log, and HandoffFailed
+    is raised: no run stays queued with no message to run it.
+    """
     task_id = str(uuid.uuid4())
+    lost: list[Exception] = []
+
+    def hand_off() -> None:
+        # No result subscription: waiting reads the run's status (see wait), not the result store.
+        try:
+            current_app.send_task(EXECUTE_TASK, args=[run.pk], task_id=task_id, queue="benchmarks", ignore_result=True)
+        except (BrokerError, redis.RedisError) as exc:
+            _fail_unhanded(run.pk, exc, actor=actor)
+            lost.append(exc)
+
     with transaction.atomic():
         run = create_run(name, trigger=trigger, actor=actor, task_id=task_id)
-        transaction.on_commit(
-            lambda: current_app.send_task(EXECUTE_TASK, args=[run.pk], task_id=task_id, queue="benchmarks")
-        )
+        transaction.on_commit(hand_off)
+    if lost:
+        raise HandoffFailed(
+            f"benchmark run #{run.pk} could not be handed to a worker: Redis is unavailable ({lost[0]}); "
+            "it is marked failed"
+        ) from lost[0]
     return run
 
 
+def _fail_unhanded(run_id: int, exc: Exception, *, actor=None) -> None:
+    reason = f"could not be handed to a worker: {type(exc).__name__}: {exc}"
+    with transaction.atomic():
+        failed = BenchmarkRun.objects.filter(pk=run_id, status=BenchmarkRunStatus.QUEUED).update(
+            status=BenchmarkRunStatus.FAILED, finished_at=timezone.now()
+        )
+        if failed:
+            audit.record("benchmark.run_failed", actor=actor or ACTOR, obj=("learning.benchmarkrun", run_id),
+                         data={"reason": reason})  # fmt: skip
+    logger.warning("benchmark run #%s %s", run_id, reason)
+
+
 def wait(run: BenchmarkRun, timeout: float) -> BenchmarkRun:
-    """Wait up to ``timeout`` seconds for a dispatched run to finish; returns it fresh either way."""
-    if run.status not in BenchmarkRunStatus.FINISHED and run.task_id:
-        try:
-            AsyncResult(run.task_id, app=current_app).get(timeout=timeout, propagate=False)
-        except CeleryTimeoutError:
-            pass  # still running: the caller reports it as such
+    """Wait up to ``timeout`` seconds for a dispatched run to finish; returns it fresh either way.
+
+    The run's own status is the answer, so waiting needs the database only, not Celery's result store.
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.02
     run.refresh_from_db()
+    while run.status not in BenchmarkRunStatus.FINISHED and time.monotonic() < deadline:
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, 0.25)
+        run.refresh_from_db()
     return run
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -88,13 +89,30 @@ def redis_roundtrip(params: dict) -> list[Measurement]:
 
 
 def _ping_once(timeout: float) -> float:
+    """One ``grace.ping`` round trip through a worker, given up after ``timeout`` seconds whatever Redis does
+    (sending and subscribing to the result may each retry their connection to a Redis that is down)."""
     started = time.perf_counter()
-    result = current_app.send_task("grace.ping", queue="default", retry=False)
-    try:
-        # The suite may itself run inside a worker (queue benchmarks): waiting on another queue is safe.
-        reply = result.get(timeout=timeout, disable_sync_subtasks=False)
-    finally:
-        result.forget()
+    outcome: dict = {}
+
+    def ping() -> None:
+        try:
+            result = current_app.send_task("grace.ping", queue="default", retry=False)
+            try:
+                # The suite may itself run inside a worker (queue benchmarks): waiting on another queue is safe.
+                outcome["reply"] = result.get(timeout=timeout, disable_sync_subtasks=False)
+            finally:
+                result.forget()
+        except Exception as exc:  # noqa: BLE001 - handed to the caller below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=ping, name="grace-ping", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TimeoutError(f"grace.ping: no round trip within {timeout} s (broker or result store unreachable?)")
+    if "error" in outcome:
+        raise outcome["error"]
+    reply = outcome["reply"]
     if reply != "pong":
         raise RuntimeError(f"grace.ping answered {reply!r}")
     return _ms(started)

@@ -46,6 +46,10 @@ def _import_settings(tmp_path, **overrides):
         ("GRACE_AUTH_FAILURE_LIMIT", "lots"),
         ("GRACE_LOGIN_FAILURE_LIMIT", "0"),
         ("GRACE_TRUSTED_PROXIES", "-1"),
+        ("GRACE_API_MAX_BODY_BYTES", "lots"),
+        ("GRACE_INTAKE_MAX_BODY_BYTES", "100"),
+        ("GRACE_API_MAX_JSON_DEPTH", "1000"),
+        ("GRACE_API_MAX_KEY_LENGTH", "8"),
     ],
 )
 def test_a_bad_setting_stops_start_up_naming_the_variable(tmp_path, name, value):

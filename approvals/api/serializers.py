@@ -1,3 +1,4 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from approvals.models import ApprovalDecision, ApprovalRequest, AuditEvent, PolicyRule
@@ -71,7 +72,23 @@ class DecisionSerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=2000, allow_blank=False, trim_whitespace=True)
 
 
+@extend_schema_field(
+    {
+        "type": "string",
+        "pattern": r"^\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?$",
+        "description": "Wall-clock time in the rule's window_timezone (no offset), HH:MM:SS.",
+    }
+)
+class WallClockTimeField(serializers.TimeField):
+    """A time of day in a named time zone: OpenAPI's ``format: time`` would demand a UTC offset."""
+
+
 class PolicyRuleSerializer(serializers.ModelSerializer):
+    window_start = WallClockTimeField(read_only=True, allow_null=True)
+    window_end = WallClockTimeField(
+        read_only=True, allow_null=True, help_text="Before the start: the window runs past midnight."
+    )
+
     class Meta:
         model = PolicyRule
         exclude = ["created_at"]

@@ -1,11 +1,9 @@
 import django_filters
 from django.conf import settings
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Case, IntegerField, Value, When
 from drf_spectacular.utils import extend_schema
-from rest_framework import exceptions, status, viewsets
+from rest_framework import viewsets
 from rest_framework.decorators import action, api_view, permission_classes
-from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
 from approvals import services
@@ -19,12 +17,13 @@ from approvals.api.serializers import (
 from approvals.choices import RequestStatus
 from approvals.models import ApprovalRequest, AuditEvent, PolicyRule
 from approvals.policy import shadow_mode
-from grace_site.permissions import ModelPermissions
+from grace_site import api
+from grace_site.api import ModelPermissions
 
 
 class AuditEventFilter(django_filters.FilterSet):
-    since = django_filters.IsoDateTimeFilter(field_name="at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="at", lookup_expr="lt")
+    since = api.DateTimeFilter(field_name="at", lookup_expr="gte")
+    until = api.DateTimeFilter(field_name="at", lookup_expr="lt")
 
     class Meta:
         model = AuditEvent
@@ -41,10 +40,8 @@ class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
     ordering_fields = ["seq", "at"]
 
 
-class Conflict(exceptions.APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_detail = "The request is not in a state that allows this."
-    default_code = "conflict"
+api.answer(services.NotAllowed, 403)
+api.answer(services.Conflict, 409)
 
 
 class ApprovalRequestFilter(django_filters.FilterSet):
@@ -58,12 +55,16 @@ class ApprovalRequestFilter(django_filters.FilterSet):
 class ApprovalRequestViewSet(viewsets.ReadOnlyModelViewSet):
     """Approval requests, pending first then newest. Approve or reject with a reason.
 
-    403 without the approve permission for the request's tier, or for a run you started;
+    404 for any id to a user who may not view approval requests (so the tier of a request is never told
+    to them); 403 without the approve permission for the request's tier, or for a run you started;
     409 when the request is no longer pending, has expired, or you already decided it.
     """
 
     serializer_class = ApprovalRequestSerializer
-    permission_classes = [ModelPermissions]
+    permission_classes = [api.ActionPermissions]
+    # Deciding needs the view permission (checked for every detail route); the tier's approve
+    # permission is checked by services.decide.
+    action_permissions = {"approve": [], "reject": []}
     filterset_class = ApprovalRequestFilter
     ordering_fields = ["created_at", "expires_at", "tier"]
 
@@ -80,26 +81,19 @@ class ApprovalRequestViewSet(viewsets.ReadOnlyModelViewSet):
         )
 
     def _decide(self, request, pk, *, approve: bool) -> Response:
+        approval = self.get_object()
         body = DecisionSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        approval = self.get_object()
-        try:
-            services.decide(approval.pk, user=request.user, approve=approve, reason=body.validated_data["reason"])
-        except services.NotAllowed as exc:
-            raise exceptions.PermissionDenied(str(exc)) from None
-        except services.Conflict as exc:
-            raise Conflict(str(exc)) from None
-        except DjangoValidationError as exc:
-            raise exceptions.ValidationError(exc.message_dict) from None
+        services.decide(approval.pk, user=request.user, approve=approve, reason=body.validated_data["reason"])
         return Response(self.get_serializer(self.get_queryset().get(pk=approval.pk)).data)
 
-    @extend_schema(request=DecisionSerializer, responses=ApprovalRequestSerializer)
-    @action(detail=True, methods=["post"], permission_classes=[IsAuthenticated])
+    @extend_schema(request=DecisionSerializer, responses={200: ApprovalRequestSerializer, **api.statuses(409)})
+    @action(detail=True, methods=["post"])
     def approve(self, request, pk=None):
         return self._decide(request, pk, approve=True)
 
-    @extend_schema(request=DecisionSerializer, responses=ApprovalRequestSerializer)
-    @action(detail=True, methods=["post"], permission_classes=[IsAuthenticated])
+    @extend_schema(request=DecisionSerializer, responses={200: ApprovalRequestSerializer, **api.statuses(409)})
+    @action(detail=True, methods=["post"])
     def reject(self, request, pk=None):
         return self._decide(request, pk, approve=False)
 
@@ -115,7 +109,7 @@ class PolicyRuleViewSet(viewsets.ReadOnlyModelViewSet):
 
 @extend_schema(responses=GovernanceStatusSerializer)
 @api_view(["GET"])
-@permission_classes([IsAuthenticated])
+@permission_classes([api.requires("approvals.view_policyrule")])
 def governance_status(request):
     """Whether GRACE is in shadow mode (plans and gates, executes nothing), and approval expiry."""
     data = {

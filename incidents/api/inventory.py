@@ -6,24 +6,18 @@ in the response that creates it (or ``POST /api/channels/{id}/token/``) and neve
 
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from grace_site.permissions import ModelPermissions
+from grace_site.api import CheckedModelSerializer, ModelPermissions
 from incidents import channels, inventory
 from incidents.choices import RESOURCE_SCOPE, ChannelKind, ResourceKind
 from incidents.models import Channel, Resource, Service
 
 
-def _field_errors(exc: DjangoValidationError) -> ValidationError:
-    return ValidationError(exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages})
-
-
-class ResourceSerializer(serializers.ModelSerializer):
+class ResourceSerializer(CheckedModelSerializer):
     service = serializers.SlugRelatedField(slug_field="name", queryset=Service.objects.all())
     kind = serializers.ChoiceField(choices=ResourceKind.choices)
     scope = serializers.DictField(
@@ -42,7 +36,7 @@ class ResourceSerializer(serializers.ModelSerializer):
         return inventory.locator(resource)
 
 
-class ServiceSerializer(serializers.ModelSerializer):
+class ServiceSerializer(CheckedModelSerializer):
     hosts = serializers.ListField(child=serializers.CharField(max_length=63), required=False)
     tier_floor = serializers.IntegerField(min_value=1, max_value=3, default=1)
     resources = ResourceSerializer(many=True, read_only=True)
@@ -62,10 +56,7 @@ class AuditedWrites:
     def _save(self, serializer, instance):
         for name, value in serializer.validated_data.items():
             setattr(instance, name, value)
-        try:
-            type(self).save_fn(instance, actor=self.request.user)
-        except DjangoValidationError as exc:
-            raise _field_errors(exc) from None
+        type(self).save_fn(instance, actor=self.request.user)  # a ValidationError is a 400 naming the field
         serializer.instance = instance
 
     def perform_create(self, serializer):
@@ -100,7 +91,7 @@ class ResourceViewSet(AuditedWrites, viewsets.ModelViewSet):
     delete_fn = staticmethod(inventory.delete_resource)
 
 
-class ChannelSerializer(serializers.ModelSerializer):
+class ChannelSerializer(CheckedModelSerializer):
     kind = serializers.ChoiceField(choices=[(k, v) for k, v in ChannelKind.choices if k != ChannelKind.INTERNAL])
     services = serializers.SlugRelatedField(
         slug_field="name", many=True, queryset=Service.objects.all(), required=False
@@ -133,10 +124,7 @@ class ChannelViewSet(viewsets.ModelViewSet):
         services = data.pop("services", None)
         for name, value in data.items():
             setattr(channel, name, value)
-        try:
-            return channels.save(channel, services=services, actor=self.request.user)
-        except DjangoValidationError as exc:
-            raise _field_errors(exc) from None
+        return channels.save(channel, services=services, actor=self.request.user)
 
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
@@ -150,10 +138,7 @@ class ChannelViewSet(viewsets.ModelViewSet):
         serializer.instance = self._save(serializer, serializer.instance)
 
     def perform_destroy(self, instance):
-        try:
-            channels.delete(instance, actor=self.request.user)
-        except DjangoValidationError as exc:
-            raise _field_errors(exc) from None
+        channels.delete(instance, actor=self.request.user)
 
     @extend_schema(request=None, responses=ChannelSerializer)
     @action(detail=True, methods=["post"])
@@ -162,8 +147,5 @@ class ChannelViewSet(viewsets.ModelViewSet):
         channel = self.get_object()
         if not request.user.has_perm("incidents.change_channel"):
             return Response({"detail": "needs the incidents.change_channel permission"}, status=403)
-        try:
-            token = channels.issue_token(channel, actor=request.user)
-        except DjangoValidationError as exc:
-            raise _field_errors(exc) from None
+        token = channels.issue_token(channel, actor=request.user)
         return Response(ChannelSerializer(channel, context={"token": token}).data)

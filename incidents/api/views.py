@@ -1,21 +1,19 @@
 from __future__ import annotations
 
 import django_filters
-from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.authentication import BaseAuthentication
-from rest_framework.exceptions import APIException, AuthenticationFailed, ValidationError
+from rest_framework.exceptions import APIException, AuthenticationFailed
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from grace_site import auth_limits
-from grace_site.permissions import ModelPermissions
+from grace_site import api, auth_limits
+from grace_site.api import ModelPermissions, error
 from incidents import alertmanager, channels, services
-from incidents.api.parsers import BoundedJSONParser
 from incidents.api.serializers import (
     AlertmanagerWebhookSerializer,
     IncidentCreateSerializer,
@@ -27,14 +25,10 @@ from incidents.choices import ChannelKind, IncidentStatus
 from incidents.models import Channel, Incident
 
 
-def _field_errors(exc: DjangoValidationError) -> ValidationError:
-    return ValidationError(exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages})
-
-
 class IncidentFilter(django_filters.FilterSet):
     status = django_filters.MultipleChoiceFilter(choices=IncidentStatus.choices)
     diagnosis = django_filters.CharFilter(field_name="diagnosis_code")
-    since = django_filters.IsoDateTimeFilter(field_name="last_seen", lookup_expr="gte")
+    since = api.DateTimeFilter(field_name="last_seen", lookup_expr="gte")
 
     class Meta:
         model = Incident
@@ -130,7 +124,6 @@ class IncidentViewSet(
 
     queryset = Incident.objects.select_related("channel")
     permission_classes = [IntakePermissions]
-    parser_classes = [BoundedJSONParser]
     filterset_class = IncidentFilter
     ordering_fields = ["last_seen", "first_seen", "occurrences", "id"]
 
@@ -158,11 +151,8 @@ class IncidentViewSet(
             channel, raised_by = request.user.channel, None
         else:
             channel, raised_by = channels.builtin(channels.USERS), request.user
-        try:
-            signal = services.Signal(**body, raw=raw, channel=channel, raised_by=raised_by)
-            result = services.retry_transient(services.ingest)(signal, actor=request.user)
-        except DjangoValidationError as exc:
-            raise _field_errors(exc) from None
+        signal = services.Signal(**body, raw=raw, channel=channel, raised_by=raised_by)
+        result = services.retry_transient(services.ingest)(signal, actor=request.user)  # ValidationError: 400
         body = IncidentSerializer(result.incident).data
         return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
 
@@ -173,23 +163,18 @@ class AlertmanagerWebhookView(APIView):
     authentication_classes = [WebhookTokenAuthentication]
     permission_classes = [IsAuthenticated]
     throttle_classes: list = []
-    parser_classes = [BoundedJSONParser]
 
     @extend_schema(
         request=AlertmanagerWebhookSerializer,
-        responses={200: WebhookResultSerializer},
+        responses={200: WebhookResultSerializer, 503: error("Webhooks are disabled: no token is configured.")},
         summary="Receive an Alertmanager webhook delivery",
-        auth=[],
     )
     def post(self, request):
         serializer = AlertmanagerWebhookSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            summary = services.retry_transient(alertmanager.process_delivery)(
-                serializer.validated_data, channel=request.user.channel, actor=request.user
-            )
-        except DjangoValidationError as exc:
-            raise _field_errors(exc) from None
+        summary = services.retry_transient(alertmanager.process_delivery)(
+            serializer.validated_data, channel=request.user.channel, actor=request.user
+        )
         return Response(summary)
 
 
@@ -197,12 +182,19 @@ class ChannelTokenScheme(OpenApiAuthenticationExtension):
     """The bearer token of an intake channel, in the published schema."""
 
     target_class = ChannelTokenAuthentication
-    match_subclasses = True
     name = "channelToken"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "description": "An API channel's token (grc_...)."}
+
+
+class WebhookTokenScheme(OpenApiAuthenticationExtension):
+    target_class = WebhookTokenAuthentication
+    name = "webhookToken"
 
     def get_security_definition(self, auto_schema):
         return {
             "type": "http",
             "scheme": "bearer",
-            "description": "An intake channel's token (grc_...); on the webhook also GRACE_WEBHOOK_TOKEN.",
+            "description": "An Alertmanager channel's token (grc_...), or GRACE_WEBHOOK_TOKEN.",
         }

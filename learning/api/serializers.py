@@ -53,6 +53,20 @@ class RecommendationSerializer(serializers.Serializer):
     evidence = serializers.DictField()
 
 
+class ThresholdsSerializer(serializers.Serializer):
+    confidence_tier_threshold = serializers.FloatField()
+    pause_after_failures = serializers.IntegerField()
+    min_attempts_for_confidence = serializers.IntegerField()
+
+
+class RecommendationsSerializer(serializers.Serializer):
+    """``GET /api/learning/recommendations/``: the ranking for one diagnosis and the thresholds it used."""
+
+    diagnosis = serializers.CharField()
+    thresholds = ThresholdsSerializer()
+    recommendations = RecommendationSerializer(many=True)
+
+
 class BenchmarkResultSerializer(serializers.ModelSerializer):
     class Meta:
         model = BenchmarkResult

@@ -4,23 +4,30 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-import redis
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from kombu.exceptions import OperationalError as BrokerError
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status, viewsets
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from grace_site.permissions import ModelPermissions
+from grace_site import api
+from grace_site.api import ModelPermissions
 from incidents.choices import IncidentStatus, Source
 from incidents.models import Incident
 from learning import analytics, benchmarks, services
-from learning.api.serializers import BenchmarkRunSerializer, RecommendationSerializer, StatisticsSerializer
+from learning.api.serializers import BenchmarkRunSerializer, RecommendationsSerializer, StatisticsSerializer
 from learning.choices import BenchmarkRunStatus
 from learning.models import BenchmarkRun, BenchmarkSuite, OutcomeRecord, PlaybookStatistics
+
+
+class StatisticsQuery(serializers.Serializer):
+    _text = {"required": False, "default": "", "allow_blank": True, "trim_whitespace": False}
+    diagnosis = serializers.CharField(**_text, help_text="Diagnosis code")
+    playbook = serializers.CharField(**_text, help_text="Playbook name")
+    service = serializers.CharField(**_text, help_text="Only outcomes of this service")
 
 
 class StatisticsView(generics.ListAPIView):
@@ -31,23 +38,14 @@ class StatisticsView(generics.ListAPIView):
     queryset = PlaybookStatistics.objects.all()
     filter_backends: list = []
 
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("diagnosis", str, description="Diagnosis code"),
-            OpenApiParameter("playbook", str, description="Playbook name"),
-            OpenApiParameter("service", str, description="Only outcomes of this service"),
-        ]
-    )
+    @extend_schema(parameters=[StatisticsQuery])
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        params = self.request.query_params
-        return analytics.statistics(
-            diagnosis=params.get("diagnosis", ""),
-            playbook=params.get("playbook", ""),
-            service=params.get("service", ""),
-        )
+        query = StatisticsQuery(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        return analytics.statistics(**query.validated_data)
 
 
 class RecommendationsQuery(serializers.Serializer):
@@ -61,7 +59,7 @@ class RecommendationsView(APIView):
     permission_classes = [ModelPermissions]
     queryset = PlaybookStatistics.objects.none()
 
-    @extend_schema(parameters=[RecommendationsQuery], responses={200: RecommendationSerializer(many=True)})
+    @extend_schema(parameters=[RecommendationsQuery], responses={200: RecommendationsSerializer})
     def get(self, request):
         query = RecommendationsQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -170,7 +168,15 @@ class BenchmarkStartView(APIView):
     queryset = BenchmarkRun.objects.none()
 
     @extend_schema(
-        request=None, parameters=[WaitQuery], responses={200: BenchmarkRunSerializer, 202: BenchmarkRunSerializer}
+        request=None,
+        parameters=[WaitQuery],
+        responses={
+            200: OpenApiResponse(BenchmarkRunSerializer, description="``?wait=true`` and the run has finished."),
+            202: OpenApiResponse(BenchmarkRunSerializer, description="Queued (or still running after the wait)."),
+            404: api.error("No benchmark suite of that name."),
+            409: OpenApiResponse(OpenApiTypes.OBJECT, description='The suite is disabled: {"suite": "..."}.'),
+            503: api.error("Redis is unavailable: the run was created and marked failed with the reason."),
+        },
     )
     def post(self, request, suite: str):
         query = WaitQuery(data=request.query_params)
@@ -181,11 +187,8 @@ class BenchmarkStartView(APIView):
             raise NotFound(str(exc)) from None
         except DjangoValidationError as exc:
             return Response(exc.message_dict, status=status.HTTP_409_CONFLICT)
-        except (BrokerError, redis.RedisError) as exc:
-            return Response(
-                {"detail": f"the run was queued but could not be handed to a worker: {exc}"},
-                status=status.HTTP_503_SERVICE_UNAVAILABLE,
-            )
+        except benchmarks.HandoffFailed as exc:
+            raise api.Unavailable(str(exc)) from exc
         return _wait_and_respond(run, query)
 
 
@@ -198,7 +201,13 @@ class BenchmarkRunViewSet(viewsets.ReadOnlyModelViewSet):
     filterset_fields = ["status", "trigger", "suite__name"]
     ordering_fields = ["created_at"]
 
-    @extend_schema(parameters=[WaitQuery])
+    @extend_schema(
+        parameters=[WaitQuery],
+        responses={
+            200: OpenApiResponse(BenchmarkRunSerializer, description="The run has finished."),
+            202: OpenApiResponse(BenchmarkRunSerializer, description="The run is still queued or running."),
+        },
+    )
     def retrieve(self, request, *args, **kwargs):
         query = WaitQuery(data=request.query_params)
         query.is_valid(raise_exception=True)

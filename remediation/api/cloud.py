@@ -6,9 +6,9 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serial
 from rest_framework import serializers
 from rest_framework.decorators import api_view, permission_classes
 from rest_framework.exceptions import ValidationError
-from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
+from grace_site import api
 from remediation import cloud_status
 
 
@@ -48,7 +48,7 @@ CloudStatusSerializer = inline_serializer(
     responses={200: CloudStatusSerializer},
 )
 @api_view(["GET"])
-@permission_classes([IsAuthenticated])
+@permission_classes([api.requires("remediation.view_healrun")])
 def cloud_status_view(request):
     family = request.query_params.get("family")
     if family is None:

@@ -1,5 +1,6 @@
 from rest_framework import serializers
 
+from grace_site import api
 from remediation.models import ActionAttempt, ContractResult, HealRun, Playbook, RunEvent, Snapshot
 from remediation.planner import validate_steps
 
@@ -33,7 +34,7 @@ class SnapshotSerializer(serializers.ModelSerializer):
 
 
 class HealRunSerializer(serializers.ModelSerializer):
-    playbook = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    playbook = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
     service = serializers.CharField(source="incident.service", read_only=True)
 
     class Meta:
@@ -61,7 +62,7 @@ class HealRequestSerializer(serializers.Serializer):
     dry_run = serializers.BooleanField(default=False)
 
 
-class PlaybookSerializer(serializers.ModelSerializer):
+class PlaybookSerializer(api.CheckedModelSerializer):
     class Meta:
         model = Playbook
         fields = [
@@ -69,6 +70,8 @@ class PlaybookSerializer(serializers.ModelSerializer):
             "enabled", "shadow", "paused_reason", "updated_at",
         ]  # fmt: skip
         read_only_fields = ["paused_reason", "updated_at"]
+        # The database's playbook_tier_1_to_3 constraint, stated here so a bad tier is a 400 naming the field.
+        extra_kwargs = {"tier": {"min_value": 1, "max_value": 3}}
 
     def validate_steps(self, steps):
         try:
@@ -81,3 +84,37 @@ class PlaybookSerializer(serializers.ModelSerializer):
         if not isinstance(codes, list) or not all(isinstance(c, str) and c for c in codes):
             raise serializers.ValidationError("must be a list of diagnosis codes")
         return codes
+
+
+class ActionSerializer(serializers.Serializer):
+    """One registered action of the catalogue (``GET /api/actions/``)."""
+
+    name = serializers.CharField()
+    family = serializers.CharField()
+    tier = serializers.IntegerField(min_value=1, max_value=3)
+    idempotent = serializers.BooleanField()
+    reversible = serializers.BooleanField()
+    timeout = serializers.FloatField(help_text="Seconds.")
+    description = serializers.CharField()
+    params = serializers.DictField(child=serializers.CharField(), help_text="Parameter name to its field type.")
+
+
+class OpenBreakerSerializer(serializers.Serializer):
+    action = serializers.CharField()
+    target = serializers.CharField()
+    state = serializers.CharField(help_text="open or half-open")
+    failures = serializers.IntegerField()
+    opened_at = serializers.DateTimeField(allow_null=True)
+    resets_at = serializers.DateTimeField(allow_null=True)
+
+
+class SpentLimitSerializer(serializers.Serializer):
+    action = serializers.CharField()
+    target = serializers.CharField()
+    limit = serializers.CharField()
+    resets_at = serializers.DateTimeField()
+
+
+class ResilienceSerializer(serializers.Serializer):
+    breakers = OpenBreakerSerializer(many=True)
+    rate_limits = SpentLimitSerializer(many=True)

@@ -94,3 +94,47 @@ def start_beat(tmp_dir: Path) -> Managed:
         "--pidfile=", f"--schedule={tmp_dir / 'beat-schedule'}", "--max-interval", "1",
     ]  # fmt: skip
     return Managed(argv, process_env(), tmp_dir / f"beat-{uuid.uuid4().hex[:8]}.log")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_port(port: int, proc: Managed, what: str, timeout: float = 30.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.proc.poll() is not None:
+            raise RuntimeError(f"{what} exited during start-up:\n{proc.log()}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    proc.stop()
+    raise RuntimeError(f"{what} did not listen on port {port} within {timeout} s:\n{proc.log()}")
+
+
+def start_redis(tmp_dir: Path, port: int) -> Managed:
+    """A throwaway redis-server on ``port`` (no persistence): stop it to have a Redis that is down."""
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(tmp_dir)]  # fmt: skip
+    server = Managed(argv, dict(os.environ), tmp_dir / f"redis-{port}.log")
+    _wait_for_port(port, server, "redis-server")
+    return server
+
+
+def start_web(tmp_dir: Path, **env: str) -> tuple[Managed, str]:
+    """gunicorn serving GRACE on the test database (one worker), as `make run` does; returns it and its URL."""
+    port = free_port()
+    argv = [
+        sys.executable, "-m", "gunicorn", "grace_site.wsgi", "--bind", f"127.0.0.1:{port}",
+        "--workers", "1", "--threads", "4", "--timeout", "60",
+    ]  # fmt: skip
+    web = Managed(argv, process_env(**env), tmp_dir / f"web-{port}.log")
+    _wait_for_port(port, web, "gunicorn")
+    return web, f"http://127.0.0.1:{port}"
