@@ -16,7 +16,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential_jitter
 
 from approvals import audit
 from remediation import contracts, snapshots
@@ -139,6 +139,20 @@ def _snapshot_state(run: HealRun, index: int) -> dict:
     return snap.state if snap else {}
 
 
+def _guarded(action, params: dict) -> dict:
+    """The action through its breaker and rate limit. When that state cannot be read (Redis down), nothing has
+    run yet: the check is tried again with backoff for GRACE_INFRA_RETRY_SECONDS before the step is blocked."""
+    for attempt in Retrying(
+        stop=stop_after_delay(settings.GRACE_INFRA_RETRY_SECONDS),
+        wait=wait_exponential_jitter(multiplier=0.5, max=10),
+        retry=retry_if_exception(lambda exc: isinstance(exc, Blocked) and exc.unreadable),
+        reraise=True,
+    ):
+        with attempt:
+            return run_guarded(action, params, lambda: action.execute(params))
+    raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+
 def _run_step(run: HealRun, step: PlanStep) -> StepFailure | None:
     action = load_all().get(step.action)
     params = step.params
@@ -175,7 +189,7 @@ def _run_step(run: HealRun, step: PlanStep) -> StepFailure | None:
     attempt = _attempt(run, step, Phase.EXECUTE, number)
     first = number == 1  # a lost earlier attempt may have changed the target even if this one cannot run
     try:
-        result = run_guarded(action, params, lambda: action.execute(params))
+        result = _guarded(action, params)
     except Blocked as exc:
         _finish(attempt, AttemptStatus.FAILED, error=f"blocked: {exc.reason}")
         return StepFailure(step.index, "blocked", f"{action.name} on {step.target}: {exc.reason}", first)
@@ -327,7 +341,7 @@ def rollback(run: HealRun, *, from_status: str = S.ROLLING_BACK) -> None:
         attempt = _attempt(run, step, Phase.ROLLBACK, number)
         try:
             for retry in Retrying(
-                stop=stop_after_attempt(3), wait=wait_exponential_jitter(initial=0.2, max=2),
+                stop=stop_after_attempt(3), wait=wait_exponential_jitter(multiplier=0.2, max=2),
                 retry=retry_if_exception(_transient), reraise=True,
             ):  # fmt: skip
                 with retry:

@@ -64,11 +64,12 @@ REDIS_ERRORS = (redis.RedisError, StorageError)
 class Blocked(Exception):
     """The call was not made: its breaker is open, its rate limit is spent, or that state cannot be read."""
 
-    def __init__(self, reason: str, *, kind: str, reset_at: datetime | None = None):
+    def __init__(self, reason: str, *, kind: str, reset_at: datetime | None = None, unreadable: bool = False):
         super().__init__(reason)
         self.reason = reason
         self.kind = kind  # "breaker" | "rate_limit"
         self.reset_at = reset_at
+        self.unreadable = unreadable  # the state could not be read (Redis down): worth retrying for a while
 
 
 def _limiter() -> MovingWindowRateLimiter:
@@ -282,7 +283,7 @@ def run_guarded(action: Action, params: dict, fn: Callable[[], dict]) -> dict:
         stage = "rate_limit"
         _spend_rate_limit(action.name, target)
     except REDIS_ERRORS as exc:
-        raise Blocked(f"resilience state unavailable: {exc}", kind=stage) from exc
+        raise Blocked(f"resilience state unavailable: {exc}", kind=stage, unreadable=True) from exc
     try:
         return breaker.call(_retrying(), fn)
     except pybreaker.CircuitBreakerError as exc:  # opened by another worker since the check

@@ -1,7 +1,11 @@
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
 from rest_framework import serializers
 
 from grace_site import api
-from remediation.models import ActionAttempt, ContractResult, HealRun, Playbook, RunEvent, Snapshot
+from remediation.models import ActionAttempt, Agent, ContractResult, HealRun, Playbook, RunEvent, Snapshot
 from remediation.planner import validate_steps
 
 
@@ -118,3 +122,17 @@ class SpentLimitSerializer(serializers.Serializer):
 class ResilienceSerializer(serializers.Serializer):
     breakers = OpenBreakerSerializer(many=True)
     rate_limits = SpentLimitSerializer(many=True)
+
+
+class AgentSerializer(serializers.ModelSerializer):
+    live = serializers.SerializerMethodField(help_text="Heard from within GRACE_AGENT_LIVE_SECONDS and not stopped.")
+
+    class Meta:
+        model = Agent
+        fields = ["id", "host", "name", "queues", "version", "var_dir", "pid", "started_at", "last_seen",
+                  "stopped_at", "live"]  # fmt: skip
+        read_only_fields = fields
+
+    def get_live(self, agent: Agent) -> bool:
+        cutoff = timezone.now() - timedelta(seconds=settings.GRACE_AGENT_LIVE_SECONDS)
+        return agent.stopped_at is None and agent.last_seen >= cutoff

@@ -6,6 +6,7 @@ from remediation.api import views
 router = DefaultRouter(trailing_slash=True)
 router.register("runs", views.HealRunViewSet, basename="run")
 router.register("playbooks", views.PlaybookViewSet, basename="playbook")
+router.register("agents", views.AgentViewSet, basename="agent")
 
 urlpatterns = [
     path("", include("remediation.api.cloud_urls")),

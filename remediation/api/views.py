@@ -16,6 +16,7 @@ from remediation import lifecycle, pipeline, playbooks, resilience
 from remediation.actions import load_all
 from remediation.api.serializers import (
     ActionSerializer,
+    AgentSerializer,
     HealRequestSerializer,
     HealRunDetailSerializer,
     HealRunSerializer,
@@ -23,7 +24,7 @@ from remediation.api.serializers import (
     ResilienceSerializer,
 )
 from remediation.choices import RunStatus
-from remediation.models import HealRun, Playbook
+from remediation.models import Agent, HealRun, Playbook
 
 api.answer(lifecycle.RollbackRefused, 409, "rollback refused: {exc}")
 
@@ -199,3 +200,12 @@ def resilience_reset(request):
         raise ValidationError({"action": [f"unknown action {body.validated_data['action']!r}"]})
     reset = resilience.reset_breaker(body.validated_data["action"], body.validated_data["target"], actor=request.user)
     return Response({"reset": reset, **body.validated_data})
+
+
+class AgentViewSet(viewsets.ReadOnlyModelViewSet):
+    """The fleet's agents: the host each acts on, the queues it consumes, its GRACE_VAR_DIR and last report."""
+
+    queryset = Agent.objects.all()
+    serializer_class = AgentSerializer
+    permission_classes = [ModelPermissions]
+    filterset_fields = ["host"]

@@ -24,12 +24,14 @@ def resource(
     name: str | None = None,
     environment: str = "staging",
     tier_floor: int = 1,
+    host: str = "",
     **scope: str,
 ) -> Resource:
     """Register ``target`` as a resource of ``service_name`` (created with ``environment`` when missing)."""
     owner = service(service_name, environment=environment, tier_floor=tier_floor)
     return inventory.save_resource(
-        Resource(service=owner, name=name or kind, kind=kind, target=str(target), scope=scope), actor="test"
+        Resource(service=owner, name=name or kind, kind=kind, target=str(target), scope=scope, host=host),
+        actor="test",
     )
 
 
