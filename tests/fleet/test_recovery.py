@@ -8,20 +8,15 @@ import time
 from datetime import timedelta
 
 import pytest
-import requests
 from django.utils import timezone
-from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from incidents.models import DiagnosisRule, Incident
+from incidents.models import Incident
 from remediation import execution, lifecycle
 from remediation.actions import load_all
 from remediation.choices import RunStatus
-from remediation.models import ActionAttempt, HealRun
+from remediation.models import HealRun
 from remediation.resilience import Blocked
-from tests.remediation.conftest import make_playbook
-from tests.support import inventory
-from tests.support.processes import free_port, start_beat, start_redis, start_web, start_worker
-from tests.support.runs import wait_for
+from tests.support.processes import free_port, start_redis
 
 S = RunStatus
 
