@@ -9,7 +9,9 @@ work: every hand-off has a beat-driven re-send (the reaper, the approval and not
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import partial
 
 import redis
@@ -53,6 +55,32 @@ TASKS: dict[str, str] = {
 BROKER_ERRORS = (KombuError, redis.RedisError, OSError)
 
 
+# Inside strict(): the broker errors of after-commit hand-offs, raised when the block ends.
+_refused: ContextVar[list[Exception] | None] = ContextVar("grace_handoff_refused", default=None)
+
+
+@contextmanager
+def strict() -> Iterator[None]:
+    """An endpoint whose caller must hear that its hand-off failed (a manual heal, an operator rollback):
+    after-commit hand-offs the broker refuses inside the block are still logged and left to the beat re-sends,
+    and the first error is raised when the block ends, once every other commit hook has run. What was
+    committed stays committed; the API answers 503 naming it."""
+    refused: list[Exception] = []
+    token = _refused.set(refused)
+    try:
+        yield
+    finally:
+        _refused.reset(token)
+    if refused:
+        raise refused[0]
+
+
+def _note_refused(exc: Exception) -> None:
+    refused = _refused.get()
+    if refused is not None:
+        refused.append(exc)
+
+
 def send(task: str, *args, queue: str | None = None, **options) -> None:
     """Publish ``task`` now (no result is subscribed to: nobody waits on a hand-off)."""
     options.setdefault("ignore_result", True)
@@ -74,6 +102,7 @@ def _send_logged(task: str, args: tuple, queue: str | None, options: dict) -> No
         send(task, *args, queue=queue, **options)
     except BROKER_ERRORS as exc:
         logger.warning("could not send %s%s (a beat pass sends it again): %s", task, list(args), exc)
+        _note_refused(exc)
 
 
 def send_many(task: str, ids: Iterable, *, queue: str | None = None) -> None:
@@ -88,3 +117,4 @@ def _send_many(task: str, ids: list, queue: str | None) -> None:
         send_many(task, ids, queue=queue)
     except BROKER_ERRORS as exc:
         logger.warning("could not send %s for %s (a beat pass sends them again): %s", task, ids, exc)
+        _note_refused(exc)

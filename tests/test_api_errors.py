@@ -42,7 +42,9 @@ def test_a_protected_error_is_a_409_saying_what_refers_to_the_object():
     playbook = Playbook.objects.create(name="kept", diagnosis_codes=["x"], steps=[], tier=1)
     now = timezone.now()
     incident = Incident.objects.create(fingerprint="e", title="t", first_seen=now, last_seen=now)
-    runs = [HealRun.objects.create(incident=incident, playbook=playbook, status="FAILED") for _ in range(2)]
+    runs = [
+        HealRun.objects.create(incident=incident, playbook=playbook, status="FAILED", finished_at=now) for _ in range(2)
+    ]
 
     response = handle(ProtectedError("protected", set(runs)))
 

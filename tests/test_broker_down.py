@@ -15,8 +15,8 @@ import pytest
 import requests
 from django.conf import settings
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
+from approvals import tokens
 from approvals.models import AuditEvent
 from incidents.models import Incident
 from learning.models import BenchmarkRun
@@ -49,7 +49,7 @@ def web(django_db_setup, tmp_path_factory, dead_redis_url):
 @pytest.fixture
 def api(web, admin_user):
     session = requests.Session()
-    session.headers["Authorization"] = f"Token {Token.objects.create(user=admin_user).key}"
+    session.headers["Authorization"] = f"Token {tokens.issue(admin_user, name='broker-down')[1]}"
 
     def call(method: str, path: str, **kwargs) -> tuple[requests.Response, float]:
         started = time.monotonic()

@@ -187,13 +187,13 @@ def test_deleting_a_playbook_runs_refer_to_is_409(api_client, admin_user):
     playbook = Playbook.objects.create(name="used", diagnosis_codes=["x"], steps=[], tier=1)
     now = timezone.now()
     incident = Incident.objects.create(fingerprint="f", title="t", first_seen=now, last_seen=now)
-    HealRun.objects.create(incident=incident, playbook=playbook, status="SUCCEEDED")
+    HealRun.objects.create(incident=incident, playbook=playbook, status="SUCCEEDED", finished_at=now)
     api_client.force_authenticate(admin_user)
 
     response = api_client.delete(f"/api/playbooks/{playbook.pk}/")
 
     assert response.status_code == 409
-    assert "1 heal runs" in response.json()["detail"]
+    assert "has 1 run(s)" in response.json()["detail"]
     assert Playbook.objects.filter(pk=playbook.pk).exists()
     assert not AuditEvent.objects.filter(action="playbook.deleted").exists()
 

@@ -92,12 +92,17 @@ class ResourceViewSet(AuditedWrites, viewsets.ModelViewSet):
 
 
 class ChannelSerializer(CheckedModelSerializer):
-    kind = serializers.ChoiceField(choices=[(k, v) for k, v in ChannelKind.choices if k != ChannelKind.INTERNAL])
+    kind = serializers.ChoiceField(choices=ChannelKind.choices)
     services = serializers.SlugRelatedField(
         slug_field="name", many=True, queryset=Service.objects.all(), required=False
     )
-    owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    owner = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     token = serializers.SerializerMethodField(help_text="Only in the response that issues it; never stored.")
+
+    def validate_kind(self, kind: str) -> str:
+        if kind == ChannelKind.INTERNAL:
+            raise serializers.ValidationError("internal channels are GRACE's own (sweeps, benchmarks, exceptions)")
+        return kind
 
     class Meta:
         model = Channel

@@ -2,14 +2,13 @@ import django_filters
 import redis
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, extend_schema_view
-from kombu.exceptions import OperationalError as BrokerError
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from grace_site import api
+from grace_site import api, handoff
 from grace_site.api import ModelPermissions
 from incidents.models import Incident
 from remediation import lifecycle, pipeline, playbooks, resilience
@@ -80,7 +79,8 @@ class HealRunViewSet(viewsets.ReadOnlyModelViewSet):
     @extend_schema(request=None, responses={202: HealRunSerializer, **api.statuses(409, 503)})
     @action(detail=True, methods=["post"])
     def rollback(self, request, pk=None):
-        run = lifecycle.operator_rollback(self.get_object().pk, actor=request.user)
+        with handoff.strict():  # 503 when the rollback cannot be handed to a worker (it stays ROLLING_BACK)
+            run = lifecycle.operator_rollback(self.get_object().pk, actor=request.user)
         return Response(HealRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -101,9 +101,10 @@ class HealIncidentView(APIView):
         body = HealRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         try:
-            run = pipeline.start_run(incident.pk, dry_run=body.validated_data["dry_run"], started_by=request.user,
-                                     manual=True)  # fmt: skip
-        except (BrokerError, redis.RedisError) as exc:
+            with handoff.strict():
+                run = pipeline.start_run(incident.pk, dry_run=body.validated_data["dry_run"], started_by=request.user,
+                                         manual=True)  # fmt: skip
+        except handoff.BROKER_ERRORS as exc:
             raise _handoff_failed(incident.pk, exc) from exc
         if run is None:
             raise api.Conflict(f"incident is {incident.status}: nothing to heal")
