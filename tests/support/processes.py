@@ -70,8 +70,13 @@ class Managed:
         self._log.close()
 
 
-def start_worker(tmp_dir: Path, *, queues: str = ALL_QUEUES, concurrency: int = 2, **env: str) -> tuple[Managed, str]:
+def start_worker(
+    tmp_dir: Path, *, queues: str = ALL_QUEUES, concurrency: int = 2, broker_url: str | None = None, **env: str
+) -> tuple[Managed, str]:
+    """A worker on the test database; ``broker_url`` puts it (and the start-up ping) on another Redis."""
     name = f"test-{uuid.uuid4().hex[:8]}@localhost"
+    if broker_url:
+        env["REDIS_URL"] = broker_url
     argv = [
         sys.executable, "-m", "celery", "-A", "grace_site", "worker",
         "-Q", queues, "-c", str(concurrency), "-n", name,
@@ -82,18 +87,25 @@ def start_worker(tmp_dir: Path, *, queues: str = ALL_QUEUES, concurrency: int = 
     while time.monotonic() < deadline:
         if worker.proc.poll() is not None:
             raise RuntimeError(f"Celery worker exited during start-up:\n{worker.log()}")
-        if celery_app.control.ping(destination=[name], timeout=0.5):
+        if broker_url:  # the control mailbox publishes on the default broker: wait for its agent's report
+            from remediation.models import Agent
+
+            connection.close_if_unusable_or_obsolete()
+            if Agent.objects.filter(name=name, stopped_at=None).exists():
+                return worker, name
+            time.sleep(0.2)
+        elif celery_app.control.ping(destination=[name], timeout=0.5):
             return worker, name
     worker.stop()
     raise RuntimeError(f"Celery worker did not answer a ping within 60 s:\n{worker.log()}")
 
 
-def start_beat(tmp_dir: Path) -> Managed:
+def start_beat(tmp_dir: Path, **env: str) -> Managed:
     argv = [
         sys.executable, "-m", "celery", "-A", "grace_site", "beat", "-l", "info",
         "--pidfile=", f"--schedule={tmp_dir / 'beat-schedule'}", "--max-interval", "1",
     ]  # fmt: skip
-    return Managed(argv, process_env(), tmp_dir / f"beat-{uuid.uuid4().hex[:8]}.log")
+    return Managed(argv, process_env(**env), tmp_dir / f"beat-{uuid.uuid4().hex[:8]}.log")
 
 
 def free_port() -> int:
