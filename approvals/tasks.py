@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.conf import settings
 
-from approvals import notifications, services
+from approvals import audit, checkpoints, notifications, services
 
 
 @shared_task(name="approvals.expire_requests", acks_late=True, soft_time_limit=60, time_limit=90)
@@ -38,3 +38,12 @@ def deliver_notification(self, notification_id: int) -> str:
             notifications.mark_failed(notification_id, f"gave up after {self.request.retries + 1} attempt(s): {exc}")
             return "failed"
         raise
+
+
+@shared_task(name="approvals.seal_audit", acks_late=True, soft_time_limit=30, time_limit=60, ignore_result=True)
+def seal_audit() -> dict:
+    """Beat, every second: chain the audit entries committed since the last pass, then sign a checkpoint
+    of the head when one is due. Single-flight: a pass that finds another sealer at work returns."""
+    sealed = audit.seal(wait=False, max_seconds=20)
+    checkpoint = checkpoints.issue(only_if_due=True, wait=False)
+    return {"sealed": sealed.sealed, "head": sealed.head, "busy": sealed.busy, "checkpoint": bool(checkpoint)}
