@@ -4,3 +4,10 @@ from django.apps import AppConfig
 class ApprovalsConfig(AppConfig):
     name = "approvals"
     verbose_name = "Governance and audit"
+
+    def ready(self) -> None:
+        from approvals import checkpoints
+        from grace_site import health
+
+        # Sealing lag and checkpoints are warnings on /api/health/, never a 503: GRACE heals without them.
+        health.register_warning_check("audit", checkpoints.health)
