@@ -12,7 +12,8 @@ from django.db import DatabaseError, IntegrityError, connection, connections, tr
 from approvals import audit, sealing
 from approvals.models import GENESIS_HASH, AuditCheckpoint, AuditEvent, AuditSeal
 from tests.support import audit as audit_lock
-from tests.support.processes import ROOT, process_env
+from tests.support.processes import ROOT, process_env, start_beat
+from tests.support.runs import wait_for
 
 postgres_only = pytest.mark.skipif(
     "connection.vendor != 'postgresql'",
@@ -392,3 +393,26 @@ def test_pending_counts_committed_entries_the_sealer_has_not_reached():
     audit.seal()
 
     assert sealing.pending() == (0, None)
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_beat_and_a_worker_seal_committed_entries_within_seconds(celery_worker, tmp_path):
+    from django_celery_beat.models import PeriodicTask
+
+    from approvals import defaults
+
+    defaults.install()  # the shipped beat entries (installing audits the default policy rules too)
+    entry = PeriodicTask.objects.get(task="approvals.seal_audit")
+    beat = start_beat(tmp_path)
+    try:
+        _append(5)
+        total = AuditEvent.objects.count()
+        wait_for(lambda: AuditSeal.objects.count() == total, timeout=30, what="beat's sealer", detail=beat.log)
+    finally:
+        beat.stop()
+
+    assert (entry.interval.every, entry.interval.period, entry.queue) == (1, "seconds", "default")
+    assert entry.expire_seconds  # a backlog after a worker outage expires instead of piling up
+    report = audit.verify_chain()
+    assert report.ok and report.count == total

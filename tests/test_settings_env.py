@@ -40,6 +40,14 @@ def _import_settings(tmp_path, **overrides):
         ("GRACE_HEALTH_WORKER_TIMEOUT", "soon"),
         ("GRACE_PROBE_ALLOWED_HOSTS", "127.0.0.*"),
         ("GRACE_PROBE_ALLOWED_HOSTS", "api.*.example.com"),
+        ("GRACE_AUDIT_SIGNING_KEY", "not-a-key"),
+        ("GRACE_AUDIT_SIGNING_KEY", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----"),
+        ("GRACE_AUDIT_SIGNING_KEY_FILE", "/nonexistent/audit-key.pem"),
+        ("GRACE_AUDIT_CHECKPOINT_SINKS", "ftp://example.com/checkpoints"),
+        ("GRACE_AUDIT_CHECKPOINT_SINKS", "relative/checkpoints.jsonl"),
+        ("GRACE_AUDIT_S3_LOCK_MODE", "LEGAL_HOLD"),
+        ("GRACE_AUDIT_ORIGIN", "two words"),
+        ("GRACE_AUDIT_CHECKPOINT_SECONDS", "0"),
     ],
 )
 def test_a_bad_setting_stops_start_up_naming_the_variable(tmp_path, name, value):
