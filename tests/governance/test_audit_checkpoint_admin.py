@@ -1,6 +1,8 @@
 """The admin's audit pages: entries before and after sealing, and the latest checkpoint, its age and whether it
 verifies."""
 
+import re
+
 import pytest
 
 from approvals import audit, checkpoints
@@ -34,7 +36,8 @@ def test_the_checkpoint_page_shows_the_latest_checkpoint_its_age_and_that_it_ver
     assert "yes: signed with GRACE's key" in panel
     assert f"(id {checkpoint.key_id})" in panel
     assert "the chain still has this head at seq 3" in panel
-    assert 'id="checkpoint-age">0 s' in panel
+    age = re.search(r'id="checkpoint-age">(\d+) s \(signed ', panel)
+    assert age and int(age.group(1)) < 60
     assert checkpoint.head in panel
     assert 'id="issue-checkpoint"' not in client.get(PAGE).content.decode()  # auditors read, they do not sign
 
