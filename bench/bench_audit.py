@@ -92,6 +92,16 @@ def _init() -> None:
     django.setup()
 
 
+def _warm(barrier) -> int:
+    """Open the process's connection before anything is measured; the barrier makes every process take one."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    barrier.wait(120)
+    return os.getpid()
+
+
 def append_for(kind: str, writer: int, start_at: float, seconds: float) -> int:
     """Append as fast as possible from ``start_at`` for ``seconds``; one transaction per append."""
     from django.db import transaction
@@ -191,7 +201,7 @@ def throughput(pool) -> list[dict]:
                 sealer = Sealer() if kind == "new" else None
                 if sealer:
                     sealer.start()
-                start_at = time.time() + 0.5
+                start_at = time.time() + 1.0
                 results = [pool.apply_async(append_for, (kind, n, start_at, SECONDS)) for n in range(writers)]
                 totals[kind] += sum(r.get() for r in results)
                 if sealer:
@@ -266,6 +276,7 @@ def sealing_lag(pool, tmp: Path) -> dict:
             [head_before],
         )
         (p50, p99), worst, sealed = cursor.fetchone()
+        p50, p99, worst = float(p50), float(p99), float(worst)
     result = {"target_rate": LAG_RATE, "achieved_rate": round(appended / elapsed), "entries": appended,
               "sealed": sealed, "batch": LAG_BATCH, "writers": LAG_WRITERS,
               "lag_s": {"p50": round(p50, 3), "p99": round(p99, 3), "max": round(worst, 3)}}  # fmt: skip
@@ -331,7 +342,13 @@ def main() -> None:
     reset()
     connection.close()
     context = multiprocessing.get_context("spawn")
-    with context.Pool(max(max(WRITERS), LAG_WRITERS), initializer=_init) as pool:
+    size = max(max(WRITERS), LAG_WRITERS)
+    with context.Pool(size, initializer=_init) as pool:
+        with context.Manager() as manager:
+            barrier = manager.Barrier(size)
+            pids = pool.map(_warm, [barrier] * size, chunksize=1)
+        if len(set(pids)) != size:
+            raise RuntimeError("the writer processes did not all start")
         print(f"appends/s, each its own transaction ({SECONDS:.0f} s x {ROUNDS} rounds per figure):")
         appends = throughput(pool)
         print(f"sealing lag at {LAG_RATE} appends/s (real worker and beat, sealing every second):")
