@@ -42,7 +42,6 @@ from approvals.models import GENESIS_HASH, AuditEvent, AuditSeal
 # Key of the PostgreSQL advisory lock that makes sealing single-flight ("GRACESEA").
 LEASE_KEY = 0x4752414345534541 - (1 << 63)
 _ENTRY_FIELDS = ("id", "at", "actor", "action", "object_type", "object_id", "data")
-_ROWS_PER_INSERT = 500
 
 
 @dataclass(frozen=True)
@@ -118,16 +117,23 @@ def _seal_batch(limit: int, *, xmin: int | None, cursor: int, wait: bool) -> tup
         if xmin is None:
             entries = entries.filter(id__gt=last.event_id)
         else:
-            entries = entries.filter(txid__gte=last.horizon, id__gt=cursor, seal__isnull=True)
+            # The window, in id order from this pass's cursor (an index range, no anti-join to plan): entries
+            # of it sealed by an earlier pass are dropped below.
+            entries = entries.filter(txid__gte=last.horizon, id__gt=cursor)
         rows = list(entries.values_list(*_ENTRY_FIELDS)[: limit + 1])
         exhausted = len(rows) <= limit
         rows = rows[:limit]
         if not rows:
             return 0, cursor, last.seq, True
+        cursor = rows[-1][0]
+        if xmin is not None:
+            done = _sealed_among([row[0] for row in rows])
+            rows = [row for row in rows if row[0] not in done]
+            if not rows:
+                return 0, cursor, last.seq, exhausted
         # On PostgreSQL only the pass's last batch may move the horizon (to the xmin read before its first).
         horizon = None if xmin is None else (xmin if exhausted else last.horizon)
-        now = timezone.now()
-        seq, prev_hash, seals = last.seq, last.hash, []
+        seq, prev_hash, links = last.seq, last.hash, []
         for pk, at, actor, action, object_type, object_id, data in rows:
             seq += 1
             document = canonical(
@@ -135,23 +141,38 @@ def _seal_batch(limit: int, *, xmin: int | None, cursor: int, wait: bool) -> tup
                 data=data, prev_hash=prev_hash,
             )  # fmt: skip
             digest = hashlib.sha256(document).hexdigest()
-            seals.append((seq, pk, prev_hash, digest, now, horizon))
+            links.append((seq, pk, prev_hash, digest))
             prev_hash = digest
-        _insert(seals)
-        return len(seals), rows[-1][0], seq, exhausted
+        _insert(links, sealed_at=timezone.now(), horizon=horizon)
+        return len(links), cursor, seq, exhausted
 
 
-def _insert(seals: list[tuple]) -> None:
-    fields = [AuditSeal._meta.get_field(name) for name in ("seq", "event", "prev_hash", "hash", "sealed_at", "horizon")]
-    placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    sql = "INSERT INTO approvals_auditseal (seq, event_id, prev_hash, hash, sealed_at, horizon) VALUES "
+def _sealed_among(ids: list[int]) -> set[int]:
     with connection.cursor() as cursor:
-        for start in range(0, len(seals), _ROWS_PER_INSERT):
-            chunk = seals[start : start + _ROWS_PER_INSERT]
-            params = [
-                f.get_db_prep_save(value, connection) for row in chunk for f, value in zip(fields, row, strict=True)
-            ]
-            cursor.execute(sql + ", ".join([placeholder] * len(chunk)), params)  # placeholders only
+        cursor.execute("SELECT event_id FROM approvals_auditseal WHERE event_id = ANY(%s)", [ids])
+        return {row[0] for row in cursor.fetchall()}
+
+
+def _insert(links: list[tuple], *, sealed_at, horizon: int | None) -> None:
+    """Insert (seq, event_id, prev_hash, hash) links: on PostgreSQL as four arrays in one statement, on SQLite
+    with executemany (both in C, with no per-value work in Python)."""
+    at = AuditSeal._meta.get_field("sealed_at").get_db_prep_save(sealed_at, connection)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            columns = [list(column) for column in zip(*links, strict=True)]
+            cursor.execute(
+                "INSERT INTO approvals_auditseal (seq, event_id, prev_hash, hash, sealed_at, horizon) "
+                "SELECT seq, event_id, prev_hash, hash, %s, %s "
+                "FROM unnest(%s::bigint[], %s::bigint[], %s::varchar[], %s::varchar[]) "
+                "AS link(seq, event_id, prev_hash, hash)",
+                [at, horizon, *columns],
+            )
+        else:
+            cursor.executemany(
+                "INSERT INTO approvals_auditseal (seq, event_id, prev_hash, hash, sealed_at, horizon) "
+                "VALUES (%s, %s, %s, %s, %s, NULL)",
+                [(*link, at) for link in links],
+            )
 
 
 def pending() -> tuple[int, float | None]:

@@ -43,7 +43,7 @@ ROUNDS = int(os.environ.get("BENCH_AUDIT_ROUNDS", "2"))
 WRITERS = [int(n) for n in os.environ.get("BENCH_AUDIT_WRITERS", "1,2,4,8").split(",")]
 LAG_RATE = int(os.environ.get("BENCH_LAG_RATE", "5000"))
 LAG_SECONDS = float(os.environ.get("BENCH_LAG_SECONDS", "20"))
-LAG_BATCH = int(os.environ.get("BENCH_LAG_BATCH", "5"))
+LAG_BATCH = int(os.environ.get("BENCH_LAG_BATCH", "10"))
 LAG_WRITERS = int(os.environ.get("BENCH_LAG_WRITERS", "4"))
 VERIFY_EVENTS = int(os.environ.get("BENCH_VERIFY_EVENTS", "1000000"))
 
