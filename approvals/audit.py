@@ -37,10 +37,14 @@ def _normalize(value: Any) -> Any:
 def canonical(
     *, seq: int, at, actor: str, action: str, object_type: str, object_id: str, data: Any, prev_hash: str
 ) -> bytes:
-    """The bytes a link's hash covers: the entry's contents, its place (seq) and the previous link's hash."""
+    """The bytes a link's hash covers: the entry's contents, its place (seq) and the previous link's hash.
+
+    ``at`` is the entry's time, or already in the form hashed: ISO 8601 in UTC with microseconds
+    (``2026-11-25T10:56:00.123456+00:00``).
+    """
     document = {
         "seq": seq,
-        "at": at.astimezone(UTC).isoformat(timespec="microseconds"),
+        "at": at if isinstance(at, str) else at.astimezone(UTC).isoformat(timespec="microseconds"),
         "actor": actor,
         "action": action,
         "object_type": object_type,
@@ -48,7 +52,12 @@ def canonical(
         "data": data,
         "prev_hash": prev_hash,
     }
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _CANONICAL.encode(document).encode()
+
+
+# What json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False) does, built once: the sealer and
+# verify_audit encode a document per link.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def link_hash(*, seq: int, prev_hash: str, event: AuditEvent) -> str:

@@ -85,18 +85,26 @@ def _load_signing_key(inline: str, path: str, generated: str) -> Ed25519PrivateK
 
 
 def _generated_key(path: Path) -> bytes:
-    """The default key of a single machine: generated once, mode 600, beside the other local secrets."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    """The default key of a single machine: generated once, mode 600, beside the other local secrets. Written
+    whole to a temporary file, then linked into place, so a process starting at the same moment reads either
+    nothing (and links its own, which loses) or the whole key."""
+    if path.exists():
         return path.read_bytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
     pem = Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+    draft = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(pem)
-    return pem
+    try:
+        os.link(draft, path)
+    except FileExistsError:
+        pass  # another process was first: use its key
+    finally:
+        draft.unlink()
+    return path.read_bytes()
 
 
 def public_key() -> Ed25519PublicKey:
@@ -335,7 +343,8 @@ def status() -> Status:
 
 
 def health() -> dict:
-    """For ``/api/health/``: warnings (never failures) about sealing and checkpoints."""
+    """For ``/api/health/``: warnings (never failures) about sealing and checkpoints. Anyone may read
+    health, so it names no sink and no reason: the admin's checkpoint page has the details."""
     state = status()
     warnings = []
     if state.oldest_pending_seconds is not None and state.oldest_pending_seconds > settings.GRACE_AUDIT_SEAL_MAX_LAG:
@@ -354,15 +363,17 @@ def health() -> dict:
         ):
             warnings.append(f"the latest audit checkpoint is stale: issued {state.age_seconds:.0f} s ago")
         if not state.verified:
-            warnings.append("the latest audit checkpoint does not verify: " + "; ".join(state.problems))
+            warnings.append("the latest audit checkpoint does not verify (see the admin's checkpoint page)")
         if state.failed_sinks:
-            warnings.append("the latest audit checkpoint was not written to " + "; ".join(state.failed_sinks))
+            warnings.append(
+                f"the latest audit checkpoint was not written to {len(state.failed_sinks)} of "
+                f"{len(last.sinks)} sinks (see the admin's checkpoint page)"
+            )
     result = {
         "ok": True,
-        "head_seq": state.head_seq,
         "unsealed": state.pending,
-        "checkpoint_size": last.size if last else None,
         "checkpoint_age_seconds": round(state.age_seconds, 1) if last else None,
+        "checkpoint_covers_head": last.size == state.head_seq if last else None,
     }
     if warnings:
         result["warning"] = "; ".join(warnings)

@@ -11,8 +11,11 @@ catch both: each one fixes the head hash at its size.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+
+from django.db import connection
 
 from approvals.audit import canonical
 from approvals.checkpoints import Checkpoint
@@ -70,8 +73,7 @@ def verify_chain(*, checkpoints: Iterable[Checkpoint] = (), problems: Iterable[s
 
     if broken := check_checkpoints(0, GENESIS_HASH):
         return broken
-    links = AuditSeal.objects.order_by("seq").values_list(*_LINK_FIELDS).iterator(chunk_size=5000)
-    for seq, stored_prev, stored_hash, at, actor, action, object_type, object_id, data in links:
+    for seq, stored_prev, stored_hash, at, actor, action, object_type, object_id, data in _links():
         if seq != expected_seq:
             return report(expected_seq, f"seq {expected_seq} is missing (next present is {seq})")
         if stored_prev != prev_hash:
@@ -95,6 +97,29 @@ def verify_chain(*, checkpoints: Iterable[Checkpoint] = (), problems: Iterable[s
     return report()
 
 
+# PostgreSQL: read the links straight from a server-side cursor, with the time already in the form the hash
+# covers and the data as text (a million links in seconds instead of through the ORM's converters).
+_PG_LINKS = (
+    "SELECT s.seq, s.prev_hash, s.hash, "
+    "to_char(e.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US') || '+00:00', "
+    "e.actor, e.action, e.object_type, e.object_id, e.data::text "
+    "FROM approvals_auditseal s JOIN approvals_auditevent e ON e.id = s.event_id ORDER BY s.seq"
+)
+
+
+def _links(chunk: int = 10000) -> Iterator[tuple]:
+    """Every link with its entry, in seq order."""
+    if connection.vendor != "postgresql":
+        yield from AuditSeal.objects.order_by("seq").values_list(*_LINK_FIELDS).iterator(chunk_size=chunk)
+        return
+    loads = json.loads
+    with connection.chunked_cursor() as cursor:
+        cursor.execute(_PG_LINKS)
+        while rows := cursor.fetchmany(chunk):
+            for seq, prev_hash, digest, at, actor, action, object_type, object_id, data in rows:
+                yield seq, prev_hash, digest, at, actor, action, object_type, object_id, loads(data)
+
+
 def _pending() -> int:
     from approvals import sealing
 
@@ -104,8 +129,6 @@ def _pending() -> int:
 def stranded() -> list[int]:
     """Ids of entries behind the sealer's position that have no seal: none, unless rows were inserted
     around the sealer (an entry the chain will never include). At most 10."""
-    from django.db import connection
-
     from approvals import sealing
 
     head = sealing.head()

@@ -137,7 +137,7 @@ def test_a_fresh_checkpoint_of_the_head_leaves_no_audit_warning(client, checkpoi
 
     assert "warning" not in component, component
     assert "audit" not in body["warnings"]
-    assert (component["head_seq"], component["checkpoint_size"], component["unsealed"]) == (1, 1, 0)
+    assert (component["checkpoint_covers_head"], component["unsealed"]) == (True, 0)
 
 
 @pytest.mark.django_db
