@@ -16,8 +16,10 @@ Finding every committed entry without a lock:
   set by a trigger). A pass first reads the snapshot's ``xmin``: every transaction
   below it has finished, so every committed entry below it is visible and gets
   sealed in this pass. The last batch of a pass records that ``xmin`` as its
-  ``horizon``; the next pass only looks at entries with ``txid >= horizon`` (plus
-  the anti-join on seals). Lease: ``pg_try_advisory_xact_lock`` in the batch's
+  ``horizon``; the next pass only reads entries with ``txid >= horizon`` (the
+  window), in id order from a cursor, skipping those already sealed. An entry
+  that commits during a pass, behind its cursor, belongs to a transaction at or
+  after the pass's ``xmin``, so the next pass's window holds it. Lease: ``pg_try_advisory_xact_lock`` in the batch's
   transaction, held by one session anywhere in the fleet and released at commit or
   when the session dies.
 - SQLite. Every transaction is IMMEDIATE: a sealing batch holds the database's
