@@ -69,6 +69,7 @@ ACTIONS: dict[str, str] = {
     "learning.streak_reset": "a re-enabled playbook's failure streak was cleared",
     "benchmark.run_queued": "a benchmark run was queued",
     "benchmark.run_finished": "a benchmark run finished (its status, failures and regressions)",
+    "audit.checkpoint_requested": "an operator asked for the audit log to be sealed and a checkpoint signed now",
     "benchmark.run_failed": "a benchmark run could not be handed to a worker (the broker was down): marked failed",
 }
 

@@ -1,4 +1,5 @@
-"""Shipped defaults: safe policy rules, the beat entry that expires approvals, the governance groups.
+"""Shipped defaults: safe policy rules, the beat entries that expire approvals and seal the audit log, the
+governance groups.
 
 ``install()`` is idempotent: it creates what is missing and never overwrites an
 operator's edits (rules are matched by name).
@@ -55,10 +56,12 @@ DEFAULT_RULES = [
 
 EXPIRE_TASK = "approvals.expire_requests"
 EXPIRE_EVERY_SECONDS = 60
+SEAL_TASK = "approvals.seal_audit"
+SEAL_EVERY_SECONDS = 1
 
 
 def install() -> int:
-    """Create the default rules and beat entry when missing. Returns how many rows were created."""
+    """Create the default rules and beat entries when missing. Returns how many rows were created."""
     created = 0
     with transaction.atomic():
         for spec in DEFAULT_RULES:
@@ -71,6 +74,10 @@ def install() -> int:
         created += ensure_interval_task(
             "approvals: expire approval requests", EXPIRE_TASK, every=EXPIRE_EVERY_SECONDS, queue="default",
             expires=EXPIRE_EVERY_SECONDS - 5, description="Expire overdue approval requests; their runs are escalated.",
+        )  # fmt: skip
+        created += ensure_interval_task(
+            "approvals: seal the audit log", SEAL_TASK, every=SEAL_EVERY_SECONDS, queue="default", expires=10,
+            description="Chain committed audit entries into the hash chain; sign a checkpoint when one is due.",
         )  # fmt: skip
         created += groups.ensure_groups()
     return created

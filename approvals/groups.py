@@ -24,6 +24,7 @@ READ_RUNS = [
 ]
 READ_GOVERNANCE = [
     "approvals.view_auditevent",
+    "approvals.view_auditcheckpoint",
     "approvals.view_approvalrequest",
     "approvals.view_approvaldecision",
     "approvals.view_policyrule",

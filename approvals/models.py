@@ -12,36 +12,102 @@ GENESIS_HASH = "0" * 64
 
 
 class AuditEvent(models.Model):
-    """One link of the append-only, hash-chained audit log.
+    """One entry of the append-only audit log.
 
-    ``hash`` is the sha256 of the canonical JSON of every other field (see
-    ``approvals.audit.canonical``), ``prev_hash`` the previous link's hash.
-    Database triggers reject UPDATE and DELETE on this table.
+    ``approvals.audit.record`` inserts it inside the transaction of the change it
+    describes, without any lock: it is readable (action, actor, object, data, time)
+    as soon as that transaction commits. The sealer then gives it its place in the
+    hash chain (``seal``: seq, prev_hash, hash). Database triggers reject UPDATE
+    and DELETE on this table.
     """
 
-    seq = models.BigIntegerField(primary_key=True)
+    id = models.BigAutoField(primary_key=True)
     at = models.DateTimeField()
     actor = models.CharField(max_length=150, help_text="User name, or system:<component>.")
     action = models.CharField(max_length=100)
     object_type = models.CharField(max_length=100, blank=True)
     object_id = models.CharField(max_length=64, blank=True)
     data = models.JSONField(default=dict)
+    # PostgreSQL: the id of the transaction that wrote the entry, set by a trigger. The sealer reads only
+    # entries of transactions that had not finished when it last looked (see approvals.sealing).
+    txid = models.BigIntegerField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            # "what did GRACE do to this object?"
+            models.Index(fields=["object_type", "object_id", "id"], name="audit_object_idx"),
+            # audit browsing by time and by action
+            models.Index(fields=["at"], name="audit_at_idx"),
+            models.Index(fields=["action", "id"], name="audit_action_idx"),
+            # the sealer's window on PostgreSQL: entries of transactions at or after its horizon
+            models.Index(fields=["txid"], name="audit_txid_idx", condition=models.Q(txid__isnull=False)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.object_type}:{self.object_id} (entry {self.pk})"
+
+    def masked_data(self):
+        """``data`` as shown in the admin and the API: credentials masked, in rows recorded before
+        credentials were masked at the source too. The stored row (and its hash) is left as it is."""
+        channel = self.action.startswith("notification.channel") or self.object_type == "approvals.notificationchannel"
+        url_fields = NotificationChannel.CREDENTIAL_URL_FIELDS if channel else ()
+        return mask_data(self.data, url_fields=url_fields)
+
+
+class AuditSeal(models.Model):
+    """An entry's link in the hash chain, written by the sealer once the entry is committed.
+
+    ``hash`` is the sha256 of the canonical JSON of the entry and ``seq`` and
+    ``prev_hash`` (see ``approvals.audit.canonical``), ``prev_hash`` the previous
+    link's hash. Every entry is sealed at most once and the chain cannot fork
+    (unique constraints); triggers reject UPDATE and DELETE.
+    """
+
+    seq = models.BigIntegerField(primary_key=True)
+    event = models.OneToOneField(AuditEvent, on_delete=models.PROTECT, related_name="seal")
     prev_hash = models.CharField(max_length=64, unique=True)
     hash = models.CharField(max_length=64, unique=True)
+    sealed_at = models.DateTimeField()
+    # PostgreSQL: every transaction older than this had finished when the sealer read this link's batch,
+    # so the next pass looks only at entries of this transaction id or later. Null on SQLite.
+    horizon = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-seq"]
-        indexes = [
-            # "what did GRACE do to this object?"
-            models.Index(fields=["object_type", "object_id", "seq"], name="audit_object_idx"),
-            # audit browsing by time and by action
-            models.Index(fields=["at"], name="audit_at_idx"),
-            models.Index(fields=["action", "seq"], name="audit_action_idx"),
+        constraints = [
+            models.CheckConstraint(condition=models.Q(seq__gte=1), name="audit_seal_seq_positive"),
+            models.CheckConstraint(
+                condition=~models.Q(seq=1) | models.Q(prev_hash=GENESIS_HASH), name="audit_seal_first_links_genesis"
+            ),
         ]
-        constraints = [models.CheckConstraint(condition=models.Q(seq__gte=1), name="audit_seq_positive")]
 
     def __str__(self) -> str:
-        return f"#{self.seq} {self.action} {self.object_type}:{self.object_id}"
+        return f"#{self.seq} {self.hash[:12]}"
+
+
+class AuditCheckpoint(models.Model):
+    """A signed statement of the chain's head (size, head hash, time), as written to the sinks outside
+    the database. This copy serves the admin and the health check; ``verify_audit --checkpoints`` trusts
+    only the sinks. Triggers reject UPDATE and DELETE."""
+
+    size = models.BigIntegerField(help_text="Sealed entries covered: the seq of the head.")
+    head = models.CharField(max_length=64, help_text="Hash of the link at seq = size (the genesis hash for 0).")
+    issued_at = models.DateTimeField()
+    origin = models.CharField(max_length=100)
+    key_id = models.CharField(max_length=16)
+    body = models.TextField(help_text="The signed text.")
+    signature = models.CharField(max_length=128, help_text="Ed25519 signature of the body, base64.")
+    sinks = models.JSONField(default=dict, help_text='Each sink and "ok" or why writing failed.')
+    requested_by = models.CharField(max_length=150, blank=True, help_text="Who asked for it; empty: the schedule.")
+
+    class Meta:
+        ordering = ["-issued_at", "-id"]
+        permissions = [("issue_auditcheckpoint", "Can seal the audit log and issue a checkpoint on demand")]
+        indexes = [models.Index(fields=["issued_at"], name="audit_checkpoint_issued_idx")]  # the latest one
+
+    def __str__(self) -> str:
+        return f"checkpoint {self.size} @ {self.issued_at:%Y-%m-%d %H:%M:%S}"
 
     def masked_data(self):
         """``data`` as shown in the admin and the API: credentials masked, in rows recorded before

@@ -2,7 +2,7 @@
 
 from django.conf import settings
 
-from approvals import notifications, services
+from approvals import audit, checkpoints, notifications, services
 from grace_site.tasking import grace_task
 
 
@@ -31,3 +31,13 @@ def deliver_notification(self, notification_id: int) -> str:
             notifications.mark_failed(notification_id, f"gave up after {self.request.retries + 1} attempt(s): {exc}")
             return "failed"
         raise
+
+
+# No retries: the next pass, a second later, picks up where a failed one stopped.
+@grace_task("approvals.seal_audit", result=False, retry=(), soft_time_limit=30, time_limit=60)
+def seal_audit() -> dict:
+    """Beat, every second: chain the audit entries committed since the last pass, then sign a checkpoint
+    of the head when one is due. Single-flight: a pass that finds another sealer at work returns."""
+    sealed = audit.seal(wait=False, max_seconds=20)
+    checkpoint = checkpoints.issue(only_if_due=True, wait=False)
+    return {"sealed": sealed.sealed, "head": sealed.head, "busy": sealed.busy, "checkpoint": bool(checkpoint)}

@@ -163,3 +163,40 @@ def _sqlite(path: str) -> dict:
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;",
         },
     }
+
+
+def parse_ed25519_private_key(data: bytes, name: str):
+    """An Ed25519 private key from PEM (PKCS8, unencrypted) or base64 of its 32-byte seed; ``name`` is what
+    the error names (the variable, or the file)."""
+    import base64
+    import binascii
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    data = data.strip()
+    if data.startswith(b"-----BEGIN"):
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError) as exc:
+            raise ImproperlyConfigured(f"{name} is not an unencrypted PEM private key: {exc}") from None
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ImproperlyConfigured(f"{name} must be an Ed25519 key, got {type(key).__name__}")
+        return key
+    try:
+        seed = base64.b64decode(data, validate=True)
+    except binascii.Error:
+        seed = b""
+    if len(seed) != 32:
+        raise ImproperlyConfigured(f"{name} must be an Ed25519 private key: PEM, or base64 of the 32-byte seed")
+    return Ed25519PrivateKey.from_private_bytes(seed)
+
+
+def read_ed25519_key_file(name: str, path: str):
+    """The key in the file ``path`` names (given by the variable ``name``); ImproperlyConfigured naming both."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise ImproperlyConfigured(f"{name}: cannot read {path}: {exc.strerror}") from None
+    return parse_ed25519_private_key(data, f"{name} ({path})")

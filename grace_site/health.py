@@ -63,6 +63,15 @@ CHECKS: dict[str, Callable[[], dict]] = {
     "beat": _check_beat,
 }
 
+# Checks whose findings are warnings: listed under "warnings", never failing the whole (no 503). Apps
+# register theirs from AppConfig.ready(), since grace_site imports no app. A warning check returns a dict
+# with "warning" (a sentence) when something needs attention.
+WARNING_CHECKS: dict[str, Callable[[], dict]] = {}
+
+
+def register_warning_check(name: str, check: Callable[[], dict]) -> None:
+    WARNING_CHECKS[name] = check
+
 
 def run_checks() -> dict:
     components = {}
@@ -75,9 +84,19 @@ def run_checks() -> dict:
         result["ms"] = round((time.perf_counter() - started) * 1000, 1)
         components[name] = result
     failing = [name for name, result in components.items() if not result["ok"]]
+    for name, check in WARNING_CHECKS.items():
+        started = time.perf_counter()
+        try:
+            result = check()
+        except Exception as exc:  # noqa: BLE001 - reported, by name, as a warning
+            result = {"warning": f"{type(exc).__name__}: {exc}"}
+        result["ok"] = True
+        result["ms"] = round((time.perf_counter() - started) * 1000, 1)
+        components[name] = result
     return {
         "status": "ok" if not failing else "failing",
         "failing": failing,
+        "warnings": [name for name, result in components.items() if result.get("warning")],
         "version": grace_site.__version__,
         "components": components,
     }

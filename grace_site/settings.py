@@ -12,7 +12,19 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .env import env_bool, env_database, env_float, env_int, env_list, env_map, env_ports, env_str, env_url
+from .env import (
+    env_bool,
+    env_database,
+    env_float,
+    env_int,
+    env_list,
+    env_map,
+    env_ports,
+    env_str,
+    env_url,
+    parse_ed25519_private_key,
+    read_ed25519_key_file,
+)
 from .redis import celery_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -478,6 +490,39 @@ EMAIL_USE_TLS = env_bool("GRACE_EMAIL_USE_TLS", False)
 EMAIL_TIMEOUT = env_int("GRACE_EMAIL_TIMEOUT", 10, minimum=1)
 EMAIL_FILE_PATH = env_str("GRACE_EMAIL_FILE_PATH", str(VAR_DIR / "mail"))
 DEFAULT_FROM_EMAIL = env_str("GRACE_EMAIL_FROM", "grace@localhost")
+# Audit log (docs/governance.md, "The audit log"): the sealer chains committed entries every second in
+# batches; checkpoints of the chain's head are signed (Ed25519) and written to sinks outside the database.
+GRACE_AUDIT_SEAL_BATCH = env_int("GRACE_AUDIT_SEAL_BATCH", 2000, minimum=1, maximum=50000)
+GRACE_AUDIT_SEAL_MAX_LAG = env_int("GRACE_AUDIT_SEAL_MAX_LAG", 30, minimum=1)
+# The signing key: PEM or base64 of the 32-byte seed, or a PEM file; neither: generated into VAR_DIR (mode 600).
+GRACE_AUDIT_SIGNING_KEY = env_str("GRACE_AUDIT_SIGNING_KEY", "")
+GRACE_AUDIT_SIGNING_KEY_FILE = env_str("GRACE_AUDIT_SIGNING_KEY_FILE", "")
+if GRACE_AUDIT_SIGNING_KEY:  # checked at start-up; loaded (and the default generated) when first used
+    parse_ed25519_private_key(GRACE_AUDIT_SIGNING_KEY.encode(), "GRACE_AUDIT_SIGNING_KEY")
+elif GRACE_AUDIT_SIGNING_KEY_FILE:
+    read_ed25519_key_file("GRACE_AUDIT_SIGNING_KEY_FILE", GRACE_AUDIT_SIGNING_KEY_FILE)
+GRACE_AUDIT_ORIGIN = env_str("GRACE_AUDIT_ORIGIN", "grace")
+if not re.fullmatch(r"[^\s]{1,100}", GRACE_AUDIT_ORIGIN):
+    raise ImproperlyConfigured(
+        f"GRACE_AUDIT_ORIGIN must be 1 to 100 characters without spaces, got {GRACE_AUDIT_ORIGIN!r}"
+    )
+GRACE_AUDIT_CHECKPOINT_SINKS = env_list(
+    "GRACE_AUDIT_CHECKPOINT_SINKS", [f"file://{VAR_DIR.resolve() / 'audit-checkpoints.jsonl'}"]
+)
+for _sink in GRACE_AUDIT_CHECKPOINT_SINKS:
+    if not re.fullmatch(r"(file://)?/[^\s]*[^/\s]|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?", _sink):
+        raise ImproperlyConfigured(
+            f"GRACE_AUDIT_CHECKPOINT_SINKS: {_sink!r} is not file:///absolute/path or s3://bucket/prefix/"
+        )
+GRACE_AUDIT_CHECKPOINT_SECONDS = env_int("GRACE_AUDIT_CHECKPOINT_SECONDS", 60, minimum=1)
+GRACE_AUDIT_CHECKPOINT_IDLE_SECONDS = env_int("GRACE_AUDIT_CHECKPOINT_IDLE_SECONDS", 3600, minimum=1)
+GRACE_AUDIT_CHECKPOINT_MAX_AGE = env_int("GRACE_AUDIT_CHECKPOINT_MAX_AGE", 180, minimum=1)
+GRACE_AUDIT_S3_LOCK_MODE = env_str("GRACE_AUDIT_S3_LOCK_MODE", "COMPLIANCE")
+if GRACE_AUDIT_S3_LOCK_MODE not in ("COMPLIANCE", "GOVERNANCE"):
+    raise ImproperlyConfigured(
+        f"GRACE_AUDIT_S3_LOCK_MODE must be COMPLIANCE or GOVERNANCE, got {GRACE_AUDIT_S3_LOCK_MODE!r}"
+    )
+GRACE_AUDIT_S3_RETENTION_DAYS = env_int("GRACE_AUDIT_S3_RETENTION_DAYS", 365, minimum=1)
 # (end approvals)
 
 # --- learning: outcomes, statistics, benchmarks --------------------------------

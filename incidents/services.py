@@ -8,12 +8,13 @@ occurrence bump, never an error.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -118,9 +119,12 @@ def record_batch(
     transaction; resolutions apply first. Every signal of a batch comes through one channel (``channel``, or
     the signals' own), and fingerprints are that channel's: nothing here can touch another channel's incidents.
 
-    Lock order: a batch that creates or resolves takes the audit chain's lock first, then locks every active
-    incident it touches in fingerprint order; a batch that only absorbs duplicates takes row locks alone, in
-    fingerprint order. Neither can deadlock with the other or with the heal pipeline.
+    Lock order: a batch that creates or resolves first claims every fingerprint it touches (PostgreSQL
+    advisory locks, in key order), then locks their active incidents in fingerprint order; a batch that only
+    absorbs duplicates takes row locks alone, in fingerprint order. Two batches creating the same fingerprint
+    take turns at the claim instead of one waiting on the other's insert while holding row locks. Audit
+    appends take no lock. No cycle with another batch or with the heal pipeline, which changes one incident
+    at a time.
     """
     prepared = [prepare(signal) for signal in signals]
     channels_seen = {signal.channel.pk for signal in prepared} | ({channel.pk} if channel is not None else set())
@@ -146,14 +150,14 @@ def record_batch(
                     if _absorb(groups, firing, active, now, outcome):
                         raise transitions.Moved
             except transitions.Moved:
-                # An incident was resolved between our read and our bump: start over in the writer's lock order.
+                # An incident was resolved between our read and our bump: start over as a writer.
                 writer = True
                 outcome.clear()
         if writer:
             # The rule table's version is checked once per creating batch (one cheap query, before any lock),
             # so a new incident is always diagnosed with the rules this transaction sees.
             rules = current_ruleset(max_age=0)
-            transitions.lock_audit_chain()
+            _claim(channel, wanted)
             active = _active(channel, wanted, lock=True)
             for fingerprint in sorted(resolutions):
                 incident = active.get(fingerprint)
@@ -172,6 +176,19 @@ def record_batch(
         results.append(IngestResult(incident, created_now and signal.fingerprint not in seen))
         seen.add(signal.fingerprint)
     return BatchResult(results, resolved)
+
+
+def _claim(channel: Channel, fingerprints: list[str]) -> None:
+    """Hold each (channel, fingerprint) claim to commit (PostgreSQL advisory locks, taken in key order). SQLite:
+    every transaction already holds the database's single write lock."""
+    if connection.vendor != "postgresql" or not fingerprints:
+        return
+    keys = sorted({int.from_bytes(hashlib.blake2b(f"{channel.pk}:{fp}".encode(), digest_size=8,
+                                                  person=b"grace:fp").digest(), "big", signed=True)
+                   for fp in fingerprints})  # fmt: skip
+    with connection.cursor() as cursor:
+        # One statement; its select list is evaluated left to right, so the locks are taken in key order.
+        cursor.execute("SELECT " + ", ".join(["pg_advisory_xact_lock(%s)"] * len(keys)), keys)
 
 
 def _active(channel: Channel, fingerprints: list[str], *, lock: bool = False) -> dict[str, Incident]:

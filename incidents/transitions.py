@@ -1,8 +1,8 @@
 """Incident status changes and hand-offs to the heal pipeline (used through ``incidents.services``).
 
-Lock order for every GRACE writer that changes incidents: the audit chain first, then incident rows. A status
-change appends its audit event before it updates the row (in a savepoint rolled back if the status moved
-meanwhile), which is the order the heal pipeline uses too, so the two can never deadlock.
+A status change is a compare-and-set of one incident row; its audit entry is written in the same savepoint,
+which is rolled back if the status moved meanwhile. Audit appends take no lock, so the only locks an incident
+writer takes are incident rows (several of them always in fingerprint order, see ``services.record_batch``).
 """
 
 from __future__ import annotations
@@ -27,18 +27,13 @@ START_RUNS_TASK = "remediation.start_runs"
 CANCEL_TASK = "remediation.cancel_for_incident"
 
 
-def lock_audit_chain() -> None:
-    """Take the audit chain's lock now (held to commit), before any incident row: GRACE's lock order."""
-    audit.lock_chain()  # the chain's own lock (a no-op on SQLite, whose write lock is already held)
-
-
 def _is_transient(exc: BaseException) -> bool:
     """PostgreSQL deadlock or serialization failure: the transaction can be run again as a whole."""
     return isinstance(exc, OperationalError) and getattr(exc.__cause__, "sqlstate", None) in ("40P01", "40001")
 
 
 # For the outermost caller of a whole intake transaction (views): run it again after a deadlock with a
-# writer that does not follow the lock order.
+# writer that does not lock incident rows in fingerprint order.
 retry_transient = retry(
     retry=retry_if_exception(_is_transient), stop=stop_after_attempt(3), wait=wait_random(0.01, 0.2), reraise=True
 )
@@ -61,8 +56,7 @@ class Moved(Exception):
 def _transition(incident_id: int, status: str, *, action: str, actor, reason: str, allowed) -> str | None:
     """Audited compare-and-set of an incident's status; returns the previous status, or None if not changed.
 
-    The audit event is appended before the row is updated (lock order: audit chain, then incident rows, as in
-    the heal pipeline), inside a savepoint that is rolled back if the status moved meanwhile.
+    The audit entry and the row's update share a savepoint that is rolled back if the status moved meanwhile.
     """
     changes: dict = {"status": status, "status_reason": reason[:500]}
     if status == IncidentStatus.RESOLVED:

@@ -18,13 +18,23 @@ if not os.environ.get("REDIS_URL"):
 
 # Names the audit log's own tests write (the registry refuses any name it does not know).
 TEST_AUDIT_ACTIONS = (
-    "test.event",
-    "test.user",
-    "test.concurrent",
-    "test.before",
     "test.after",
-    "test.visible",
+    "test.api",
     "test.batch",
+    "test.before",
+    "test.browse",
+    "test.concurrent",
+    "test.early",
+    "test.event",
+    "test.late",
+    "test.later",
+    "test.more",
+    "test.open",
+    "test.process",
+    "test.quick",
+    "test.user",
+    "test.visible",
+    "test.waiting",
 )
 
 

@@ -28,6 +28,7 @@ PINNED_TASK_NAMES = {
     "incidents.sweep_target",
     "approvals.expire_requests",
     "approvals.deliver_notification",
+    "approvals.seal_audit",
     "learning.benchmark_run",
     "learning.benchmark_execute",
 }

@@ -1,10 +1,14 @@
 """`/api/health/` reports every component and answers 503 naming what fails."""
 
 import time
+from datetime import timedelta
 
 import pytest
 from django.conf import settings
+from django.utils import timezone
 
+from approvals import audit, checkpoints, sealing
+from approvals.models import AuditCheckpoint, AuditEvent
 from grace_site.scheduler import BEAT_TICK_KEY
 from tests.support.processes import start_beat
 from tests.support.runs import wait_for as poll_until
@@ -28,7 +32,10 @@ def test_health_is_ok_with_a_live_worker_and_beat(client, celery_worker, redis_c
     assert response.status_code == 200, body
     assert body["status"] == "ok"
     assert body["failing"] == []
-    assert set(body["components"]) == {"database", "redis", "worker", "beat"}
+    assert set(body["components"]) == {"database", "redis", "worker", "beat", "audit"}
+    # No audit checkpoint has been signed in this fresh database: a warning, not a failure.
+    assert body["warnings"] == ["audit"]
+    assert "no audit checkpoint has been issued" in body["components"]["audit"]["warning"]
     assert celery_worker in body["components"]["worker"]["workers"]
     assert body["version"]
 
@@ -75,3 +82,70 @@ def test_health_needs_no_auth_and_leaks_no_secrets(client):
     assert response.status_code in (200, 503)
     assert settings.SECRET_KEY not in text
     assert settings.REDIS_URL not in text
+
+
+@pytest.fixture
+def checkpoint_file(settings, tmp_path):
+    settings.GRACE_AUDIT_CHECKPOINT_SINKS = [f"file://{tmp_path / 'checkpoints.jsonl'}"]
+
+
+def _audit_component(client) -> tuple[dict, dict]:
+    body = client.get("/api/health/").json()
+    return body, body["components"]["audit"]
+
+
+@pytest.mark.django_db
+def test_health_warns_about_a_missing_audit_checkpoint_without_failing(client, checkpoint_file):
+    audit.record("test.event")
+    audit.seal()
+
+    body, component = _audit_component(client)
+
+    assert "audit" in body["warnings"] and "audit" not in body["failing"]
+    assert component["ok"] is True
+    assert "no audit checkpoint has been issued" in component["warning"]
+
+
+@pytest.mark.django_db
+def test_health_warns_about_a_stale_audit_checkpoint(client, checkpoint_file, settings):
+    audit.record("test.event")
+    audit.seal()
+    an_hour_ago, head = timezone.now() - timedelta(hours=1), sealing.head()
+    text = checkpoints.body(settings.GRACE_AUDIT_ORIGIN, head.seq, head.hash, an_hour_ago)
+    record = checkpoints.sign(text, checkpoints.signing_key())
+    AuditCheckpoint.objects.create(  # signed an hour ago
+        size=head.seq, head=head.hash, issued_at=an_hour_ago, origin=settings.GRACE_AUDIT_ORIGIN,
+        key_id=record["key_id"], body=text, signature=record["signature"], sinks={},
+    )  # fmt: skip
+    audit.record("test.later")  # the chain grew; nothing has vouched for it for an hour
+    audit.seal()
+
+    body, component = _audit_component(client)
+
+    assert "audit" in body["warnings"] and "audit" not in body["failing"]
+    assert "the latest audit checkpoint is stale: issued 36" in component["warning"]
+    assert component["checkpoint_age_seconds"] >= 3600
+
+
+@pytest.mark.django_db
+def test_a_fresh_checkpoint_of_the_head_leaves_no_audit_warning(client, checkpoint_file):
+    audit.record("test.event")
+    audit.seal()
+    checkpoints.issue()
+
+    body, component = _audit_component(client)
+
+    assert "warning" not in component, component
+    assert "audit" not in body["warnings"]
+    assert (component["checkpoint_covers_head"], component["unsealed"]) == (True, 0)
+
+
+@pytest.mark.django_db
+def test_health_warns_when_entries_wait_too_long_for_the_sealer(client, checkpoint_file):
+    checkpoints.issue()
+    AuditEvent.objects.create(at=timezone.now() - timedelta(minutes=10), actor="system", action="test.waiting")
+
+    body, component = _audit_component(client)
+
+    assert "1 audit entries unsealed, the oldest for 60" in component["warning"]
+    assert "audit" not in body["failing"]

@@ -50,6 +50,14 @@ def _import_settings(tmp_path, **overrides):
         ("GRACE_INTAKE_MAX_BODY_BYTES", "100"),
         ("GRACE_API_MAX_JSON_DEPTH", "1000"),
         ("GRACE_API_MAX_KEY_LENGTH", "8"),
+        ("GRACE_AUDIT_SIGNING_KEY", "not-a-key"),
+        ("GRACE_AUDIT_SIGNING_KEY", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----"),
+        ("GRACE_AUDIT_SIGNING_KEY_FILE", "/nonexistent/audit-key.pem"),
+        ("GRACE_AUDIT_CHECKPOINT_SINKS", "ftp://example.com/checkpoints"),
+        ("GRACE_AUDIT_CHECKPOINT_SINKS", "relative/checkpoints.jsonl"),
+        ("GRACE_AUDIT_S3_LOCK_MODE", "LEGAL_HOLD"),
+        ("GRACE_AUDIT_ORIGIN", "two words"),
+        ("GRACE_AUDIT_CHECKPOINT_SECONDS", "0"),
     ],
 )
 def test_a_bad_setting_stops_start_up_naming_the_variable(tmp_path, name, value):

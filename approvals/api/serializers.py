@@ -6,11 +6,16 @@ from approvals.policy import shadow_mode
 
 
 class AuditEventSerializer(serializers.ModelSerializer):
+    """An entry; ``seq``, ``prev_hash`` and ``hash`` are null until the sealer has chained it (within seconds)."""
+
+    seq = serializers.IntegerField(read_only=True, allow_null=True)
+    prev_hash = serializers.CharField(read_only=True, allow_null=True)
+    hash = serializers.CharField(read_only=True, allow_null=True)
     data = serializers.SerializerMethodField(help_text="The event's data, credentials masked.")
 
     class Meta:
         model = AuditEvent
-        fields = ["seq", "at", "actor", "action", "object_type", "object_id", "data", "prev_hash", "hash"]
+        fields = ["id", "seq", "at", "actor", "action", "object_type", "object_id", "data", "prev_hash", "hash"]
         read_only_fields = fields
 
     def get_data(self, obj: AuditEvent) -> dict:

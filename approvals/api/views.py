@@ -1,6 +1,6 @@
 import django_filters
 from django.conf import settings
-from django.db.models import Case, IntegerField, Value, When
+from django.db.models import Case, F, IntegerField, Value, When
 from drf_spectacular.utils import extend_schema
 from rest_framework import viewsets
 from rest_framework.decorators import action, api_view, permission_classes
@@ -24,6 +24,8 @@ from grace_site.api import ModelPermissions
 class AuditEventFilter(django_filters.FilterSet):
     since = api.DateTimeFilter(field_name="at", lookup_expr="gte")
     until = api.DateTimeFilter(field_name="at", lookup_expr="lt")
+    seq = django_filters.NumberFilter(field_name="seal__seq")
+    sealed = django_filters.BooleanFilter(field_name="seal", lookup_expr="isnull", exclude=True)
 
     class Meta:
         model = AuditEvent
@@ -31,13 +33,16 @@ class AuditEventFilter(django_filters.FilterSet):
 
 
 class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
-    """The audit chain, newest first. Read-only: it cannot be changed through any interface."""
+    """The audit log, newest first: every entry as soon as its change committed, with its place in the hash
+    chain (seq, prev_hash, hash) once sealed. Read-only: it cannot be changed through any interface."""
 
-    queryset = AuditEvent.objects.all()
+    queryset = AuditEvent.objects.annotate(
+        seq=F("seal__seq"), prev_hash=F("seal__prev_hash"), hash=F("seal__hash")
+    ).order_by("-id")
     serializer_class = AuditEventSerializer
     permission_classes = [ModelPermissions]
     filterset_class = AuditEventFilter
-    ordering_fields = ["seq", "at"]
+    ordering_fields = ["id", "seq", "at"]
 
 
 api.answer(services.NotAllowed, 403)

@@ -67,7 +67,7 @@ def test_tier_two_needs_one_approval_and_resumes_the_run_once(
     assert decided.status == "approved"
     assert "operator-1" in decided.status_reason
     assert resumes(published) == [("remediation.resume_run", [run.pk], "heal.local")]
-    actions = list(AuditEvent.objects.order_by("seq").values_list("action", flat=True))
+    actions = list(AuditEvent.objects.order_by("id").values_list("action", flat=True))
     assert actions == ["approval.requested", "approval.decision", "approval.approved"]
 
 

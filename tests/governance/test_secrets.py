@@ -59,7 +59,7 @@ def test_audit_rows_written_before_masking_are_masked_when_read_and_the_chain_st
     api_client.force_authenticate(admin_user)
 
     api = api_client.get("/api/audit/").content.decode()
-    pages = [client.get(f"/admin/approvals/auditevent/{event.seq}/change/") for event in AuditEvent.objects.all()]
+    pages = [client.get(f"/admin/approvals/auditevent/{event.pk}/change/") for event in AuditEvent.objects.all()]
 
     for text in (api, *(page.content.decode() for page in pages)):
         assert SECRET not in text and "hunter2" not in text

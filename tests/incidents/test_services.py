@@ -159,7 +159,7 @@ def test_set_status_is_a_compare_and_set_on_the_expected_statuses(default_rules)
 
     incident.refresh_from_db()
     assert incident.status == "escalated"
-    changes = AuditEvent.objects.filter(action="incident.status_changed").order_by("seq")
+    changes = AuditEvent.objects.filter(action="incident.status_changed").order_by("id")
     assert [(e.data["from"], e.data["to"]) for e in changes] == [("open", "healing"), ("healing", "escalated")]
 
 

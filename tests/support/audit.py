@@ -1,11 +1,13 @@
 """Test-harness access to the audit log's maintenance lock.
 
-The append-only triggers let rows be removed only while
-``approvals_audit_unlock`` holds a row. Transactional tests need that to empty
-the table between tests; every test starts locked.
+The append-only triggers let rows of the audit tables (entries, seals, checkpoints) be removed only while
+``approvals_audit_unlock`` holds a row. Transactional tests need that to empty the tables between tests;
+every test starts locked.
 """
 
 from django.db import connection, transaction
+
+TABLES = ("approvals_auditevent", "approvals_auditseal", "approvals_auditcheckpoint")
 
 
 def lock() -> None:
@@ -20,11 +22,13 @@ def unlock(reason: str = "test harness flush") -> None:
 
 
 def drop_triggers() -> None:
-    """Remove the append-only triggers (inside the caller's transaction)."""
+    """Remove the append-only triggers of every audit table (inside the caller's transaction): what an
+    insider with the database's owner rights can do."""
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("DROP TRIGGER approvals_auditevent_no_change ON approvals_auditevent")
-            cursor.execute("DROP TRIGGER approvals_auditevent_no_truncate ON approvals_auditevent")
-        else:
-            cursor.execute("DROP TRIGGER approvals_auditevent_no_update")
-            cursor.execute("DROP TRIGGER approvals_auditevent_no_delete")
+        for table in TABLES:
+            if connection.vendor == "postgresql":
+                cursor.execute(f"DROP TRIGGER {table}_no_change ON {table}")
+                cursor.execute(f"DROP TRIGGER {table}_no_truncate ON {table}")
+            else:
+                cursor.execute(f"DROP TRIGGER {table}_no_update")
+                cursor.execute(f"DROP TRIGGER {table}_no_delete")
