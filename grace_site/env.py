@@ -8,6 +8,7 @@ of misbehaving later.
 from __future__ import annotations
 
 import os
+import re
 from urllib.parse import urlparse
 
 from django.core.exceptions import ImproperlyConfigured
@@ -44,6 +45,27 @@ def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int
         raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}")
     if maximum is not None and value > maximum:
         raise ImproperlyConfigured(f"{name} must be at most {maximum}, got {value}")
+    return value
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
+               "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4, "tb": 1000**4, "tib": 1024**4}  # fmt: skip
+
+
+def parse_size(raw: str, name: str) -> int:
+    """``"5GiB"``, ``"512 MB"``, ``"1000000"`` -> bytes (ImproperlyConfigured naming ``name`` otherwise)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", raw)
+    unit = match and _SIZE_UNITS.get(match.group(2).lower())
+    if not unit:
+        raise ImproperlyConfigured(f"{name} must be a size such as 5GiB, 512MB or 1000000 (bytes), got {raw!r}")
+    return int(float(match.group(1)) * unit)
+
+
+def env_bytes(name: str, default: str, *, minimum: int = 0) -> int:
+    """A size in bytes, with an optional unit (B, kB/KiB, MB/MiB, GB/GiB, TB/TiB)."""
+    value = parse_size(os.environ.get(name, default), name)
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum} bytes, got {value}")
     return value
 
 

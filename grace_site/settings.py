@@ -14,6 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from .env import (
     env_bool,
+    env_bytes,
     env_database,
     env_float,
     env_int,
@@ -342,6 +343,11 @@ SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {}).update(
 # pipeline
 GRACE_SNAPSHOT_DIR = Path(env_str("GRACE_SNAPSHOT_DIR", str(VAR_DIR / "snapshots")))
 GRACE_SNAPSHOT_RETENTION_DAYS = env_int("GRACE_SNAPSHOT_RETENTION_DAYS", 14, minimum=1)
+# Snapshot storage on each host: held (not yet purged) snapshots of one target, of all targets, and the free
+# space a new snapshot must leave on the snapshot disk. Past any of them the snapshot is refused (BLOCKED).
+GRACE_SNAPSHOT_TARGET_QUOTA = env_bytes("GRACE_SNAPSHOT_TARGET_QUOTA", "5GiB", minimum=1)
+GRACE_SNAPSHOT_TOTAL_QUOTA = env_bytes("GRACE_SNAPSHOT_TOTAL_QUOTA", "20GiB", minimum=1)
+GRACE_SNAPSHOT_MIN_FREE = env_bytes("GRACE_SNAPSHOT_MIN_FREE", "1GiB")
 # A stage may go this long (plus its steps' timeouts) without progress before the reaper re-dispatches it.
 GRACE_STAGE_GRACE_SECONDS = env_int("GRACE_STAGE_GRACE_SECONDS", 60, minimum=1)
 GRACE_REAPER_MAX_TRIES = env_int("GRACE_REAPER_MAX_TRIES", 3, minimum=1)

@@ -9,6 +9,7 @@ first re-observed through its contract and skipped when its effect is there.
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,13 @@ def take_snapshots(run: HealRun) -> None:
         if Snapshot.objects.filter(run=run, step_index=step.index).exists():
             continue
         action = registry.get(step.action)
+        try:  # before any byte is copied: a snapshot never fills the disk
+            snapshots.check_quota(
+                step.target, snapshots.estimate(step.target, stop_after=settings.GRACE_SNAPSHOT_TARGET_QUOTA)
+            )
+        except snapshots.QuotaExceeded as exc:
+            transition(run.pk, S.APPROVED, S.BLOCKED, reason=f"snapshot of step {step.index} refused: {exc}")
+            return
         directory = snapshots.directory_for(run.pk, step.index)
         try:
             if step.reversible:
@@ -85,6 +93,12 @@ def take_snapshots(run: HealRun) -> None:
             transition(run.pk, S.APPROVED, S.FAILED, reason=f"snapshot of step {step.index} failed: {exc}")
             return
         manifest = snapshots.build_manifest(directory)
+        try:  # the estimate was low (the target grew meanwhile...): what was copied goes
+            snapshots.check_quota(step.target, manifest["bytes"], copied=True)
+        except snapshots.QuotaExceeded as exc:
+            shutil.rmtree(directory, ignore_errors=True)
+            transition(run.pk, S.APPROVED, S.BLOCKED, reason=f"snapshot of step {step.index} refused: {exc}")
+            return
         with transaction.atomic(savepoint=False):
             snap = Snapshot.objects.create(
                 run=run,

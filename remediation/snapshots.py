@@ -10,6 +10,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from approvals import audit
@@ -18,6 +19,10 @@ from remediation.models import Snapshot
 
 class SnapshotIntegrityError(Exception):
     """A snapshot's files do not match its manifest: restoring from it is refused."""
+
+
+class QuotaExceeded(Exception):
+    """Taking this snapshot would pass a storage limit of this host: it is refused, with the limit named."""
 
 
 def root() -> Path:
@@ -71,6 +76,77 @@ def verify(snapshot: Snapshot) -> None:
         expected, actual = snapshot.manifest.get("files", {}), current["files"]
         changed = sorted(k for k in set(expected) | set(actual) if expected.get(k) != actual.get(k))
         raise SnapshotIntegrityError(f"snapshot files do not match the manifest: {', '.join(changed[:10])}")
+
+
+# Files SQLite keeps beside a database: a snapshot of one copies what they hold too.
+_SIDECARS = ("-wal", "-journal")
+
+
+def estimate(target: str, *, stop_after: int | None = None) -> int:
+    """Bytes a snapshot of ``target`` will take: a file with its SQLite sidecars, or a directory's files
+    (counting stops once past ``stop_after``). 0 for targets that are not local paths (PostgreSQL, cloud).
+    ``target`` is a plan step's canonical target (``local:/path``) or a path."""
+    target = target.removeprefix("local:")
+    if not target.startswith("/"):
+        return 0
+    path = Path(target)
+    try:
+        if path.is_file():
+            return path.stat().st_size + sum(
+                sidecar.stat().st_size for suffix in _SIDECARS if (sidecar := Path(f"{target}{suffix}")).is_file()
+            )
+        total = 0
+        if path.is_dir():
+            for child in path.rglob("*"):
+                if child.is_file() and not child.is_symlink():
+                    total += child.stat().st_size
+                    if stop_after is not None and total > stop_after:
+                        break
+        return total
+    except OSError:
+        return 0
+
+
+def held_bytes(*, target: str | None = None) -> int:
+    """Bytes of this host's snapshots that retention has not purged (of one canonical target, or all)."""
+    held = Snapshot.objects.filter(host__in=["", settings.GRACE_HOST], purged_at__isnull=True)
+    if target is not None:
+        held = held.filter(target=target)
+    return held.aggregate(total=Sum("size_bytes"))["total"] or 0
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1024**2:,.1f} MiB"
+
+
+def check_quota(target: str, adding: int, *, copied: bool = False) -> None:
+    """Raise QuotaExceeded when ``adding`` bytes more for ``target`` (its canonical form, as the planner and
+    every Snapshot row have it: one file named several ways is one target) would pass this host's per-target
+    or total quota, or leave less than GRACE_SNAPSHOT_MIN_FREE on the snapshot disk (``copied``: the bytes
+    are already on that disk)."""
+    if adding <= 0:
+        return
+    limit = settings.GRACE_SNAPSHOT_TARGET_QUOTA
+    held = held_bytes(target=target)
+    if held + adding > limit:
+        raise QuotaExceeded(
+            f"snapshot quota: {target} already holds {_mib(held)} of snapshots and this one needs {_mib(adding)} "
+            f"(GRACE_SNAPSHOT_TARGET_QUOTA is {_mib(limit)}); wait for retention or roll back older runs"
+        )
+    limit = settings.GRACE_SNAPSHOT_TOTAL_QUOTA
+    held = held_bytes()
+    if held + adding > limit:
+        raise QuotaExceeded(
+            f"snapshot quota: host {settings.GRACE_HOST} already holds {_mib(held)} of snapshots and this one "
+            f"needs {_mib(adding)} (GRACE_SNAPSHOT_TOTAL_QUOTA is {_mib(limit)})"
+        )
+    root().mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(root()).free
+    if free - (0 if copied else adding) < settings.GRACE_SNAPSHOT_MIN_FREE:
+        raise QuotaExceeded(
+            f"snapshot disk: {_mib(free)} free, and this snapshot ({_mib(adding)}) would leave less than "
+            f"GRACE_SNAPSHOT_MIN_FREE ({_mib(settings.GRACE_SNAPSHOT_MIN_FREE)})"
+        )
 
 
 def expired(*, now=None):

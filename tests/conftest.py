@@ -7,7 +7,8 @@ from django.conf import settings
 from tests.support import audit as audit_lock
 from tests.support.processes import ALL_QUEUES, start_worker
 
-QUEUES = ALL_QUEUES.split(",")
+# The shared queues and this machine's host queue (every worker also consumes heal.local.<GRACE_HOST>).
+QUEUES = [*ALL_QUEUES.split(","), f"heal.local.{settings.GRACE_HOST}"]
 
 if not os.environ.get("REDIS_URL"):
     raise pytest.UsageError(

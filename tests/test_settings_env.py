@@ -42,6 +42,9 @@ def _import_settings(tmp_path, **overrides):
         ("GRACE_PROBE_ALLOWED_HOSTS", "api.*.example.com"),
         ("GRACE_PROBE_LOOPBACK_PORTS", "8000,redis"),
         ("GRACE_PROBE_LOOPBACK_PORTS", "0"),
+        ("GRACE_SNAPSHOT_TARGET_QUOTA", "lots"),
+        ("GRACE_SNAPSHOT_TOTAL_QUOTA", "0"),
+        ("GRACE_SNAPSHOT_MIN_FREE", "-1GiB"),
         ("GRACE_RESILIENCE_STATE_TTL", "10"),  # shorter than the breaker's reset timeout
         ("GRACE_AUTH_FAILURE_LIMIT", "lots"),
         ("GRACE_LOGIN_FAILURE_LIMIT", "0"),
