@@ -25,12 +25,14 @@ from celery import current_app
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F, Q, Window
+from django.db.models import F, OuterRef, Q, Subquery, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
 from approvals import audit
+from incidents.choices import IncidentStatus, Source
+from incidents.models import Incident
 from learning.checks import KINDS, Measurement, Metric
 from learning.choices import BenchmarkRunStatus, Trigger
 from learning.defaults import SUITES
@@ -371,3 +373,36 @@ def failures(run: BenchmarkRun) -> list[dict]:
     return [
         {"metric": m, "error": e} for m, e in run.results.filter(ok=False).order_by("pk").values_list("metric", "error")
     ]
+
+
+@dataclass(frozen=True)
+class SuiteStatus:
+    suite: BenchmarkSuite
+    latest: BenchmarkRun | None  # the latest finished run, with its results and suite loaded
+
+
+@dataclass(frozen=True)
+class VerificationStatus:
+    suites: list[SuiteStatus]
+    open_regressions: list  # active benchmark-regression incidents, newest first (at most 100)
+
+
+def verification_status() -> VerificationStatus:
+    """Every suite with its latest finished run, and the open regression incidents: four queries, however
+    many suites and results there are."""
+    latest = BenchmarkRun.objects.filter(suite=OuterRef("pk"), status__in=BenchmarkRunStatus.FINISHED).order_by(
+        "-created_at", "-pk"
+    )
+    suites = list(BenchmarkSuite.objects.annotate(latest_id=Subquery(latest.values("pk")[:1])).order_by("name"))
+    runs = (
+        BenchmarkRun.objects.select_related("suite")
+        .prefetch_related("results")
+        .in_bulk([suite.latest_id for suite in suites if suite.latest_id])
+    )
+    regressions = Incident.objects.filter(source=Source.BENCHMARK, status__in=IncidentStatus.ACTIVE).order_by(
+        "-last_seen"
+    )[:100]
+    return VerificationStatus(
+        suites=[SuiteStatus(suite, runs.get(suite.latest_id)) for suite in suites],
+        open_regressions=list(regressions),
+    )

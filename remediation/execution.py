@@ -21,7 +21,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_afte
 
 from approvals import audit
 from remediation import contracts, snapshots
-from remediation.actions import load_all
+from remediation.actions import registry
 from remediation.actions.base import ActionError, ActionRefused, ActionUnavailable, CannotObserve
 from remediation.choices import AttemptStatus, Phase, RunStatus
 from remediation.models import ActionAttempt, ContractResult, HealRun, Snapshot
@@ -60,7 +60,6 @@ def take_snapshots(run: HealRun) -> None:
     if not plan_intact(run):
         transition(run.pk, S.APPROVED, S.BLOCKED, reason="the plan changed after it was approved: nothing executed")
         return
-    registry = load_all()
     steps = _steps(run)
     for step in steps:
         if Snapshot.objects.filter(run=run, step_index=step.index).exists():
@@ -168,7 +167,7 @@ def _guarded(action, params: dict) -> dict:
 
 
 def _run_step(run: HealRun, step: PlanStep) -> StepFailure | None:
-    action = load_all().get(step.action)
+    action = registry.get(step.action)
     params = step.params
     last = (
         ActionAttempt.objects.filter(run=run, step_index=step.index, phase=Phase.EXECUTE).order_by("-attempt").first()
@@ -245,7 +244,6 @@ def execute(run: HealRun) -> None:
 
 
 def verify(run: HealRun) -> None:
-    registry = load_all()
     results: list[tuple[int, contracts.PredicateResult]] = []
     steps = _steps(run)
     try:
@@ -334,7 +332,6 @@ def _restore_point(run: HealRun, step: PlanStep, *, files: bool = True) -> Snaps
 
 def rollback(run: HealRun, *, from_status: str = S.ROLLING_BACK) -> None:
     """Restore every executed step from its verified snapshot, newest first."""
-    registry = load_all()
     problems: list[str] = []
     for step in reversed(_executed_steps(run)):
         done = ActionAttempt.objects.filter(

@@ -18,7 +18,7 @@ from rest_framework import serializers
 
 from incidents import inventory
 from incidents.models import Incident, Service
-from remediation.actions import load_all
+from remediation.actions import registry
 from remediation.contracts import validate_contract
 from remediation.models import Playbook
 
@@ -186,7 +186,6 @@ def _rule_problems(rule: Any) -> list[str]:
 def validate_steps(steps: Any) -> None:
     """Check a playbook's steps without an incident: actions exist, nothing binds a target outside the
     inventory, label-filled parameters declare what they allow, contracts are well-formed."""
-    registry = load_all()
     if not isinstance(steps, list):
         raise serializers.ValidationError({"steps": ["must be a list"]})
     errors = [error for i, step in enumerate(steps) for error in _step_errors(i, step, registry)]
@@ -198,7 +197,6 @@ def validate_steps(steps: Any) -> None:
 
 def required_inputs(steps: list) -> list[dict]:
     """What each step needs from the inventory and from labels (shown in the API and the docs)."""
-    registry = load_all()
     needs = []
     for i, step in enumerate(steps or []):
         if not isinstance(step, dict) or step.get("action") not in registry:
@@ -253,7 +251,6 @@ def _resource_view(resource) -> dict:
 
 def build(playbook: Playbook, incident: Incident, service: Service | None = None) -> Plan:
     """The plan for ``incident`` with ``playbook``; PlanError (the run escalates) when it cannot be made."""
-    registry = load_all()
     service = service or inventory.service_named(incident.service)
     if service is None:
         raise PlanError(

@@ -19,16 +19,12 @@ from remediation import (
     pipeline,
     snapshots,
 )
-from remediation.actions import load_all
 from remediation.choices import RunStatus
 from remediation.models import HealRun
 from remediation.services import enter_stage, transition
 from remediation.state import Started
 
 S = RunStatus
-# Import every action family (boto3, docker, kubernetes clients) when the worker loads its tasks,
-# before it forks, rather than inside the first run that needs them.
-load_all()
 
 
 @grace_task("remediation.start_run", result=False)

@@ -15,8 +15,6 @@ from rest_framework.views import APIView
 
 from grace_site import api
 from grace_site.api import ModelPermissions
-from incidents.choices import IncidentStatus, Source
-from incidents.models import Incident
 from learning import analytics, benchmarks, services
 from learning.api.serializers import BenchmarkRunSerializer, RecommendationsSerializer, StatisticsSerializer
 from learning.choices import BenchmarkRunStatus
@@ -106,27 +104,17 @@ class VerificationStatusView(APIView):
 
     @extend_schema(responses={200: dict})
     def get(self, request):
-        suites = []
-        for suite in BenchmarkSuite.objects.order_by("name"):
-            latest = (
-                BenchmarkRun.objects.filter(suite=suite, status__in=BenchmarkRunStatus.FINISHED)
-                .prefetch_related("results")
-                .order_by("-created_at", "-pk")
-                .first()
-            )
-            suites.append(
-                {
-                    "suite": suite.name,
-                    "enabled": suite.enabled,
-                    "latest": BenchmarkRunSerializer(latest).data if latest else None,
-                }
-            )
-        regressions = Incident.objects.filter(source=Source.BENCHMARK, status__in=IncidentStatus.ACTIVE).order_by(
-            "-last_seen"
-        )
+        status = benchmarks.verification_status()
         return Response(
             {
-                "suites": suites,
+                "suites": [
+                    {
+                        "suite": entry.suite.name,
+                        "enabled": entry.suite.enabled,
+                        "latest": BenchmarkRunSerializer(entry.latest).data if entry.latest else None,
+                    }
+                    for entry in status.suites
+                ],
                 "open_regressions": [
                     {
                         "incident": i.pk,
@@ -140,7 +128,7 @@ class VerificationStatusView(APIView):
                         "first_seen": i.first_seen,
                         "last_seen": i.last_seen,
                     }
-                    for i in regressions[:100]
+                    for i in status.open_regressions
                 ],
             }
         )

@@ -13,6 +13,7 @@ FAMILY_MODULES = (
 
 
 def load_all():
+    """Import every family (their actions register themselves); RemediationConfig.ready() does it once."""
     for module in FAMILY_MODULES:
         try:
             import_module(module)

@@ -12,7 +12,7 @@ from grace_site import api, handoff
 from grace_site.api import ModelPermissions
 from incidents.models import Incident
 from remediation import lifecycle, pipeline, playbooks, resilience
-from remediation.actions import load_all
+from remediation.actions import registry
 from remediation.api.serializers import (
     ActionSerializer,
     AgentSerializer,
@@ -160,7 +160,7 @@ def actions_catalogue(request):
                 "reversible": a.reversible, "timeout": a.timeout, "description": a.description,
                 "params": {name: type(f).__name__ for name, f in a.params().fields.items()},
             }
-            for a in load_all().all()
+            for a in registry.all()
         ]
     )  # fmt: skip
 
@@ -197,7 +197,7 @@ class BreakerResetResultSerializer(BreakerResetSerializer):
 def resilience_reset(request):
     body = BreakerResetSerializer(data=request.data)
     body.is_valid(raise_exception=True)
-    if body.validated_data["action"] not in load_all():
+    if body.validated_data["action"] not in registry:
         raise ValidationError({"action": [f"unknown action {body.validated_data['action']!r}"]})
     reset = resilience.reset_breaker(body.validated_data["action"], body.validated_data["target"], actor=request.user)
     return Response({"reset": reset, **body.validated_data})

@@ -172,3 +172,35 @@ def test_an_unknown_suite_is_404_and_a_disabled_one_409(api_client, admin_user):
     assert api_client.post("/api/verification/benchmarks/nope/").status_code == 404
     disabled = api_client.post("/api/verification/benchmarks/off/")
     assert disabled.status_code == 409 and "suite" in disabled.json()
+
+
+@pytest.mark.django_db
+def test_the_verification_status_takes_the_same_queries_for_two_suites_or_twenty(api_client, admin_user):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from learning.models import BenchmarkResult
+
+    api_client.force_authenticate(admin_user)
+
+    def add_suites(first: int, last: int) -> None:
+        for i in range(first, last):
+            suite = BenchmarkSuite.objects.create(name=f"suite-{i:02}", checks=[{"kind": "database", "params": {}}])
+            for status in ("passed", "regressed"):
+                run = BenchmarkRun.objects.create(suite=suite, status=status, finished_at=timezone.now())
+                BenchmarkResult.objects.create(run=run, suite=suite, check_kind="database", metric="m", ok=True)
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            body = api_client.get("/api/verification/status/").json()
+        return len(captured), body
+
+    add_suites(0, 2)
+    few, _ = queries()
+    add_suites(2, 20)
+    many, body = queries()
+
+    assert many == few
+    latest = {entry["suite"]: entry["latest"] for entry in body["suites"]}
+    assert len(latest) >= 20 and latest["suite-07"]["status"] == "regressed"  # the newest finished run
+    assert latest["suite-07"]["suite"] == "suite-07" and len(latest["suite-07"]["results"]) == 1
