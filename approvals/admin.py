@@ -35,7 +35,7 @@ class SealedFilter(admin.SimpleListFilter):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdmin):
     """Read-only browser over the audit log, with a "verify chain" button. An entry is listed as soon as
     its transaction commits; its seq and hash appear once the sealer has chained it (within seconds)."""
 
@@ -74,15 +74,6 @@ class AuditEventAdmin(admin.ModelAdmin):
     def short_hash(self, obj: AuditEvent) -> str:
         seal = getattr(obj, "seal", None)
         return seal.hash[:12] if seal else "—"
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     def get_urls(self):
         verify = self.admin_site.admin_view(self.verify_chain_view)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.urls import reverse
 
@@ -160,8 +159,8 @@ class ChannelAdmin(admin.ModelAdmin):
     def delete_model(self, request, obj):
         try:
             channels.delete(obj, actor=request.user)
-        except ValidationError as exc:
-            self.message_user(request, "; ".join(exc.messages), messages.ERROR)
+        except channels.ChannelKept as exc:
+            self.message_user(request, str(exc), messages.ERROR)
 
     def delete_queryset(self, request, queryset):
         for channel in queryset:

@@ -150,11 +150,15 @@ def issue_token(channel: Channel, *, actor=None) -> str:
     return token
 
 
+class ChannelKept(Exception):
+    """A channel that must stay (built in, or the origin of stored incidents): disable it instead."""
+
+
 def delete(channel: Channel, *, actor=None) -> None:
     if channel.builtin:
-        raise ValidationError({"name": f"{channel.name} is built in: disable it instead"})
+        raise ChannelKept(f"channel {channel.name} is built in: disable it instead")
     if channel.incidents.exists():
-        raise ValidationError({"name": f"{channel.name} raised incidents: disable it instead, so their origin stays"})
+        raise ChannelKept(f"channel {channel.name} raised incidents: disable it instead, so their origin stays")
     with transaction.atomic():
         audit.record("channel.deleted", actor=actor, obj=channel, data={"before": channel_data(channel)})
         channel.delete()

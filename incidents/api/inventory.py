@@ -6,11 +6,12 @@ in the response that creates it (or ``POST /api/channels/{id}/token/``) and neve
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from grace_site import api
 from grace_site.api import CheckedModelSerializer, ModelPermissions
 from incidents import channels, inventory
 from incidents.choices import RESOURCE_SCOPE, ChannelKind, ResourceKind
@@ -116,6 +117,10 @@ class ChannelSerializer(CheckedModelSerializer):
         return self.context.get("token")
 
 
+api.answer(channels.ChannelKept, 409)
+
+
+@extend_schema_view(destroy=extend_schema(responses={204: None, **api.statuses(409)}))
 class ChannelViewSet(viewsets.ModelViewSet):
     """Intake channels. Creating one answers with its token, once; the owner is the user who creates it."""
 

@@ -170,3 +170,29 @@ def test_a_disabled_channel_is_refused(api_client):
     response = api_client.post("/api/webhooks/alertmanager/", alertmanager_body(), format="json", **bearer(token))
 
     assert response.status_code == 401
+
+
+def test_a_built_in_channel_or_one_that_raised_incidents_is_kept_with_a_409_and_another_is_deleted(
+    api_client, admin_user
+):
+    builtin = channels.builtin(channels.SWEEPS)
+    used, token = inventory.channel("used-client")
+    unused, _ = inventory.channel("spare-client")
+    api_client.post("/api/incidents/", {"title": "t", "service": "orders"}, format="json", **bearer(token))
+    assert Incident.objects.filter(channel=used).exists()
+    api_client.force_authenticate(admin_user)
+
+    answers = {c.name: api_client.delete(f"/api/channels/{c.pk}/") for c in (builtin, used, unused)}
+
+    assert answers[builtin.name].status_code == 409
+    assert "built in: disable it instead" in answers[builtin.name].json()["detail"]
+    assert answers["used-client"].status_code == 409
+    assert "raised incidents" in answers["used-client"].json()["detail"]
+    assert answers["spare-client"].status_code == 204
+    assert set(Channel.objects.filter(pk__in=[builtin.pk, used.pk, unused.pk]).values_list("name", flat=True)) == {
+        builtin.name,
+        "used-client",
+    }
+    assert list(AuditEvent.objects.filter(action="channel.deleted").values_list("object_id", flat=True)) == [
+        str(unused.pk)
+    ]
