@@ -12,7 +12,7 @@ say "migrations are committed"
 (unset DATABASE_URL; "$PY" manage.py makemigrations --check --dry-run)
 
 say "pytest on SQLite"
-(unset DATABASE_URL; "$VENV/bin/pytest" "$@")
+(unset DATABASE_URL; "$VENV/bin/pytest" --durations=15 "$@")
 
 say "pytest on PostgreSQL"
-DATABASE_URL="$GRACE_PG_URL" "$VENV/bin/pytest" "$@"
+DATABASE_URL="$GRACE_PG_URL" "$VENV/bin/pytest" --durations=15 "$@"

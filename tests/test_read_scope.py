@@ -55,7 +55,7 @@ def objects() -> dict[str, int]:
         "runs": run.pk,
         "approvals": request.pk,
         "policy-rules": PolicyRule.objects.values_list("pk", flat=True).first(),
-        "audit": AuditEvent.objects.values_list("seq", flat=True).first(),
+        "audit": AuditEvent.objects.values_list("id", flat=True).first(),
         "verification/runs": benchmarks.create_run("smoke").pk,
     }
 
