@@ -167,7 +167,7 @@ def floor_run() -> int:
         fingerprint=f"bench-floor-{os.getpid()}-{time.time()}", source="api", title="benchmark floor",
         first_seen=now, last_seen=now, status="healing",
     )  # fmt: skip
-    return HealRun.objects.create(incident=incident, status="EXECUTING").pk
+    return HealRun.objects.create(incident=incident, status="PLANNED").pk
 
 
 def main() -> None:
