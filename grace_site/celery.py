@@ -30,12 +30,13 @@ def _close_old_connections(sender=None, **kwargs) -> None:
     close_old_connections()
 
 
-@signals.celeryd_init.connect
-def _consume_this_hosts_queue(sender=None, instance=None, **kwargs) -> None:
+@signals.worker_init.connect
+def _consume_this_hosts_queue(sender=None, **kwargs) -> None:
     """Every worker also consumes its host's queue (heal.local.<GRACE_HOST>): the stages that act on this
-    machine's resources are sent there (see remediation/fleet.py)."""
+    machine's resources are sent there (see remediation/fleet.py). Added once the worker has selected the
+    queues of its ``-Q`` (which replaces whatever was selected before it, so an earlier signal is too soon)."""
     from django.conf import settings
 
     from grace_site.handoff import host_queue
 
-    instance.app.amqp.queues.select_add(host_queue(settings.GRACE_HOST))
+    sender.app.amqp.queues.select_add(host_queue(settings.GRACE_HOST))

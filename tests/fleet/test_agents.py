@@ -16,7 +16,7 @@ from remediation.models import ActionAttempt, Agent, HealRun, Snapshot
 from tests.remediation.conftest import checkpoint_steps, make_playbook
 from tests.remediation.test_pipeline import content_sha256
 from tests.support import inventory
-from tests.support.processes import start_worker
+from tests.support.processes import ALL_QUEUES, start_worker
 from tests.support.runs import bloated_wal_db, wait_for, wait_for_run, wal_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -36,9 +36,9 @@ class Host:
         self.managed.mkdir(parents=True)
         self.agent = self.worker_name = None
 
-    def start(self) -> None:
+    def start(self, queues: str = "") -> None:
         self.agent, self.worker_name = start_worker(
-            self.var, queues=f"heal.local.{self.name}", concurrency=1, GRACE_HOST=self.name,
+            self.var, queues=queues or f"heal.local.{self.name}", concurrency=1, GRACE_HOST=self.name,
             GRACE_VAR_DIR=str(self.var), GRACE_ALLOWED_ROOTS=str(self.managed),
         )  # fmt: skip
         wait_for(lambda: Agent.objects.filter(name=self.worker_name, stopped_at=None).exists(), fresh_reads=True,
@@ -144,3 +144,26 @@ def test_agents_are_listed_with_their_host_queues_and_last_report(celery_worker,
     assert by_host["host-b"]["queues"] == ["heal.local.host-b"]
     assert by_host["host-b"]["live"] is True
     assert by_host["host-b"]["var_dir"] == str(hosts["host-b"].var)
+
+
+def test_a_worker_given_the_shared_queues_also_consumes_its_hosts_queue(tmp_path):
+    """A full worker (`-Q heal.local,heal.cloud,...`, as `make run` and the README's host app-1 start it) is
+    its host's agent too: the stages for that host's resources reach it."""
+    host = Host("host-c", tmp_path)
+    host.start(queues=ALL_QUEUES)
+    try:
+        agent = Agent.objects.get(name=host.worker_name)
+        assert "heal.local.host-c" in agent.queues
+        db = host.managed / "orders.sqlite3"
+        keeper = bloated_wal_db(db, rows=400)
+        inventory.resource("orders", "sqlite", db, name="db", host="host-c")
+        DiagnosisRule.objects.create(name="t: wal", code="database_wal_bloat", position=1, title_regex=r"(?i)\bWAL\b")
+        make_playbook("wal", "database_wal_bloat", checkpoint_steps())
+
+        run = wait_for_run(raise_for("db").pk, timeout=30)
+
+        assert run.status == RunStatus.SUCCEEDED, run.status_reason
+        assert Snapshot.objects.get(run=run).host == "host-c"
+        keeper.close()
+    finally:
+        host.stop()
