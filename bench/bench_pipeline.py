@@ -263,7 +263,8 @@ def main() -> None:
         "succeeded_runs": HealRun.objects.filter(status="SUCCEEDED", playbook__name="bench-analyze").count(),
     }  # fmt: skip
     print(json.dumps(result, indent=2))
-    (tmp / "pipeline.json").write_text(json.dumps(result, indent=2))
+    (ROOT / "var" / "bench").mkdir(parents=True, exist_ok=True)  # beside the checkout: tmp goes with the services
+    (ROOT / "var" / "bench" / "pipeline.json").write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
