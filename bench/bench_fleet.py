@@ -169,17 +169,8 @@ class Workers:
         )
         self.names.append(name)
 
-    def pids(self) -> tuple[list[int], list[int]]:
-        """(main processes, pool processes)."""
-        mains, pool = [], []
-        for proc in self.procs:
-            try:
-                main = psutil.Process(proc.pid)
-                mains.append(main.pid)
-                pool.extend(child.pid for child in main.children(recursive=True))
-            except psutil.NoSuchProcess:
-                continue
-        return mains, pool
+    def mains(self) -> list[int]:
+        return [proc.pid for proc in self.procs]
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -194,30 +185,36 @@ class Workers:
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
-def service_pids() -> dict[str, list[int]]:
-    """PostgreSQL (postmaster and backends) and redis-server of this run (scripts/with-services.sh)."""
-    found: dict[str, list[int]] = {"postgres": [], "redis": []}
+def service_pids() -> dict[str, int]:
+    """The postmaster and redis-server of this run (scripts/with-services.sh)."""
+    found: dict[str, int] = {}
     tmp = os.environ.get("GRACE_SERVICES_TMP", "")
     pidfile = Path(tmp) / "pg" / "data" / "postmaster.pid"
     if pidfile.exists():
-        postmaster = psutil.Process(int(pidfile.read_text().split()[0]))
-        found["postgres"] = [postmaster.pid, *(c.pid for c in postmaster.children())]
+        found["postgres"] = int(pidfile.read_text().split()[0])
     port = (os.environ.get("REDIS_URL", "").rsplit(":", 1)[-1].split("/")[0]) or "6379"
     for proc in psutil.process_iter(["name", "cmdline"]):
         if proc.info["name"] == "redis-server" and any(port in part for part in proc.info["cmdline"] or []):
-            found["redis"].append(proc.pid)
+            found["redis"] = proc.pid
     return found
 
 
-def cpu_seconds(pids: list[int]) -> dict[int, float]:
-    used = {}
-    for pid in pids:
-        try:
-            times = psutil.Process(pid).cpu_times()
-        except psutil.Error:
-            continue
-        used[pid] = times.user + times.system
-    return used
+def cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds of a process itself, and of its descendants: the live ones and those it has reaped (a
+    database backend that ended during a burst still counts)."""
+    try:
+        process = psutil.Process(pid)
+        times = process.cpu_times()
+        descendants = times.children_user + times.children_system
+        for child in process.children(recursive=True):
+            try:
+                child_times = child.cpu_times()
+            except psutil.Error:
+                continue
+            descendants += child_times.user + child_times.system
+    except psutil.Error:
+        return 0.0, 0.0
+    return times.user + times.system, descendants
 
 
 class CpuMeter:
@@ -226,25 +223,26 @@ class CpuMeter:
     def __init__(self, workers: Workers):
         self.workers = workers
 
-    def _groups(self) -> dict[str, list[int]]:
-        mains, pool = self.workers.pids()
-        services = service_pids()
-        return {"worker_pool": pool, "worker_main": mains, "postgres": services["postgres"],
-                "redis": services["redis"], "bench": [os.getpid()]}  # fmt: skip
+    def _read(self) -> dict[str, float]:
+        mains = [cpu(pid) for pid in self.workers.mains()]
+        services = {name: cpu(pid) for name, pid in service_pids().items()}
+        return {
+            "worker_pool": sum(descendants for _, descendants in mains),
+            "worker_main": sum(own for own, _ in mains),
+            "postgres": sum(services.get("postgres", (0.0, 0.0))),
+            "redis": services.get("redis", (0.0, 0.0))[0],
+            "bench": cpu(os.getpid())[0],
+        }
 
     def __enter__(self):
-        self.before = {name: cpu_seconds(pids) for name, pids in self._groups().items()}
+        self.before = self._read()
         self.machine = psutil.cpu_times()
         self.load = os.getloadavg()
         return self
 
     def __exit__(self, *exc):
-        # Processes started during the burst (new database backends) count from their start; one that ended
-        # during the burst is not counted (worker connections are kept, so that is rare).
-        self.used = {}
-        for name, pids in self._groups().items():
-            before = self.before.get(name, {})
-            self.used[name] = sum(cpu - before.get(pid, 0.0) for pid, cpu in cpu_seconds(pids).items())
+        after = self._read()
+        self.used = {name: after[name] - self.before[name] for name in after}
         machine = psutil.cpu_times()
         busy = lambda t: t.user + t.system + t.nice + getattr(t, "irq", 0) + getattr(t, "softirq", 0)  # noqa: E731
         self.used["machine"] = busy(machine) - busy(self.machine)
