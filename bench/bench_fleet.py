@@ -238,6 +238,7 @@ class CpuMeter:
         self.before = self._read()
         self.machine = psutil.cpu_times()
         self.load = os.getloadavg()
+        self.started = time.monotonic()
         return self
 
     def __exit__(self, *exc):
@@ -247,6 +248,7 @@ class CpuMeter:
         busy = lambda t: t.user + t.system + t.nice + getattr(t, "irq", 0) + getattr(t, "softirq", 0)  # noqa: E731
         self.used["machine"] = busy(machine) - busy(self.machine)
         self.load_after = os.getloadavg()
+        self.window = time.monotonic() - self.started
 
 
 # --- bursts -------------------------------------------------------------------------------------------------
@@ -374,6 +376,9 @@ def measure(kind: str, workers: Workers, label: str, names: list[str] | None = N
         "seconds": round(burst["seconds"], 2),
         "cpu_s_per_unit_ms": {k: round(v / per * 1000, 2) for k, v in cpu.used.items()},
         "load_before_after": [round(cpu.load[0], 2), round(cpu.load_after[0], 2)],
+        # Cores busy during the burst (every process on the machine, other users' too; 2 = all of this machine).
+        "busy_cores": round(cpu.used["machine"] / cpu.window, 2),
+        "grace_cores": round(sum(v for k, v in cpu.used.items() if k != "machine") / cpu.window, 2),
         "tasks": task_table(probe_records(burst["t0"], burst["t1"]), per),
     }
     if kind == "pipeline":
