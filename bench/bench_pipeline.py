@@ -167,7 +167,7 @@ def floor_run() -> int:
         fingerprint=f"bench-floor-{os.getpid()}-{time.time()}", source="api", title="benchmark floor",
         first_seen=now, last_seen=now, status="healing",
     )  # fmt: skip
-    return HealRun.objects.create(incident=incident, status="EXECUTING").pk
+    return HealRun.objects.create(incident=incident, status="PLANNED").pk
 
 
 def main() -> None:
@@ -263,7 +263,8 @@ def main() -> None:
         "succeeded_runs": HealRun.objects.filter(status="SUCCEEDED", playbook__name="bench-analyze").count(),
     }  # fmt: skip
     print(json.dumps(result, indent=2))
-    (tmp / "pipeline.json").write_text(json.dumps(result, indent=2))
+    (ROOT / "var" / "bench").mkdir(parents=True, exist_ok=True)  # beside the checkout: tmp goes with the services
+    (ROOT / "var" / "bench" / "pipeline.json").write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ from remediation.choices import RunStatus
 from remediation.models import HealRun
 from remediation.services import transition
 
-# Two non-terminal states the step flips between: nothing is dispatched on commit.
-FLIP = {RunStatus.EXECUTING: RunStatus.VERIFYING, RunStatus.VERIFYING: RunStatus.EXECUTING}
+# Two waiting states the state machine lets a run move between both ways (a re-plan sends a run waiting for
+# approval back to PLANNED): nothing is dispatched on commit.
+FLIP = {RunStatus.PLANNED: RunStatus.AWAITING_APPROVAL, RunStatus.AWAITING_APPROVAL: RunStatus.PLANNED}
 
 
 @shared_task(name="bench.audited_step", acks_late=True)

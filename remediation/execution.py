@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,7 @@ def take_snapshots(run: HealRun) -> None:
         transition(run.pk, S.APPROVED, S.BLOCKED, reason="the plan changed after it was approved: nothing executed")
         return
     steps = _steps(run)
+    moved = False
     for step in steps:
         if Snapshot.objects.filter(run=run, step_index=step.index).exists():
             continue
@@ -111,12 +113,30 @@ def take_snapshots(run: HealRun) -> None:
                 size_bytes=manifest["bytes"],
             )
             audit.record("snapshot.created", obj=snap, data={"run": run.pk, "step": step.index, **manifest})
+            if step is steps[-1]:  # the last snapshot and the run's move commit together
+                moved = _snapshotted(run)
         _progress(run, step, steps)
-    transition(run.pk, S.APPROVED, S.SNAPSHOTTED, note="safe-hold snapshots taken", family=run.family)
+    if not moved:
+        _snapshotted(run)
 
 
-def _attempt(run: HealRun, step: PlanStep, phase: str, number: int) -> ActionAttempt:
+def _snapshotted(run: HealRun) -> bool:
+    return transition(
+        run.pk, S.APPROVED, S.SNAPSHOTTED, note="safe-hold snapshots taken", family=run.family, host=run.host
+    )
+
+
+class _Lost(Exception):
+    """Another worker claimed the run first: this one stops, having done nothing."""
+
+
+def _attempt(
+    run: HealRun, step: PlanStep, phase: str, number: int, *, claim: Callable[[], bool] | None = None
+) -> ActionAttempt:
+    """Record an attempt before its action runs; ``claim`` (the run's move into its stage) commits with it."""
     with transaction.atomic(savepoint=False):
+        if claim is not None and not claim():
+            raise _Lost
         attempt = ActionAttempt.objects.create(
             run=run,
             step_index=step.index,
@@ -135,7 +155,15 @@ def _attempt(run: HealRun, step: PlanStep, phase: str, number: int) -> ActionAtt
     return attempt
 
 
-def _finish(attempt: ActionAttempt, status: str, *, result: dict | None = None, error: str = "") -> None:
+def _finish(
+    attempt: ActionAttempt,
+    status: str,
+    *,
+    result: dict | None = None,
+    error: str = "",
+    then: Callable[[], object] | None = None,
+) -> None:
+    """Record how an attempt ended; ``then`` (the run's next move) commits with it."""
     with transaction.atomic(savepoint=False):
         ActionAttempt.objects.filter(pk=attempt.pk).update(
             status=status, finished_at=timezone.now(), result=result or {}, error=error[:4000]
@@ -145,6 +173,8 @@ def _finish(attempt: ActionAttempt, status: str, *, result: dict | None = None, 
             obj=attempt,
             data={"run": attempt.run_id, "step": attempt.step_index, "action": attempt.action, "error": error[:500]},
         )
+        if then is not None:
+            then()
 
 
 def _snapshot_state(run: HealRun, index: int) -> dict:
@@ -166,12 +196,24 @@ def _guarded(action, params: dict) -> dict:
     raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
 
-def _run_step(run: HealRun, step: PlanStep) -> StepFailure | None:
+def _run_step(
+    run: HealRun,
+    step: PlanStep,
+    *,
+    claim: Callable[[], bool] | None = None,
+    done: Callable[[], object] | None = None,
+) -> StepFailure | None:
+    """Run one step exactly once. ``claim`` moves the run into EXECUTING, committed with the step's attempt;
+    ``done`` is the run's next move, committed with the step's success (raises _Lost when the claim fails)."""
     action = registry.get(step.action)
     params = step.params
     last = (
         ActionAttempt.objects.filter(run=run, step_index=step.index, phase=Phase.EXECUTE).order_by("-attempt").first()
     )
+    if claim is not None and last is not None:  # attempts are made in EXECUTING only: claim on its own
+        if not claim():
+            raise _Lost
+        claim = None
     if last and last.status in (AttemptStatus.SUCCEEDED, AttemptStatus.SKIPPED):
         return None
     if last and last.status == AttemptStatus.FAILED:
@@ -199,7 +241,7 @@ def _run_step(run: HealRun, step: PlanStep) -> StepFailure | None:
                 return None
         _finish(last, AttemptStatus.FAILED, error="the worker was lost during this attempt")
         number = last.attempt + 1
-    attempt = _attempt(run, step, Phase.EXECUTE, number)
+    attempt = _attempt(run, step, Phase.EXECUTE, number, claim=claim)
     first = number == 1  # a lost earlier attempt may have changed the target even if this one cannot run
     try:
         result = _guarded(action, params)
@@ -220,15 +262,30 @@ def _run_step(run: HealRun, step: PlanStep) -> StepFailure | None:
     except ActionError as exc:
         _finish(attempt, AttemptStatus.FAILED, error=str(exc))
         return StepFailure(step.index, "error", f"{action.name} failed: {exc}", False)
-    _finish(attempt, AttemptStatus.SUCCEEDED, result=result or {})
+    _finish(attempt, AttemptStatus.SUCCEEDED, result=result or {}, then=done)
     return None
 
 
-def execute(run: HealRun) -> None:
-    """Run every step in order (the run is already claimed in EXECUTING)."""
+def execute(run: HealRun, *, claim: Callable[[], bool] | None = None) -> None:
+    """Run every step in order. The run is in EXECUTING already, or ``claim`` moves it there, in the transaction
+    that records the first step's attempt; the move to VERIFYING commits with the last step's success."""
     steps = _steps(run)
+    moved = False
+
+    def done() -> None:
+        nonlocal moved
+        moved = True
+        transition(run.pk, S.EXECUTING, S.VERIFYING, note="every step executed", family=run.family, host=run.host)
+
+    if claim is not None and not steps and not claim():
+        return
     for index, step in enumerate(steps):
-        failure = _run_step(run, step)
+        try:
+            failure = _run_step(
+                run, step, claim=claim if index == 0 else None, done=done if step is steps[-1] else None
+            )
+        except _Lost:
+            return
         if failure is None:
             _progress(run, step, steps)
             continue
@@ -237,10 +294,11 @@ def execute(run: HealRun) -> None:
         else:
             transition(
                 run.pk, S.EXECUTING, S.ROLLING_BACK, reason=f"step {failure.step} failed: {failure.reason}",
-                family=run.family,
+                family=run.family, host=run.host,
             )  # fmt: skip
         return
-    transition(run.pk, S.EXECUTING, S.VERIFYING, note="every step executed", family=run.family)
+    if not moved:
+        done()
 
 
 def verify(run: HealRun) -> None:
@@ -255,7 +313,7 @@ def verify(run: HealRun) -> None:
             _progress(run, step, steps)
     except SoftTimeLimitExceeded:
         transition(
-            run.pk, S.VERIFYING, S.ROLLING_BACK, family=run.family,
+            run.pk, S.VERIFYING, S.ROLLING_BACK, family=run.family, host=run.host,
             reason="verification ran out of time (the stage's soft time limit) before the contract held",
         )  # fmt: skip
         return
@@ -277,7 +335,7 @@ def verify(run: HealRun) -> None:
         if failed:
             moved = transition(
                 run.pk, S.VERIFYING, S.ROLLING_BACK, reason="contract not met: " + "; ".join(failed),
-                result=Verified(confidence), data=data, family=run.family,
+                result=Verified(confidence), data=data, family=run.family, host=run.host,
             )  # fmt: skip
         else:
             moved = transition(

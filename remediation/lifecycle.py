@@ -143,7 +143,7 @@ def operator_rollback(run_id: int, *, actor) -> HealRun:
     try:
         moved = transition(
             run.pk, S.SUCCEEDED, S.ROLLING_BACK, actor=actor, reason="rollback requested by an operator",
-            family=run.family,
+            family=run.family, host=run.host,
         )  # fmt: skip
     except IntegrityError:
         raise RollbackRefused("the incident already has another live run") from None
@@ -206,7 +206,7 @@ def resume_held(*, host: str | None = None, now=None) -> int:
         if fleet.live(run.host, now=now):
             resumed += transition(
                 run.pk, S.BLOCKED_ON_HOST, run.held_status, note=f"the agent of host {run.host} is back",
-                result=state.Resumed(), family=run.family,
+                result=state.Resumed(), family=run.family, host=run.host,
             )  # fmt: skip
         elif run.heartbeat_at < deadline:
             transition(
@@ -232,7 +232,7 @@ def reap(*, now=None) -> dict[str, int]:
             new = S.ROLLING_BACK if run.status in (S.EXECUTING, S.VERIFYING) else S.ESCALATED
             reason += "; rolling back what it changed" if new == S.ROLLING_BACK else "; handed to humans"
             guard = {"heartbeat_at": run.heartbeat_at, "reaper_tries": run.reaper_tries}
-            if transition(run.pk, run.status, new, reason=reason, guard=guard, family=run.family):
+            if transition(run.pk, run.status, new, reason=reason, guard=guard, family=run.family, host=run.host):
                 counts["given_up"] += 1
             continue
         with transaction.atomic():

@@ -38,13 +38,15 @@ def start_run(incident_id: int, *, dry_run: bool = False, started_by=None, manua
     incident = Incident.objects.filter(pk=incident_id).first()
     if incident is None:
         return None
-    live = HealRun.objects.filter(incident_id=incident_id).exclude(status__in=S.TERMINAL).first()
+    # One read for both questions: is a run live (at most one is), and has there been one?
+    earlier = list(HealRun.objects.filter(incident_id=incident_id).values_list("pk", "status"))
+    live = next((pk for pk, status in earlier if status not in S.TERMINAL), None)
     if live is not None:
-        return live
+        return HealRun.objects.filter(pk=live).first()
     allowed = IncidentStatus.ACTIVE if manual else (IncidentStatus.OPEN,)
     if incident.status not in allowed:
         return None
-    if not manual and HealRun.objects.filter(incident_id=incident_id).exists():
+    if not manual and earlier:
         return None  # an automatic start happens once per incident; more are started by hand
     try:
         with transaction.atomic():
@@ -185,8 +187,9 @@ def gate(run_id: int) -> None:
         if not ok:
             return transition(run.pk, S.PLANNED, S.BLOCKED, reason=f"policy: {why}", result=gated)
         return transition(
-            run.pk, S.PLANNED, S.APPROVED, note="tier 1: runs autonomously", result=gated, family=run.family
-        )
+            run.pk, S.PLANNED, S.APPROVED, note="tier 1: runs autonomously", result=gated, family=run.family,
+            host=run.host,
+        )  # fmt: skip
     with transaction.atomic():
         if transition(
             run.pk, S.PLANNED, S.AWAITING_APPROVAL, advance=False, result=gated,
@@ -278,7 +281,7 @@ def resume(run_id: int) -> None:
         if not ok:
             transition(run.pk, S.AWAITING_APPROVAL, S.BLOCKED, reason=f"policy: {why}")
             return
-        transition(run.pk, S.AWAITING_APPROVAL, S.APPROVED, note="approved", family=run.family)
+        transition(run.pk, S.AWAITING_APPROVAL, S.APPROVED, note="approved", family=run.family, host=run.host)
     elif verdict == "rejected":
         transition(run.pk, S.AWAITING_APPROVAL, S.REJECTED, reason="an approver rejected the plan")
     elif verdict == "expired":

@@ -2,9 +2,13 @@
 # `make bench`: run every bench/bench_*.py (or the ones named) against throwaway
 # services. Each benchmark measures its own baseline in the same run and
 # reports ratios; results are also written as JSON under var/bench/.
+# PostgreSQL keeps fsync and synchronous commit on (GRACE_PG_DURABLE=1), so figures that depend on commits
+# reaching the disk are measured as a production database would give them; GRACE_PG_DURABLE=0 for the
+# faster, non-durable cluster the tests use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -eq 0 ]; then set -- bench/bench_*.py; fi
+export GRACE_PG_DURABLE="${GRACE_PG_DURABLE:-1}"
 exec bash scripts/with-services.sh bash -c '
     set -euo pipefail
     mkdir -p var/bench
