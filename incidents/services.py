@@ -100,6 +100,7 @@ def ingest(signal: Signal, *, actor=None) -> IngestResult:
 class BatchResult:
     results: list[IngestResult]
     resolved: list[int]
+    resolved_fingerprints: dict[str, int] = field(default_factory=dict)  # fingerprint: incident resolved now
 
 
 def ingest_many(signals: list[Signal], *, actor=None) -> list[IngestResult]:
@@ -138,6 +139,7 @@ def record_batch(
         groups.setdefault(signal.fingerprint, []).append(index)
     outcome: dict[str, tuple[Incident, bool]] = {}
     resolved: list[int] = []
+    resolved_fingerprints: dict[str, int] = {}
     now = timezone.now()
     firing = sorted(groups)
     with transaction.atomic(savepoint=False):
@@ -163,6 +165,7 @@ def record_batch(
                 incident = active.get(fingerprint)
                 if incident is not None and resolve(incident.pk, actor=actor, reason=resolutions[fingerprint]):
                     resolved.append(incident.pk)
+                    resolved_fingerprints[fingerprint] = incident.pk
                     del active[fingerprint]
             missing = [fp for fp in firing if fp not in active]
             missing += _absorb(groups, [fp for fp in firing if fp in active], active, now, outcome)
@@ -175,7 +178,7 @@ def record_batch(
         incident, created_now = outcome[signal.fingerprint]
         results.append(IngestResult(incident, created_now and signal.fingerprint not in seen))
         seen.add(signal.fingerprint)
-    return BatchResult(results, resolved)
+    return BatchResult(results, resolved, resolved_fingerprints)
 
 
 def _claim(channel: Channel, fingerprints: list[str]) -> None:

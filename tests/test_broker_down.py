@@ -136,7 +136,9 @@ def test_reads_that_need_redis_answer_503_in_time(api, path):
 
 
 def test_intake_is_accepted_and_the_reaper_starts_the_run_once_redis_is_back(api):
-    response, elapsed = api("POST", "/api/incidents/", json={"title": "orders-db WAL is large", "service": "orders"})
+    response, elapsed = api(
+        "POST", "/api/incidents/?wait=true", json={"title": "orders-db WAL is large", "service": "orders"}
+    )
 
     assert response.status_code == 201, response.text
     assert elapsed < ANSWER_WITHIN
