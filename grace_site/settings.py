@@ -335,6 +335,10 @@ GRACE_INTAKE_REDRIVE_SECONDS = env_int("GRACE_INTAKE_REDRIVE_SECONDS", 5, minimu
 GRACE_INTAKE_MAX_AGE = env_int("GRACE_INTAKE_MAX_AGE", 60, minimum=1)
 # Processed deliveries are kept this long (their status stays readable), then removed; parked ones stay.
 GRACE_INTAKE_KEEP_HOURS = env_int("GRACE_INTAKE_KEEP_HOURS", 24, minimum=1)
+# The light intake path in front of Django (incidents/fastpath.py): channel-token POSTs answered 202 without the
+# middleware stack; everything else goes to Django. Off: Django answers every request.
+GRACE_INTAKE_FAST_PATH = env_bool("GRACE_INTAKE_FAST_PATH", True)
+GRACE_WSGI_FRONTS = ["incidents.fastpath.IntakeApp"] if GRACE_INTAKE_FAST_PATH else []
 # Exception capture (see docs/intake.md): empty URL ingests in-process; GRACE_CAPTURE_SELF captures GRACE's own.
 GRACE_CAPTURE_URL = env_str("GRACE_CAPTURE_URL", "")
 GRACE_CAPTURE_TOKEN = env_str("GRACE_CAPTURE_TOKEN", "")
