@@ -318,7 +318,7 @@ GRACE_INTAKE_RAW_MAX_BYTES = env_int("GRACE_INTAKE_RAW_MAX_BYTES", 16 * 1024, mi
 GRACE_DIAGNOSIS_RECHECK_SECONDS = env_float("GRACE_DIAGNOSIS_RECHECK_SECONDS", 1.0, minimum=0.0)
 # Durable intake (docs/intake.md): deliveries are stored with one INSERT and acknowledged (202); consumers on
 # queue "intake" turn them into incidents in batches.
-GRACE_INTAKE_BATCH = env_int("GRACE_INTAKE_BATCH", 200, minimum=1, maximum=5000)
+GRACE_INTAKE_BATCH = env_int("GRACE_INTAKE_BATCH", 100, minimum=1, maximum=5000)
 GRACE_INTAKE_CONSUMERS = env_int("GRACE_INTAKE_CONSUMERS", 2, minimum=1, maximum=64)
 # Past this many pending deliveries intake answers 429 with Retry-After (rechecked at most this often).
 GRACE_INTAKE_MAX_BACKLOG = env_int("GRACE_INTAKE_MAX_BACKLOG", 100_000, minimum=1)

@@ -13,11 +13,13 @@ common case and hands every other request to Django untouched (its body replayed
 - a token that matches no enabled channel of the endpoint's kind, and any client address the brute-force
   limits have locked out: Django (which counts the failure, answers 401, 429 or 503, and audits a lockout).
 
-What it keeps of the full path: the channel is the one the token authenticates (looked up in the same
-transaction that stores the delivery; nothing in the body can name another), the body is bounded and decoded
+What it keeps of the full path: the channel is the one the token authenticates (nothing in the body can name
+another), the body is bounded and decoded
 by ``grace_site.decoding`` rules, the brute-force lockout is checked, the backlog bound answers 429, and the
-delivery is stored with one INSERT before the 202. Concurrent requests of a process share that INSERT and its
-commit (group commit): each request still waits for its own row to be durable.
+delivery is stored with one INSERT before the 202: the same statement reads the channel the token's digest names
+(one round trip, its own transaction). Two things are shared per process instead of done per request: the
+wake-up of a consumer (``Waker``, after the commit) and, for a second, the answer that a client address is not
+locked out (``LOCKOUT_RECHECK``).
 """
 
 from __future__ import annotations
@@ -26,21 +28,21 @@ import hmac
 import io
 import json
 import logging
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
-from django.db import close_old_connections, connection, transaction
+from django.db import DatabaseError, close_old_connections, connection
 from django.http.request import split_domain_port, validate_host
-from rest_framework import serializers
 
-from grace_site import auth_limits, decoding
-from incidents import channels, intake, normalize
-from incidents.alertmanager import SEVERITY_ALIASES
-from incidents.choices import ChannelKind, DeliveryKind, Severity, Source
-from incidents.models import Channel, Delivery
+from grace_site import auth_limits
+from incidents import channels, intake
+from incidents.bodies import CHECKS, NotSure, decode
+from incidents.choices import ChannelKind, DeliveryKind
+from incidents.models import Delivery
 
 logger = logging.getLogger(__name__)
 
@@ -60,227 +62,90 @@ COMMON_HEADERS = [
 ]
 
 
-class NotSure(Exception):
-    """The fast check cannot vouch for the body: Django's serializers decide."""
+# --- the one write ----------------------------------------------------------------------------------------------
+
+# Authentication and the durable write in one statement (one round trip, its own transaction): the delivery is
+# stored with the enabled channel of the endpoint's kind that the token's digest names (or, for
+# GRACE_WEBHOOK_TOKEN, the built-in Alertmanager channel); no row comes back when none does.
+_STORE = (
+    "INSERT INTO incidents_delivery (kind, channel_id, raised_by_id, body, alerts, received_at, status, attempts, "
+    "available_at, claim, lease_until, processed_at, result, error) "
+    "SELECT %s, id, NULL, %s, %s, %s, 'pending', 0, %s, '', NULL, NULL, '{}', '' FROM incidents_channel "
+    "WHERE enabled AND kind = %s AND (token_hash = %s OR (%s AND builtin AND name = %s)) "
+    "ORDER BY id LIMIT 1 RETURNING id"
+)
+_AT = Delivery._meta.get_field("received_at")
 
 
-# --- the fast check: a strict subset of what the serializers accept -------------------------------------
-
-_STARTS_AT = serializers.DateTimeField()
-_ALERT_STATUSES = ("firing", "resolved")
-_SOURCES = set(Source.values)
-_SEVERITIES = set(Severity.values)
-
-
-def _labels(value, *, annotations: bool = False, allow_empty: bool = True) -> None:
-    if not isinstance(value, dict) or (not allow_empty and not value):
-        raise NotSure
-    for item in value.values():
-        if not isinstance(item, str):
-            raise NotSure
-    try:
-        normalize.clean_labels(value, annotations=annotations)
-    except ValidationError:
-        raise NotSure from None
+def store(kind: str, channel_kind: str, token: str, body: str, alerts: int, received_at: datetime) -> int | None:
+    """Store one delivery for the channel ``token`` authenticates; its id, or None when no channel has it."""
+    env_token = settings.GRACE_WEBHOOK_TOKEN
+    env_match = channel_kind == ChannelKind.ALERTMANAGER and bool(env_token)
+    env_match = env_match and hmac.compare_digest(token.encode(), env_token.encode())
+    digest = channels.digest(token) if token.startswith(channels.TOKEN_PREFIX) else ""
+    if not env_match and not digest:
+        return None
+    at = _AT.get_db_prep_save(received_at, connection)
+    params = [kind, body, alerts, at, at, channel_kind, digest or None, env_match, channels.DEFAULT_ALERTMANAGER]
+    with connection.cursor() as cursor:
+        cursor.execute(_STORE, params)
+        row = cursor.fetchone()
+    return row[0] if row else None
 
 
-def _text(data: dict, key: str, *, max_length: int | None = None) -> None:
-    if key in data:
-        value = data[key]
-        if not isinstance(value, str) or (max_length is not None and len(value) > max_length):
-            raise NotSure
+# --- what the request path hands off ------------------------------------------------------------------------------
 
 
-def check_alertmanager(data) -> int:
-    """The number of alerts of a webhook body the serializer would accept; ``NotSure`` otherwise."""
-    if not isinstance(data, dict) or data.get("version") != "4" or data.get("status") not in _ALERT_STATUSES:
-        raise NotSure
-    alerts = data.get("alerts")
-    if not isinstance(alerts, list) or len(alerts) > settings.GRACE_INTAKE_MAX_ALERTS:
-        raise NotSure
-    for key in ("receiver", "externalURL", "groupKey"):
-        _text(data, key)
-    for key in ("groupLabels", "commonLabels"):
-        if key in data:
-            _labels(data[key])
-    if "commonAnnotations" in data:
-        _labels(data["commonAnnotations"], annotations=True)
-    if "truncatedAlerts" in data:
-        truncated = data["truncatedAlerts"]
-        if type(truncated) is not int or truncated < 0:
-            raise NotSure
-    for alert in alerts:
-        if not isinstance(alert, dict) or alert.get("status") not in _ALERT_STATUSES:
-            raise NotSure
-        labels = alert.get("labels")
-        _labels(labels, allow_empty=False)
-        severity = labels.get("severity")
-        if severity is not None and severity.lower() not in SEVERITY_ALIASES:
-            raise NotSure
-        if "annotations" in alert:
-            _labels(alert["annotations"], annotations=True)
-        starts_at = alert.get("startsAt")
-        if not isinstance(starts_at, str):
-            raise NotSure
-        try:
-            _STARTS_AT.to_internal_value(starts_at)
-        except (serializers.ValidationError, ValueError, OverflowError, TypeError):
-            raise NotSure from None
-        _text(alert, "endsAt")
-        _text(alert, "generatorURL", max_length=2000)
-        _text(alert, "fingerprint", max_length=64)
-    return len(alerts)
-
-
-def check_incident(data) -> int:
-    """1 when the incidents API's serializer would accept the body; ``NotSure`` otherwise."""
-    if not isinstance(data, dict):
-        raise NotSure
-    title = data.get("title")
-    if not isinstance(title, str) or not title.strip() or len(title) > normalize.MAX_TITLE:
-        raise NotSure
-    if "source" in data and (not isinstance(data["source"], str) or data["source"] not in _SOURCES):
-        raise NotSure
-    if "severity" in data and (not isinstance(data["severity"], str) or data["severity"] not in _SEVERITIES):
-        raise NotSure
-    _text(data, "service", max_length=normalize.MAX_SERVICE)
-    _text(data, "environment", max_length=normalize.MAX_ENVIRONMENT)
-    _text(data, "message", max_length=normalize.MAX_MESSAGE)
-    if "labels" in data:
-        _labels(data["labels"])
-    if "fingerprint" in data:
-        fingerprint = data["fingerprint"]
-        if not isinstance(fingerprint, str) or not normalize.FINGERPRINT_RE.match(fingerprint):
-            raise NotSure
-    return 1
-
-
-CHECKS: dict[str, Callable] = {DeliveryKind.ALERTMANAGER: check_alertmanager, DeliveryKind.INCIDENT: check_incident}
-
-
-def decode(body: bytes):
-    """The body as GRACE's JSON parser decodes it; ``NotSure`` where the parser would answer an error."""
-    try:
-        data = json.loads(body.decode("utf-8"), parse_constant=decoding._reject_constant)
-        decoding.check(
-            data, max_depth=settings.GRACE_API_MAX_JSON_DEPTH, max_key_length=settings.GRACE_API_MAX_KEY_LENGTH
-        )
-    except (ValueError, UnicodeDecodeError, RecursionError, serializers.ValidationError):
-        raise NotSure from None
-    return data
-
-
-# --- group commit ------------------------------------------------------------------------------------------
-
-
-class _Pending:
-    __slots__ = ("kind", "channel_kind", "token", "body", "alerts", "received_at", "done", "delivery_id")
-
-    def __init__(self, kind: str, channel_kind: str, token: str, body: str, alerts: int, received_at: datetime):
-        self.kind, self.channel_kind, self.token, self.body = kind, channel_kind, token, body
-        self.alerts, self.received_at = alerts, received_at
-        self.done = threading.Event()
-        self.delivery_id: int | None | BaseException = None
-
-
-class GroupCommitter:
-    """Stores deliveries for the request threads of one process: whatever arrived while the previous commit
-    ran goes in the next one (one channel lookup, one multi-row INSERT, one commit), then each request is
-    told its delivery id (or None: no channel has its token)."""
-
-    MAX_GROUP = 500
+class Waker:
+    """Wakes a consumer for the deliveries this process stored, from a thread of its own: the request that
+    stored one only pokes it (no round trip to Redis on the request path). Each poke is followed by a wake-up
+    sent after it, so a stored delivery is never left without one; pokes that come together share it."""
 
     def __init__(self) -> None:
-        self._lock = threading.Condition()
-        self._queue: list[_Pending] = []
+        self._poked = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
 
-    def store(self, item: _Pending, timeout: float = 30.0) -> int | None:
-        with self._lock:
-            self._queue.append(item)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="grace-intake-commit", daemon=True)
-                self._thread.start()
-            self._lock.notify()
-        if not item.done.wait(timeout):
-            raise TimeoutError("the delivery was not stored in time")
-        if isinstance(item.delivery_id, BaseException):
-            raise item.delivery_id
-        return item.delivery_id
+    def poke(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            with self._lock:
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(target=self._run, name="grace-intake-waker", daemon=True)
+                    self._thread.start()
+        self._poked.set()
 
     def _run(self) -> None:
         while True:
-            with self._lock:
-                while not self._queue:
-                    self._lock.wait()
-                group, self._queue = self._queue[: self.MAX_GROUP], self._queue[self.MAX_GROUP :]
-            try:
-                ids = _insert(group)
-                for item, delivery_id in zip(group, ids, strict=True):
-                    item.delivery_id = delivery_id
-                if any(delivery_id is not None for delivery_id in ids):
-                    intake.wake()
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting request (its answer is a 500)
-                logger.exception("intake: could not store %s deliveries", len(group))
-                connection.close()
-                for item in group:
-                    item.delivery_id = exc
-            finally:
-                for item in group:
-                    item.done.set()
+            self._poked.wait()
+            self._poked.clear()
+            intake.wake()  # logs and leaves it to the beat pass when Redis is down
+            time.sleep(WAKE_EVERY)
 
 
-_INSERT = (
-    "INSERT INTO incidents_delivery (kind, channel_id, raised_by_id, body, alerts, received_at, status, attempts, "
-    "available_at, claim, lease_until, processed_at, result, error) VALUES "
-)
-_ROW = "(%s, %s, NULL, %s, %s, %s, 'pending', 0, %s, '', NULL, NULL, '{}', '')"
+WAKE_EVERY = 0.005  # at most one wake-up round trip per process every 5 ms
+waker = Waker()
+
+# Client addresses found not locked out, and until when that answer is used (LOCKOUT_RECHECK seconds): a lockout
+# that starts meanwhile reaches the light path within that time (wrong tokens are still counted by Django, each).
+LOCKOUT_RECHECK = 1.0
+_unlocked: dict[tuple[str, str], float] = {}
 
 
-def _channel_ids(group: list[_Pending]) -> dict[tuple[str, str], int]:
-    """(token, channel kind) -> the enabled channel it authenticates, looked up in the storing transaction."""
-    wanted = {(item.token, item.channel_kind) for item in group}
-    found: dict[tuple[str, str], int] = {}
-    env_token = settings.GRACE_WEBHOOK_TOKEN
-    digests = {}
-    for token, kind in wanted:
-        if kind == ChannelKind.ALERTMANAGER and env_token and hmac.compare_digest(token.encode(), env_token.encode()):
-            builtin = channels.builtin(channels.DEFAULT_ALERTMANAGER)
-            if builtin.enabled:
-                found[(token, kind)] = builtin.pk
-        elif token.startswith(channels.TOKEN_PREFIX):
-            digests[channels.digest(token)] = (token, kind)
-    if digests:
-        enabled = Channel.objects.filter(enabled=True, token_hash__in=list(digests))
-        rows = enabled.values_list("pk", "token_hash", "kind")
-        for pk, token_hash, kind in rows:
-            token, wanted_kind = digests[token_hash]
-            if kind == wanted_kind:
-                found[(token, kind)] = pk
-    return found
-
-
-def _insert(group: list[_Pending]) -> list[int | None]:
-    with transaction.atomic():
-        known = _channel_ids(group)
-        rows = [(item, known.get((item.token, item.channel_kind))) for item in group]
-        authenticated = [(item, channel_id) for item, channel_id in rows if channel_id is not None]
-        ids: dict[int, int] = {}
-        if authenticated:
-            params: list = []
-            for item, channel_id in authenticated:
-                at = _AT.get_db_prep_save(item.received_at, connection)
-                params += [item.kind, channel_id, item.body, item.alerts, at, at]
-            with connection.cursor() as cursor:
-                # RETURNING gives the ids in the order of the VALUES (as bulk_create relies on).
-                cursor.execute(_INSERT + ", ".join([_ROW] * len(authenticated)) + " RETURNING id", params)
-                for (item, _), (pk,) in zip(authenticated, cursor.fetchall(), strict=True):
-                    ids[id(item)] = pk
-    return [ids.get(id(item)) for item in group]
-
-
-_AT = Delivery._meta.get_field("received_at")
-committer = GroupCommitter()
+def _not_locked_out(environ: dict, limit_name: str) -> bool:
+    request = _Request(environ)
+    key = (auth_limits.client_address(request), limit_name)
+    now = time.monotonic()
+    if _unlocked.get(key, 0.0) > now:
+        return True
+    try:
+        auth_limits.check(request, channel=limit_name)
+    except auth_limits.Locked:
+        _unlocked.pop(key, None)
+        return False
+    if len(_unlocked) > 10_000:
+        _unlocked.clear()
+    _unlocked[key] = now + LOCKOUT_RECHECK
+    return True
 
 
 # --- the WSGI app ---------------------------------------------------------------------------------------------
@@ -306,6 +171,9 @@ class IntakeApp:
 
     def __init__(self, fallback: Callable) -> None:
         self.fallback = fallback
+        # Request threads wait on I/O (Redis, the commit) more than they compute: hand the interpreter over
+        # sooner than every 5 ms, so the thread that stores a group is not kept waiting by the others.
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
 
     def __call__(self, environ: dict, start_response):
         route = ROUTES.get(environ.get("PATH_INFO", ""))
@@ -336,12 +204,11 @@ class IntakeApp:
         body = environ["wsgi.input"].read(int(length))
         environ["wsgi.input"] = io.BytesIO(body)  # Django reads it again if it answers
         received_at = datetime.now(UTC)
-        try:
-            auth_limits.check(_Request(environ), channel=limit_name)
-        except auth_limits.Locked:
+        if not _not_locked_out(environ, limit_name):
             return None
         try:
-            close_old_connections()
+            if intake.backlog_recheck_due():
+                close_old_connections()  # this thread's connection: a broken or expired one is replaced
             intake.check_backlog()
         except intake.Backlogged as exc:
             return "429 Too Many Requests", {"detail": str(exc)}, [("Retry-After", str(exc.retry_after))]
@@ -349,10 +216,15 @@ class IntakeApp:
             alerts = CHECKS[kind](decode(body))
         except NotSure:
             return None
-        item = _Pending(kind, channel_kind, token.strip(), body.decode("utf-8"), alerts, received_at)
-        delivery_id = committer.store(item)
+        try:
+            delivery_id = store(kind, channel_kind, token.strip(), body.decode("utf-8"), alerts, received_at)
+        except DatabaseError:
+            logger.exception("intake: could not store a delivery")
+            connection.close()  # the next request opens a fresh connection
+            return "503 Service Unavailable", {"detail": "The database is unavailable: nothing was stored."}, []
         if delivery_id is None:
             return None  # no channel of this kind has the token: Django counts it and answers 401
+        waker.poke()  # after the commit: a consumer is on its way (one message however many ask)
         location = f"/api/deliveries/{delivery_id}/"
         answer = {"delivery": delivery_id, "status": "pending", "alerts": alerts, "url": location}
         return "202 Accepted", answer, [("Location", location)]

@@ -36,14 +36,14 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, F, Min
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError as DRFValidationError
 
 from approvals import audit
 from grace_site import handoff
-from incidents import alertmanager, services
+from incidents import alertmanager, bodies, services
 from incidents.choices import DeliveryKind, DeliveryStatus
 from incidents.models import Channel, Delivery
 
@@ -57,6 +57,8 @@ CONSUME_BUDGET_SECONDS = 30.0
 # Errors that retrying cannot fix: the delivery is parked at once.
 PERMANENT = (ValidationError, DRFValidationError, json.JSONDecodeError)
 PURGE_CHUNK = 5000
+# A transaction applies consecutive deliveries of about this many alerts in all.
+CHUNK_ALERTS = 1000
 
 
 class Backlogged(Exception):
@@ -116,6 +118,10 @@ def pending_count(limit: int | None = None) -> int:
     return queryset.values("pk")[:limit].count()
 
 
+def backlog_recheck_due() -> bool:
+    return time.monotonic() - _backlog_seen["at"] >= settings.GRACE_INTAKE_BACKLOG_RECHECK_SECONDS
+
+
 def check_backlog() -> None:
     """Raise ``Backlogged`` when more than ``GRACE_INTAKE_MAX_BACKLOG`` deliveries are pending. The count is
     read at most every ``GRACE_INTAKE_BACKLOG_RECHECK_SECONDS`` per process."""
@@ -144,13 +150,21 @@ class _Group:
     channel: Channel
     actor: Any
     items: list[_Parsed] = field(default_factory=list)
+    firing: set[str] = field(default_factory=set)
+    resolving: set[str] = field(default_factory=set)
 
     def conflicts(self, item: _Parsed) -> bool:
         """Merging ``item`` would reorder a resolution and a firing of one fingerprint."""
-        firing = {signal.fingerprint for parsed in self.items for signal in parsed.firing}
-        resolving = {fp for parsed in self.items for fp in parsed.resolutions}
-        mine = {signal.fingerprint for signal in item.firing}
-        return bool(mine & resolving or set(item.resolutions) & firing)
+        if not (self.resolving or item.resolutions):
+            return False
+        return any(signal.fingerprint in self.resolving for signal in item.firing) or any(
+            fp in self.firing for fp in item.resolutions
+        )
+
+    def add(self, item: _Parsed) -> None:
+        self.items.append(item)
+        self.firing.update(signal.fingerprint for signal in item.firing)
+        self.resolving.update(item.resolutions)
 
 
 @dataclass
@@ -167,20 +181,30 @@ def actor_of(delivery: Delivery) -> Any:
 
 
 def parse(delivery: Delivery, data: Any = None) -> _Parsed:
-    """The delivery's body as signals and resolutions; validated again (the limits may have changed since)."""
-    from incidents.api.serializers import AlertmanagerWebhookSerializer, IncidentCreateSerializer
-
+    """The delivery's body as signals and resolutions; validated again (the limits may have changed since):
+    by ``incidents.bodies`` when it can vouch for the body, else by the API's serializer."""
     if data is None:
         data = json.loads(delivery.body)
     channel = delivery.channel
     if delivery.kind == DeliveryKind.ALERTMANAGER:
-        serializer = AlertmanagerWebhookSerializer(data=data)
+        try:
+            validated = bodies.validate_alertmanager(data)
+        except bodies.NotSure:
+            from incidents.api.serializers import AlertmanagerWebhookSerializer
+
+            serializer = AlertmanagerWebhookSerializer(data=data)
+            serializer.is_valid(raise_exception=True)
+            validated = serializer.validated_data
+        firing, resolutions = alertmanager.split(validated, channel)
+        return _Parsed(delivery, firing, resolutions, len(validated["alerts"]))
+    try:
+        body = bodies.validate_incident(data)
+    except bodies.NotSure:
+        from incidents.api.serializers import IncidentCreateSerializer
+
+        serializer = IncidentCreateSerializer(data=data)
         serializer.is_valid(raise_exception=True)
-        firing, resolutions = alertmanager.split(serializer.validated_data, channel)
-        return _Parsed(delivery, firing, resolutions, len(serializer.validated_data["alerts"]))
-    serializer = IncidentCreateSerializer(data=data)
-    serializer.is_valid(raise_exception=True)
-    body = dict(serializer.validated_data)
+        body = dict(serializer.validated_data)
     body.pop("source", None)  # the channel stamps the source; a claimed one stays in the raw payload only
     raw = data if isinstance(data, dict) else {}
     signal = services.Signal(**body, raw=raw, channel=channel, raised_by=delivery.raised_by)
@@ -196,7 +220,7 @@ def _groups(items: list[_Parsed]) -> list[_Group]:
         if last is None or last.channel.pk != delivery.channel_id or last.actor != actor or last.conflicts(item):
             last = _Group(delivery.channel, actor)
             groups.append(last)
-        last.items.append(item)
+        last.add(item)
     return groups
 
 
@@ -296,14 +320,29 @@ def _finish(deliveries: list[Delivery], token: str) -> int:
         if not mine:
             return 0
         outcomes = apply([parse(d) for d in mine])
-        now = timezone.now()
-        for position, delivery in enumerate(mine):
-            delivery.result = outcomes[position].result
-        Delivery.objects.filter(pk__in=held).update(
-            status=DeliveryStatus.DONE, processed_at=now, claim="", lease_until=None, error=""
-        )
-        Delivery.objects.bulk_update(mine, ["result"])
+        _mark_done([(d.pk, outcomes[position].result) for position, d in enumerate(mine)])
     return len(mine)
+
+
+_DONE_SQL = (
+    "UPDATE incidents_delivery SET status = 'done', processed_at = %s, claim = '', lease_until = NULL, error = '',"
+)
+
+
+def _mark_done(results: list[tuple[int, dict]]) -> None:
+    """One UPDATE: each delivery done, with its result."""
+    processed_at = Delivery._meta.get_field("processed_at").get_db_prep_save(timezone.now(), connection)
+    cast = "::jsonb" if connection.vendor == "postgresql" else ""
+    cases = " ".join([f"WHEN %s THEN %s{cast}"] * len(results))
+    params: list = [processed_at]
+    for pk, result in results:
+        params += [pk, json.dumps(result, separators=(",", ":"))]
+    params += [pk for pk, _ in results]
+    ids = ", ".join(["%s"] * len(results))
+    # Placeholders only: every value is a parameter.
+    sql = f"{_DONE_SQL} result = CASE id {cases} END WHERE id IN ({ids})"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
 
 
 def _failed(delivery: Delivery, token: str, exc: BaseException) -> None:
@@ -339,19 +378,36 @@ def _audit_parked(delivery_id: int, attempts: int, error: str) -> None:
     )
 
 
+def _chunks(deliveries: list[Delivery]) -> list[list[Delivery]]:
+    """Consecutive deliveries in chunks of about CHUNK_ALERTS alerts: one transaction each."""
+    chunks: list[list[Delivery]] = [[]]
+    alerts = 0
+    for delivery in deliveries:
+        if chunks[-1] and alerts + delivery.alerts > CHUNK_ALERTS:
+            chunks.append([])
+            alerts = 0
+        chunks[-1].append(delivery)
+        alerts += delivery.alerts
+    return [chunk for chunk in chunks if chunk]
+
+
 def process(deliveries: list[Delivery], token: str, *, failed: set[int] | None = None) -> int:
-    """Apply a claimed batch: first-time deliveries together, retried ones (and a failed batch) one by one.
-    Returns how many were applied; the ids that failed are added to ``failed``."""
-    fresh = [d for d in deliveries if d.attempts <= 1]
+    """Apply a claimed batch: first-time deliveries together (in chunks of about CHUNK_ALERTS alerts), retried
+    ones (and the deliveries of a chunk that failed) one by one. Returns how many were applied; the ids that
+    failed are added to ``failed``."""
     alone = [d for d in deliveries if d.attempts > 1]
     done = 0
-    if len(fresh) > 1:
+    for chunk in _chunks([d for d in deliveries if d.attempts <= 1]):
+        if len(chunk) == 1:
+            alone.append(chunk[0])
+            continue
         try:
-            done += services.retry_transient(_finish)(fresh, token)
-            fresh = []
-        except Exception as exc:  # noqa: BLE001 - the batch is retried delivery by delivery, each failure recorded
-            logger.warning("intake: a batch of %s deliveries failed (%s); applying them one by one", len(fresh), exc)
-    for delivery in fresh + alone:
+            done += services.retry_transient(_finish)(chunk, token)
+        except Exception as exc:  # noqa: BLE001 - the chunk is retried delivery by delivery, each failure recorded
+            logger.warning("intake: a batch of %s deliveries failed (%s); applying them one by one", len(chunk), exc)
+            alone.extend(chunk)
+    alone.sort(key=lambda d: d.pk)
+    for delivery in alone:
         try:
             done += services.retry_transient(_finish)([delivery], token)
         except Exception as exc:  # noqa: BLE001 - recorded on the delivery, retried later or parked
