@@ -14,7 +14,8 @@ Baseline, measured in the same run on the same server: a minimal Django view tha
 and answers (``/bench/baseline/``, the full middleware stack). A Celery worker consuming queue ``intake``
 (the durable intake's consumers) runs throughout, as in production. After every scenario the backlog is
 drained and the benchmark checks that the incidents' occurrences add up to the alerts of the stored (that is,
-acknowledged) deliveries, and prints it. EDA (``BENCH_EDA=1``, the default, when ansible-rulebook can be found
+acknowledged) deliveries, and prints it. ``BENCH_INGEST_DATABASES`` (default ``postgresql,sqlite``) chooses the
+databases. EDA (``BENCH_EDA=1``, the default, when ansible-rulebook can be found
 or installed into ``BENCH_EDA_DIR``): its ``eda.builtin.webhook`` source with one rule and a debug action, in
 rounds alternating with GRACE's single-alert scenario.
 
@@ -545,13 +546,14 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     summary: dict = {"cpus": os.cpu_count(), "web": f"gunicorn {WEB_WORKERS} workers x {WEB_THREADS} threads",
                      "consumers": int(CONSUMERS), "seconds_per_scenario": SECONDS, "runs": {}}  # fmt: skip
-    databases = [("postgresql", os.environ.get("DATABASE_URL", ""))]
-    if os.environ.get("BENCH_INGEST_SQLITE", "1") == "1":
+    wanted = os.environ.get("BENCH_INGEST_DATABASES", "postgresql,sqlite").split(",")
+    databases = []
+    if "postgresql" in wanted and os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        databases.append(("postgresql", os.environ["DATABASE_URL"]))
+    if "sqlite" in wanted:
         sqlite_path = Path(tempfile.mkdtemp(prefix="grace-bench-")) / "bench.sqlite3"
         databases.append(("sqlite", f"sqlite:///{sqlite_path}"))
     for label, url in databases:
-        if not url.startswith(("postgres", "sqlite")):
-            continue
         print(f"--- {label}", flush=True)
         summary["runs"][label] = _child(label, url)
     if os.environ.get("BENCH_EDA", "1") == "1":
@@ -561,7 +563,7 @@ def main() -> None:
             print(f"--- EDA skipped: {why}", flush=True)
         else:
             print("--- GRACE and Ansible EDA, alternating rounds (PostgreSQL)", flush=True)
-            summary["eda"] = _child("eda", databases[0][1])
+            summary["eda"] = _child("eda", databases[0][1] if databases else os.environ["DATABASE_URL"])
     (OUT / "ingest.json").write_text(json.dumps(summary, indent=2))
     report(summary)
 

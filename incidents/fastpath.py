@@ -14,12 +14,11 @@ common case and hands every other request to Django untouched (its body replayed
   limits have locked out: Django (which counts the failure, answers 401, 429 or 503, and audits a lockout).
 
 What it keeps of the full path: the channel is the one the token authenticates (nothing in the body can name
-another), the body is bounded and decoded
-by ``grace_site.decoding`` rules, the brute-force lockout is checked, the backlog bound answers 429, and the
-delivery is stored with one INSERT before the 202: the same statement reads the channel the token's digest names
-(one round trip, its own transaction). Two things are shared per process instead of done per request: the
-wake-up of a consumer (``Waker``, after the commit) and, for a second, the answer that a client address is not
-locked out (``LOCKOUT_RECHECK``).
+another), the body is bounded and decoded by ``grace_site.decoding`` rules, the brute-force lockout is checked,
+the backlog bound answers 429, and the delivery is stored with one INSERT before the 202: the same statement
+reads the channel the token's digest names (one round trip, its own transaction). Two things are shared per
+process instead of done per request: the wake-up of a consumer (``Waker``, after the commit) and, for a second,
+the answer that a client address is not locked out (``LOCKOUT_RECHECK``).
 """
 
 from __future__ import annotations
@@ -171,8 +170,8 @@ class IntakeApp:
 
     def __init__(self, fallback: Callable) -> None:
         self.fallback = fallback
-        # Request threads wait on I/O (Redis, the commit) more than they compute: hand the interpreter over
-        # sooner than every 5 ms, so the thread that stores a group is not kept waiting by the others.
+        # Request threads mostly wait on I/O (Redis, the database): hand the interpreter over sooner than every
+        # 5 ms, so a thread whose answer has arrived is not kept waiting by the others.
         sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
 
     def __call__(self, environ: dict, start_response):

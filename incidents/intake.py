@@ -57,8 +57,14 @@ CONSUME_BUDGET_SECONDS = 30.0
 # Errors that retrying cannot fix: the delivery is parked at once.
 PERMANENT = (ValidationError, DRFValidationError, json.JSONDecodeError)
 PURGE_CHUNK = 5000
-# A transaction applies consecutive deliveries of about this many alerts in all.
-CHUNK_ALERTS = 1000
+PURGE_BUDGET_SECONDS = 2.0
+# A transaction applies consecutive deliveries of about this many alerts in all. SQLite has one writer: its
+# transactions stay short, so the requests that store deliveries meanwhile do not wait long for the lock.
+CHUNK_ALERTS = {"postgresql": 1000}
+CHUNK_ALERTS_DEFAULT = 100
+# SQLite's busy handler is not fair: a writer that waits sleeps between tries while another takes the lock again.
+# Between its transactions a consumer on SQLite leaves the lock free this long, for the requests storing deliveries.
+WRITER_PAUSE = {"sqlite": 0.005}
 
 
 class Backlogged(Exception):
@@ -378,12 +384,19 @@ def _audit_parked(delivery_id: int, attempts: int, error: str) -> None:
     )
 
 
+def _let_writers_in() -> None:
+    pause = WRITER_PAUSE.get(connection.vendor)
+    if pause:
+        time.sleep(pause)
+
+
 def _chunks(deliveries: list[Delivery]) -> list[list[Delivery]]:
     """Consecutive deliveries in chunks of about CHUNK_ALERTS alerts: one transaction each."""
+    limit = CHUNK_ALERTS.get(connection.vendor, CHUNK_ALERTS_DEFAULT)
     chunks: list[list[Delivery]] = [[]]
     alerts = 0
     for delivery in deliveries:
-        if chunks[-1] and alerts + delivery.alerts > CHUNK_ALERTS:
+        if chunks[-1] and alerts + delivery.alerts > limit:
             chunks.append([])
             alerts = 0
         chunks[-1].append(delivery)
@@ -403,6 +416,7 @@ def process(deliveries: list[Delivery], token: str, *, failed: set[int] | None =
             continue
         try:
             done += services.retry_transient(_finish)(chunk, token)
+            _let_writers_in()
         except Exception as exc:  # noqa: BLE001 - the chunk is retried delivery by delivery, each failure recorded
             logger.warning("intake: a batch of %s deliveries failed (%s); applying them one by one", len(chunk), exc)
             alone.extend(chunk)
@@ -440,6 +454,7 @@ def consume(slot: int = 0, *, budget: float = CONSUME_BUDGET_SECONDS) -> dict:
                 break
         if len(batch) == batch_size and slot + 1 < settings.GRACE_INTAKE_CONSUMERS:
             wake(slot + 1)
+        _let_writers_in()
         applied += process(batch, token, failed=failed)
         batches += 1
         if time.monotonic() > deadline:
@@ -484,16 +499,21 @@ def redrive() -> dict:
     return summary
 
 
-def purge(before) -> int:
-    """Remove processed deliveries received before ``before`` (a chunk per pass)."""
-    ids = list(
-        Delivery.objects.filter(status=DeliveryStatus.DONE, received_at__lt=before)
-        .order_by("received_at")
-        .values_list("pk", flat=True)[:PURGE_CHUNK]
-    )
-    if not ids:
-        return 0
-    return Delivery.objects.filter(pk__in=ids).delete()[0]
+def purge(before, *, budget: float = PURGE_BUDGET_SECONDS) -> int:
+    """Remove processed deliveries received before ``before``, a chunk at a time, for at most ``budget`` seconds
+    (what is left goes in the next pass)."""
+    deadline = time.monotonic() + budget
+    removed = 0
+    while True:
+        ids = list(
+            Delivery.objects.filter(status=DeliveryStatus.DONE, received_at__lt=before)
+            .order_by("received_at")
+            .values_list("pk", flat=True)[:PURGE_CHUNK]
+        )
+        if ids:
+            removed += Delivery.objects.filter(pk__in=ids).delete()[0]
+        if len(ids) < PURGE_CHUNK or time.monotonic() > deadline:
+            return removed
 
 
 # --- operators --------------------------------------------------------------------------------------------

@@ -145,6 +145,17 @@ def test_intake_is_accepted_and_the_reaper_starts_the_run_once_redis_is_back(api
     assert Incident.objects.filter(pk=response.json()["id"]).exists()
 
 
+def test_a_delivery_is_stored_and_acknowledged_while_redis_is_down(api):
+    from incidents.models import Delivery
+
+    response, elapsed = api("POST", "/api/incidents/", json={"title": "orders-db WAL is large", "service": "orders"})
+
+    assert response.status_code == 202, response.text
+    assert elapsed < ANSWER_WITHIN
+    delivery = Delivery.objects.get(pk=response.json()["delivery"])
+    assert delivery.status == "pending"  # beat's redrive sends a consumer once Redis is back
+
+
 def test_the_in_process_celery_check_gives_up_within_its_timeout(dead_redis_url):
     script = (
         "import time; from learning import checks; started = time.monotonic()\n"
