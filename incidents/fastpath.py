@@ -23,6 +23,7 @@ the answer that a client address is not locked out (``LOCKOUT_RECHECK``).
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import io
 import json
@@ -86,10 +87,19 @@ def store(kind: str, channel_kind: str, token: str, body: str, alerts: int, rece
         return None
     at = _AT.get_db_prep_save(received_at, connection)
     params = [kind, body, alerts, at, at, channel_kind, digest or None, env_match, channels.DEFAULT_ALERTMANAGER]
-    with connection.cursor() as cursor:
+    with _one_writer(), connection.cursor() as cursor:
         cursor.execute(_STORE, params)
         row = cursor.fetchone()
     return row[0] if row else None
+
+
+_sqlite_writer = threading.Lock()
+
+
+def _one_writer():
+    """SQLite has one writer, and its busy handler makes waiting writers sleep and retry: the request threads of
+    a process take turns on a lock of their own instead, and only one of them waits for SQLite's."""
+    return _sqlite_writer if connection.vendor == "sqlite" else contextlib.nullcontext()
 
 
 # --- what the request path hands off ------------------------------------------------------------------------------
