@@ -11,6 +11,8 @@ ACTIONS: dict[str, str] = {
     "incident.created": "a new incident was recorded (its channel, source, inventory environment, diagnosis)",
     "incident.resolved": "an incident was resolved (an alert's resolution, a sweep, an operator)",
     "incident.status_changed": "an incident's status changed (healing, escalated, ignored, re-opened...)",
+    "delivery.parked": "a stored intake delivery failed too often (or can never succeed) and was parked with its error",
+    "delivery.replayed": "an operator sent a parked intake delivery back to the consumers",
     "channel.created": "an intake channel was created",
     "channel.saved": "an intake channel was changed (before and after)",
     "channel.deleted": "an intake channel was deleted",

@@ -122,7 +122,7 @@ def setup() -> tuple[str, Path]:
 def post(session: requests.Session, url: str, token: str, i: int, db: Path) -> tuple[int, float]:
     t0 = time.time()
     r = session.post(
-        f"{url}/api/incidents/",
+        f"{url}/api/incidents/?wait=true",  # the synchronous mode: the answer is the incident
         json={"service": f"bench-{i}", "title": f"bench probe {i} {t0}", "severity": "warning"},
         headers={"Authorization": f"Token {token}"}, timeout=10,
     )  # fmt: skip

@@ -19,11 +19,14 @@ from celery import current_app
 from django.db import transaction
 from kombu.exceptions import KombuError
 
+from grace_site import redis as grace_redis
+
 logger = logging.getLogger(__name__)
 
 # Capability queues; workers are placed per queue (see README).
 HEAL_LOCAL, HEAL_CLOUD, SWEEPS, BENCHMARKS, DEFAULT = "heal.local", "heal.cloud", "sweeps", "benchmarks", "default"
-QUEUES = (HEAL_LOCAL, HEAL_CLOUD, SWEEPS, BENCHMARKS, DEFAULT)
+INTAKE = "intake"  # the durable intake's consumers (incidents.intake)
+QUEUES = (HEAL_LOCAL, HEAL_CLOUD, SWEEPS, BENCHMARKS, DEFAULT, INTAKE)
 
 
 def host_queue(host: str) -> str:
@@ -47,6 +50,8 @@ TASKS: dict[str, str] = {
     "remediation.reap": HEAL_LOCAL,
     "remediation.purge_snapshots": HEAL_LOCAL,
     "incidents.sweep_target": SWEEPS,
+    "incidents.consume_deliveries": INTAKE,
+    "incidents.redrive_deliveries": INTAKE,
     "learning.benchmark_execute": BENCHMARKS,
     "approvals.deliver_notification": DEFAULT,
     "grace.ping": DEFAULT,
@@ -118,3 +123,37 @@ def _send_many(task: str, ids: list, queue: str | None) -> None:
     except BROKER_ERRORS as exc:
         logger.warning("could not send %s for %s (a beat pass sends them again): %s", task, ids, exc)
         _note_refused(exc)
+
+
+def send_once(task: str, *args, key: str, ttl: float, queue: str | None = None) -> bool:
+    """Publish ``task`` unless a message sent under ``key`` is still on its way: a wake-up that many senders
+    ask for at once goes out once (a Redis ``SET NX`` with a ``ttl``, which the receiver ``release``s when it
+    is done). Returns whether it was sent; a Redis or broker failure is logged (a beat pass sends it again)."""
+    try:
+        if not grace_redis.client().set(key, "1", nx=True, px=max(1, int(ttl * 1000))):
+            return False
+    except redis.RedisError as exc:
+        logger.warning("could not send %s%s (a beat pass sends it again): %s", task, list(args), exc)
+        _note_refused(exc)
+        return False
+    try:
+        send(task, *args, queue=queue)
+    except BROKER_ERRORS as exc:
+        logger.warning("could not send %s%s (a beat pass sends it again): %s", task, list(args), exc)
+        release(key)
+        _note_refused(exc)
+        return False
+    return True
+
+
+def send_once_on_commit(task: str, *args, key: str, ttl: float, queue: str | None = None) -> None:
+    """``send_once`` after the current transaction commits."""
+    transaction.on_commit(partial(send_once, task, *args, key=key, ttl=ttl, queue=queue))
+
+
+def release(key: str) -> None:
+    """The receiver of a ``send_once`` message is done: the next ``send_once`` under ``key`` goes out."""
+    try:
+        grace_redis.client().delete(key)
+    except redis.RedisError as exc:
+        logger.warning("could not release %s (it expires by itself): %s", key, exc)

@@ -288,6 +288,8 @@ CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "incidents.sweep*": {"queue": "sweeps"},
+    "incidents.consume_deliveries": {"queue": "intake"},
+    "incidents.redrive_deliveries": {"queue": "intake"},
     "learning.benchmark*": {"queue": "benchmarks"},
     "remediation.*": {"queue": "heal.local"},
     "*": {"queue": "default"},
@@ -315,6 +317,29 @@ GRACE_INTAKE_MAX_LABEL_BYTES = env_int("GRACE_INTAKE_MAX_LABEL_BYTES", 1024, min
 GRACE_INTAKE_RAW_MAX_BYTES = env_int("GRACE_INTAKE_RAW_MAX_BYTES", 16 * 1024, minimum=256)
 # How often each process compares its compiled diagnosis rules with the rule table.
 GRACE_DIAGNOSIS_RECHECK_SECONDS = env_float("GRACE_DIAGNOSIS_RECHECK_SECONDS", 1.0, minimum=0.0)
+# Durable intake (docs/intake.md): deliveries are stored with one INSERT and acknowledged (202); consumers on
+# queue "intake" turn them into incidents in batches.
+GRACE_INTAKE_BATCH = env_int("GRACE_INTAKE_BATCH", 100, minimum=1, maximum=5000)
+GRACE_INTAKE_CONSUMERS = env_int("GRACE_INTAKE_CONSUMERS", 2, minimum=1, maximum=64)
+# Past this many pending deliveries intake answers 429 with Retry-After (rechecked at most this often).
+GRACE_INTAKE_MAX_BACKLOG = env_int("GRACE_INTAKE_MAX_BACKLOG", 100_000, minimum=1)
+GRACE_INTAKE_BACKLOG_RECHECK_SECONDS = env_float("GRACE_INTAKE_BACKLOG_RECHECK_SECONDS", 0.5, minimum=0.0)
+GRACE_INTAKE_RETRY_AFTER = env_int("GRACE_INTAKE_RETRY_AFTER", 5, minimum=1)
+# A delivery whose processing failed this many times is parked with its error (replayable).
+GRACE_INTAKE_MAX_ATTEMPTS = env_int("GRACE_INTAKE_MAX_ATTEMPTS", 5, minimum=1, maximum=100)
+GRACE_INTAKE_RETRY_SECONDS = env_float("GRACE_INTAKE_RETRY_SECONDS", 2.0, minimum=0.0)
+# A consumer holds its batch this long; a batch still held after it was lost with its consumer.
+GRACE_INTAKE_LEASE_SECONDS = env_int("GRACE_INTAKE_LEASE_SECONDS", 60, minimum=1)
+# A pending delivery no consumer took within this long had its wake-up lost: beat sends one again.
+GRACE_INTAKE_REDRIVE_SECONDS = env_int("GRACE_INTAKE_REDRIVE_SECONDS", 5, minimum=1)
+# /api/health/ warns when the oldest unprocessed delivery is older than this.
+GRACE_INTAKE_MAX_AGE = env_int("GRACE_INTAKE_MAX_AGE", 60, minimum=1)
+# Processed deliveries are kept this long (their status stays readable), then removed; parked ones stay.
+GRACE_INTAKE_KEEP_HOURS = env_int("GRACE_INTAKE_KEEP_HOURS", 24, minimum=1)
+# The light intake path in front of Django (incidents/fastpath.py): channel-token POSTs answered 202 without the
+# middleware stack; everything else goes to Django. Off: Django answers every request.
+GRACE_INTAKE_FAST_PATH = env_bool("GRACE_INTAKE_FAST_PATH", True)
+GRACE_WSGI_FRONTS = ["incidents.fastpath.IntakeApp"] if GRACE_INTAKE_FAST_PATH else []
 # Exception capture (see docs/intake.md): empty URL ingests in-process; GRACE_CAPTURE_SELF captures GRACE's own.
 GRACE_CAPTURE_URL = env_str("GRACE_CAPTURE_URL", "")
 GRACE_CAPTURE_TOKEN = env_str("GRACE_CAPTURE_TOKEN", "")

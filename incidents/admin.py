@@ -109,4 +109,4 @@ class SweepTargetAdmin(AuditedAdmin):
         self.message_user(request, f"{len(ids)} sweep(s) queued.", messages.SUCCESS)
 
 
-from incidents import admin_inventory  # noqa: E402,F401 - registers the inventory and channel admins
+from incidents import admin_deliveries, admin_inventory  # noqa: E402,F401 - register the other incidents admins

@@ -64,16 +64,23 @@ def to_signal(alert: dict, delivery: dict, channel: Channel | None = None) -> Si
     )
 
 
-def process_delivery(delivery: dict, *, channel: Channel | None = None, actor=None) -> dict:
-    """Apply one validated delivery in one transaction: resolved alerts resolve, firing alerts are ingested,
-    all within the channel the delivery came through (the built-in ``alertmanager`` channel by default)."""
-    channel = channel or channels.builtin(channels.DEFAULT_ALERTMANAGER)
+def split(delivery: dict, channel: Channel) -> tuple[list[Signal], dict[str, str]]:
+    """A validated delivery as the signals of its firing alerts and the resolutions (fingerprint: reason) of its
+    resolved ones, all within ``channel``."""
     firing = [to_signal(alert, delivery, channel) for alert in delivery["alerts"] if alert["status"] == "firing"]
     resolutions = {
         fingerprint(alert["labels"]): f"Alertmanager reported the alert resolved (endsAt {alert.get('endsAt') or '?'})"
         for alert in delivery["alerts"]
         if alert["status"] == "resolved"
     }
+    return firing, resolutions
+
+
+def process_delivery(delivery: dict, *, channel: Channel | None = None, actor=None) -> dict:
+    """Apply one validated delivery in one transaction: resolved alerts resolve, firing alerts are ingested,
+    all within the channel the delivery came through (the built-in ``alertmanager`` channel by default)."""
+    channel = channel or channels.builtin(channels.DEFAULT_ALERTMANAGER)
+    firing, resolutions = split(delivery, channel)
     batch = services.record_batch(firing, resolutions=resolutions, channel=channel, actor=actor)
     return {
         "alerts": len(delivery["alerts"]),

@@ -100,3 +100,21 @@ class ChannelKind(models.TextChoices):
 
 # The sources a channel an operator creates may stamp; sweep and benchmark come only from GRACE itself.
 CHANNEL_SOURCES = (Source.ALERTMANAGER, Source.API, Source.EXCEPTION)
+
+
+class DeliveryKind(models.TextChoices):
+    """Which intake endpoint a stored delivery came through (what its body is)."""
+
+    ALERTMANAGER = "alertmanager", "Alertmanager webhook delivery"
+    INCIDENT = "incident", "Signal posted to /api/incidents/"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    PROCESSING = "processing", "Processing"
+    DONE = "done", "Done"
+    PARKED = "parked", "Parked"
+
+
+# Not yet processed: what the backlog counts (parked deliveries wait for an operator instead).
+DeliveryStatus.QUEUED = (DeliveryStatus.PENDING, DeliveryStatus.PROCESSING)

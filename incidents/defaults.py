@@ -110,6 +110,8 @@ SWEEP_SCHEDULES = [
     ("incidents: sweep PostgreSQL", "incidents.sweep_postgres", 60),
     ("incidents: sweep HTTP", "incidents.sweep_http", 30),
 ]
+# The durable intake's beat pass (lost consumers and wake-ups, retention), on the intake queue.
+INTAKE_SCHEDULE = ("incidents: intake redrive", "incidents.redrive_deliveries", 5)
 
 
 def install() -> int:
@@ -126,6 +128,11 @@ def install() -> int:
             name, task, every=seconds, queue="sweeps", expires=seconds,
             description="Health sweep shipped with GRACE (targets in Incidents > Sweep targets).",
         )  # fmt: skip
+    name, task, seconds = INTAKE_SCHEDULE
+    created += ensure_interval_task(
+        name, task, every=seconds, queue="intake", expires=seconds,
+        description="Durable intake: re-sends lost consumers and wake-ups, removes old processed deliveries.",
+    )  # fmt: skip
     created += channels.ensure_builtin()
     grace, resources = _grace_service()
     created += len(resources)

@@ -8,6 +8,8 @@ from incidents import diagnosis
 from incidents.choices import (
     UNKNOWN_DIAGNOSIS,
     ChannelKind,
+    DeliveryKind,
+    DeliveryStatus,
     IncidentStatus,
     ResourceKind,
     Severity,
@@ -388,3 +390,57 @@ class SweepTarget(models.Model):
         if self.resource is not None and self.kind in (SweepKind.SQLITE, SweepKind.HTTP):
             return self.resource.target
         return self.location
+
+
+class Delivery(models.Model):
+    """One intake request as received, stored with one INSERT before it is acknowledged.
+
+    The channel is the authenticated one (never read from the body); the body is the request's JSON as it
+    arrived, already validated. The intake consumer (``incidents.intake``) turns deliveries into incidents in
+    batches, exactly once each; a delivery that keeps failing is parked with its error until an operator
+    replays it.
+    """
+
+    kind = models.CharField(max_length=20, choices=DeliveryKind.choices)
+    channel = models.ForeignKey(
+        Channel, on_delete=models.PROTECT, related_name="deliveries", help_text="The authenticated channel."
+    )
+    raised_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The user who posted it with their own credentials, if any.",
+    )
+    body = models.TextField(help_text="The JSON body as received.")
+    alerts = models.PositiveIntegerField(default=1, help_text="Signals in it (alerts of a webhook delivery).")
+    received_at = models.DateTimeField()
+    status = models.CharField(max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    available_at = models.DateTimeField(help_text="Not claimed before this (retries back off).")
+    claim = models.CharField(max_length=32, blank=True, help_text="The consumer that holds it while processing.")
+    lease_until = models.DateTimeField(null=True, blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    result = models.JSONField(default=dict, blank=True, help_text="What it did: created, absorbed, resolved, ids.")
+    error = models.TextField(blank=True, help_text="Why the last attempt failed.")
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        ordering = ["-id"]
+        indexes = [
+            # the consumer's claim and the backlog count and age: pending deliveries in arrival order
+            models.Index(fields=["id"], condition=Q(status="pending"), name="delivery_pending_idx"),
+            # lease recovery: processing deliveries whose consumer went away
+            models.Index(fields=["lease_until"], condition=Q(status="processing"), name="delivery_lease_idx"),
+            # admin and API lists by status, newest first; retention of done deliveries
+            models.Index(fields=["status", "received_at"], name="delivery_status_received_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["pending", "processing", "done", "parked"]), name="delivery_status_known"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"delivery #{self.pk} ({self.kind}, {self.status})"

@@ -32,7 +32,7 @@ say "migrating the database"
 
 cat >> "$procfile" <<PROCS
 web: exec $VENV/bin/gunicorn grace_site.wsgi --bind 127.0.0.1:$GRACE_PORT --workers ${GRACE_WEB_WORKERS:-3} --threads 4 --timeout 60 --access-logfile -
-worker: exec $VENV/bin/celery -A grace_site worker -Q heal.local,heal.cloud,sweeps,benchmarks,default -c ${GRACE_WORKER_CONCURRENCY:-2} -l info
+worker: exec $VENV/bin/celery -A grace_site worker -Q heal.local,heal.cloud,sweeps,benchmarks,default,intake -c ${GRACE_WORKER_CONCURRENCY:-2} -l info
 beat: exec $VENV/bin/celery -A grace_site beat -l info --pidfile= --schedule=$VAR/celerybeat-schedule
 PROCS
 

@@ -91,12 +91,20 @@ def redis_client():
 
 
 def purge_queues() -> None:
-    """Empty GRACE's queues on the broker: what one test published never runs in another."""
+    """Empty GRACE's queues on the broker: what one test published never runs in another. The keys that
+    say a coalesced hand-off is on its way (incidents.intake's wake-ups) go with the messages they stand for."""
     from grace_site.celery import app
 
     with app.connection_for_write() as conn:
         for queue in QUEUES:
             conn.default_channel.queue_purge(queue)
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        stale = list(client.scan_iter("grace:intake:wake:*"))
+        if stale:
+            client.delete(*stale)
+    finally:
+        client.close()
 
 
 @pytest.fixture(autouse=True)

@@ -136,11 +136,24 @@ def test_reads_that_need_redis_answer_503_in_time(api, path):
 
 
 def test_intake_is_accepted_and_the_reaper_starts_the_run_once_redis_is_back(api):
-    response, elapsed = api("POST", "/api/incidents/", json={"title": "orders-db WAL is large", "service": "orders"})
+    response, elapsed = api(
+        "POST", "/api/incidents/?wait=true", json={"title": "orders-db WAL is large", "service": "orders"}
+    )
 
     assert response.status_code == 201, response.text
     assert elapsed < ANSWER_WITHIN
     assert Incident.objects.filter(pk=response.json()["id"]).exists()
+
+
+def test_a_delivery_is_stored_and_acknowledged_while_redis_is_down(api):
+    from incidents.models import Delivery
+
+    response, elapsed = api("POST", "/api/incidents/", json={"title": "orders-db WAL is large", "service": "orders"})
+
+    assert response.status_code == 202, response.text
+    assert elapsed < ANSWER_WITHIN
+    delivery = Delivery.objects.get(pk=response.json()["delivery"])
+    assert delivery.status == "pending"  # beat's redrive sends a consumer once Redis is back
 
 
 def test_the_in_process_celery_check_gives_up_within_its_timeout(dead_redis_url):

@@ -26,6 +26,8 @@ PINNED_TASK_NAMES = {
     "incidents.sweep_postgres",
     "incidents.sweep_http",
     "incidents.sweep_target",
+    "incidents.consume_deliveries",
+    "incidents.redrive_deliveries",
     "approvals.expire_requests",
     "approvals.deliver_notification",
     "approvals.seal_audit",
@@ -57,7 +59,7 @@ def test_delivery_survives_a_lost_worker():
 
 def test_every_queue_is_declared_and_routed():
     declared = {queue.name for queue in app.conf.task_queues}
-    assert declared == {"heal.local", "heal.cloud", "sweeps", "benchmarks", "default"}
+    assert declared == {"heal.local", "heal.cloud", "sweeps", "benchmarks", "default", "intake"}
     routed = {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()}
     assert routed <= declared
 

@@ -32,7 +32,7 @@ def test_health_is_ok_with_a_live_worker_and_beat(client, celery_worker, redis_c
     assert response.status_code == 200, body
     assert body["status"] == "ok"
     assert body["failing"] == []
-    assert set(body["components"]) == {"database", "redis", "worker", "beat", "audit"}
+    assert set(body["components"]) == {"database", "redis", "worker", "beat", "audit", "intake"}
     # No audit checkpoint has been signed in this fresh database: a warning, not a failure.
     assert body["warnings"] == ["audit"]
     assert "no audit checkpoint has been issued" in body["components"]["audit"]["warning"]

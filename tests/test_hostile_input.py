@@ -137,7 +137,7 @@ def test_wrong_types_are_400_with_field_errors(client_for, body):
 
 
 def test_unknown_fields_are_kept_as_evidence_not_refused(client_for):
-    response = client_for("/api/incidents/", '{"title": "t", "extra": {"note": "fine"}}')
+    response = client_for("/api/incidents/?wait=true", '{"title": "t", "extra": {"note": "fine"}}')
 
     assert response.status_code == 201
     assert Incident.objects.get().raw_payload["extra"] == {"note": "fine"}

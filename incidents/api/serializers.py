@@ -82,6 +82,15 @@ class IncidentDetailSerializer(IncidentSerializer):
         read_only_fields = fields
 
 
+class AcceptedSerializer(serializers.Serializer):
+    """The answer of an intake endpoint once the delivery is stored (202)."""
+
+    delivery = serializers.IntegerField(help_text="The delivery's id: GET /api/deliveries/{id}/ tells its status.")
+    status = serializers.CharField(help_text="pending: a consumer will apply it.")
+    alerts = serializers.IntegerField(help_text="Signals in the delivery.")
+    url = serializers.CharField(help_text="Where its status is (also the Location header).")
+
+
 class WebhookResultSerializer(serializers.Serializer):
     alerts = serializers.IntegerField()
     created = serializers.IntegerField()

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import json
+
 import django_filters
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.authentication import BaseAuthentication
-from rest_framework.exceptions import APIException, AuthenticationFailed
+from rest_framework.exceptions import APIException, AuthenticationFailed, Throttled, ValidationError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -13,16 +15,55 @@ from rest_framework.views import APIView
 
 from grace_site import api, auth_limits
 from grace_site.api import ModelPermissions, error
-from incidents import alertmanager, channels, services
+from incidents import channels, intake, services
 from incidents.api.serializers import (
+    AcceptedSerializer,
     AlertmanagerWebhookSerializer,
     IncidentCreateSerializer,
     IncidentDetailSerializer,
     IncidentSerializer,
     WebhookResultSerializer,
 )
-from incidents.choices import ChannelKind, IncidentStatus
+from incidents.choices import ChannelKind, DeliveryKind, IncidentStatus
 from incidents.models import Channel, Incident
+
+WAIT_PARAMETER = OpenApiParameter(
+    "wait",
+    bool,
+    description="true: process the delivery in the request and answer with the incidents (the synchronous mode); "
+    "default: answer 202 once the delivery is stored. The header `Grace-Wait: true` does the same.",
+)
+BACKLOGGED = error("More deliveries wait than GRACE_INTAKE_MAX_BACKLOG: retry after `Retry-After` seconds.")
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off", ""}
+
+
+def wants_wait(request) -> bool:
+    """``?wait=true`` (or ``Grace-Wait: true``): the caller wants the incidents in the answer."""
+    raw = request.query_params.get("wait", request.META.get("HTTP_GRACE_WAIT", "false")).strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ValidationError({"wait": [f"must be true or false, got {raw[:20]!r}"]})
+
+
+def check_backlog() -> None:
+    try:
+        intake.check_backlog()
+    except intake.Backlogged as exc:
+        raise Throttled(wait=exc.retry_after, detail=str(exc)) from None
+
+
+def accepted(delivery) -> Response:
+    """202: the delivery is stored; its status is at ``Location``."""
+    location = f"/api/deliveries/{delivery.pk}/"
+    body = {"delivery": delivery.pk, "status": delivery.status, "alerts": delivery.alerts, "url": location}
+    return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": location})
+
+
+def stored_body(request) -> str:
+    """The request's JSON body, as parsed (what the consumers parse again)."""
+    return json.dumps(request.data, ensure_ascii=False, separators=(",", ":"))
 
 
 class IncidentFilter(django_filters.FilterSet):
@@ -136,25 +177,37 @@ class IncidentViewSet(
 
     @extend_schema(
         request=IncidentCreateSerializer,
+        parameters=[WAIT_PARAMETER],
         responses={
-            201: OpenApiResponse(IncidentSerializer, description="A new incident."),
-            200: OpenApiResponse(IncidentSerializer, description="A duplicate of an active incident: absorbed."),
+            202: OpenApiResponse(AcceptedSerializer, description="Stored: a consumer turns it into an incident."),
+            201: OpenApiResponse(IncidentSerializer, description="wait=true: a new incident."),
+            200: OpenApiResponse(
+                IncidentSerializer, description="wait=true: a duplicate of an active incident, absorbed."
+            ),
+            429: BACKLOGGED,
         },
     )
     def create(self, request, *args, **kwargs):
+        wait = wants_wait(request)
+        check_backlog()
         serializer = IncidentCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        raw = request.data if isinstance(request.data, dict) else {}
-        body = dict(serializer.validated_data)
-        body.pop("source", None)  # the channel stamps the source; a claimed one is kept in the raw payload only
         if isinstance(request.user, ChannelActor):
             channel, raised_by = request.user.channel, None
         else:
             channel, raised_by = channels.builtin(channels.USERS), request.user
-        signal = services.Signal(**body, raw=raw, channel=channel, raised_by=raised_by)
-        result = services.retry_transient(services.ingest)(signal, actor=request.user)  # ValidationError: 400
+        if not wait:
+            return accepted(intake.accept(DeliveryKind.INCIDENT, channel, stored_body(request), raised_by=raised_by))
+        delivery, outcome = services.retry_transient(intake.process_now)(
+            DeliveryKind.INCIDENT, channel, request.data, raised_by=raised_by
+        )  # ValidationError: 400
+        result = outcome.ingested[0]
         body = IncidentSerializer(result.incident).data
-        return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+        return Response(
+            body,
+            status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+            headers={"Grace-Delivery": str(delivery.pk)},
+        )
 
 
 class AlertmanagerWebhookView(APIView):
@@ -166,16 +219,28 @@ class AlertmanagerWebhookView(APIView):
 
     @extend_schema(
         request=AlertmanagerWebhookSerializer,
-        responses={200: WebhookResultSerializer, 503: error("Webhooks are disabled: no token is configured.")},
+        parameters=[WAIT_PARAMETER],
+        responses={
+            202: OpenApiResponse(AcceptedSerializer, description="Stored: consumers apply it."),
+            200: OpenApiResponse(WebhookResultSerializer, description="wait=true: what the delivery did."),
+            429: BACKLOGGED,
+            503: error("Webhooks are disabled: no token is configured."),
+        },
         summary="Receive an Alertmanager webhook delivery",
     )
     def post(self, request):
+        wait = wants_wait(request)
+        check_backlog()
         serializer = AlertmanagerWebhookSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        summary = services.retry_transient(alertmanager.process_delivery)(
-            serializer.validated_data, channel=request.user.channel, actor=request.user
+        channel = request.user.channel
+        if not wait:
+            alerts = len(serializer.validated_data["alerts"])
+            return accepted(intake.accept(DeliveryKind.ALERTMANAGER, channel, stored_body(request), alerts=alerts))
+        delivery, outcome = services.retry_transient(intake.process_now)(
+            DeliveryKind.ALERTMANAGER, channel, request.data
         )
-        return Response(summary)
+        return Response(outcome.result, headers={"Grace-Delivery": str(delivery.pk)})
 
 
 class ChannelTokenScheme(OpenApiAuthenticationExtension):

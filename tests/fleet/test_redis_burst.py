@@ -88,7 +88,7 @@ def test_every_acknowledged_incident_is_final_within_120_s_of_redis_returning_an
         def post(i: int) -> None:
             with requests.Session() as session:
                 response = session.post(
-                    f"{base}/api/incidents/", timeout=30, headers={"Authorization": f"Token {key}"},
+                    f"{base}/api/incidents/?wait=true", timeout=30, headers={"Authorization": f"Token {key}"},
                     json={"service": f"burst-{i}", "title": f"burst probe {i}", "severity": "warning"},
                 )  # fmt: skip
             with lock:

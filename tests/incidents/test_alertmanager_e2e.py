@@ -101,7 +101,8 @@ def post_alert(url: str, starts: datetime, ends: datetime | None = None) -> None
     assert response.status_code == 200, response.text
 
 
-def test_an_ha_pair_fires_one_incident_and_its_resolution_resolves_it(alertmanagers, default_rules):
+def test_an_ha_pair_fires_one_incident_and_its_resolution_resolves_it(alertmanagers, default_rules, celery_worker):
+    # Deliveries are acknowledged once stored (202); the worker's intake consumers apply them.
     starts = datetime.now(UTC) - timedelta(seconds=5)
     for url in alertmanagers:
         post_alert(url, starts)

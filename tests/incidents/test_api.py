@@ -11,6 +11,9 @@ from incidents.models import Incident
 from incidents.services import Signal
 
 pytestmark = pytest.mark.django_db
+SYNC = (
+    "/api/incidents/?wait=true"  # the synchronous mode: the answer is the incident (202 tests: test_durable_intake.py)
+)
 
 SIGNAL = {
     "source": "api",
@@ -27,7 +30,7 @@ def test_posting_a_signal_with_a_token_creates_an_incident(api_client, intake_us
     call_command("grace_token", "create", intake_user.username, stdout=out)
     key = out.getvalue().strip()
 
-    response = api_client.post("/api/incidents/", SIGNAL, format="json", HTTP_AUTHORIZATION=f"Token {key}")
+    response = api_client.post(SYNC, SIGNAL, format="json", HTTP_AUTHORIZATION=f"Token {key}")
 
     assert response.status_code == 201, response.content
     body = response.json()
@@ -42,9 +45,9 @@ def test_posting_a_signal_with_a_token_creates_an_incident(api_client, intake_us
 
 
 def test_a_duplicate_answers_200_with_the_same_incident(intake_client, default_rules):
-    first = intake_client.post("/api/incidents/", SIGNAL, format="json").json()
+    first = intake_client.post(SYNC, SIGNAL, format="json").json()
 
-    second = intake_client.post("/api/incidents/", SIGNAL, format="json")
+    second = intake_client.post(SYNC, SIGNAL, format="json")
 
     assert second.status_code == 200
     assert second.json()["id"] == first["id"]
@@ -52,10 +55,10 @@ def test_a_duplicate_answers_200_with_the_same_incident(intake_client, default_r
 
 
 def test_the_api_needs_a_token_and_the_model_permission(api_client, django_user_model):
-    assert api_client.post("/api/incidents/", SIGNAL, format="json").status_code == 401
+    assert api_client.post(SYNC, SIGNAL, format="json").status_code == 401
     api_client.force_authenticate(django_user_model.objects.create_user("viewer", password="pw-viewer-123456"))
 
-    assert api_client.post("/api/incidents/", SIGNAL, format="json").status_code == 403
+    assert api_client.post(SYNC, SIGNAL, format="json").status_code == 403
     assert api_client.get("/api/incidents/").status_code == 403
     assert not Incident.objects.exists()
 
@@ -76,7 +79,7 @@ def test_the_api_needs_a_token_and_the_model_permission(api_client, django_user_
     ],
 )
 def test_bad_input_gets_400_with_field_errors_and_writes_nothing(intake_client, body, field):
-    response = intake_client.post("/api/incidents/", body, format="json")
+    response = intake_client.post(SYNC, body, format="json")
 
     assert response.status_code == 400
     assert field in response.json()
@@ -84,11 +87,11 @@ def test_bad_input_gets_400_with_field_errors_and_writes_nothing(intake_client, 
 
 
 def test_a_body_that_is_not_json_gets_400(intake_client):
-    response = intake_client.post("/api/incidents/", data=b"{not json", content_type="application/json")
+    response = intake_client.post(SYNC, data=b"{not json", content_type="application/json")
 
     assert response.status_code == 400
     assert "JSON" in response.json()["detail"]
-    bare = intake_client.post("/api/incidents/", data=b"NaN", content_type="application/json")
+    bare = intake_client.post(SYNC, data=b"NaN", content_type="application/json")
     assert bare.status_code == 400
     assert not Incident.objects.exists()
 
@@ -96,7 +99,7 @@ def test_a_body_that_is_not_json_gets_400(intake_client):
 def test_a_body_over_one_mebibyte_gets_413(intake_client):
     body = json.dumps({**SIGNAL, "message": "x" * (1024 * 1024)})
 
-    response = intake_client.post("/api/incidents/", data=body, content_type="application/json")
+    response = intake_client.post(SYNC, data=body, content_type="application/json")
 
     assert response.status_code == 413
     assert not Incident.objects.exists()
@@ -124,7 +127,7 @@ def test_the_list_filters_by_status_service_diagnosis_and_since(intake_client, d
 
 
 def test_the_detail_shows_diagnosis_evidence_and_raw_payload(intake_client, default_rules):
-    created = intake_client.post("/api/incidents/", SIGNAL, format="json").json()
+    created = intake_client.post(SYNC, SIGNAL, format="json").json()
 
     detail = intake_client.get(f"/api/incidents/{created['id']}/")
 
@@ -137,12 +140,12 @@ def test_the_detail_shows_diagnosis_evidence_and_raw_payload(intake_client, defa
 def test_the_heal_run_id_comes_from_the_incidents_latest_run(intake_client, default_rules):
     from remediation import pipeline
 
-    created = intake_client.post("/api/incidents/", SIGNAL, format="json").json()
+    created = intake_client.post(SYNC, SIGNAL, format="json").json()
     run = pipeline.start_run(created["id"])
 
     listed = intake_client.get("/api/incidents/").json()["results"][0]
     detail = intake_client.get(f"/api/incidents/{created['id']}/").json()
-    again = intake_client.post("/api/incidents/", SIGNAL, format="json").json()
+    again = intake_client.post(SYNC, SIGNAL, format="json").json()
 
     assert created["heal_run_id"] is None
     assert listed["heal_run_id"] == detail["heal_run_id"] == again["heal_run_id"] == run.pk

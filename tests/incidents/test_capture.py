@@ -11,6 +11,7 @@ from approvals.models import AuditEvent
 from incidents import capture
 from incidents.models import Incident
 from tests.support import inventory
+from tests.support.runs import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -70,7 +71,7 @@ def test_the_same_exception_seen_by_middleware_and_handler_is_captured_once(moni
     assert Incident.objects.get().occurrences == 1
 
 
-def test_another_project_delivers_over_http_with_its_channel_token(monitored, browser, live_server):
+def test_another_project_delivers_over_http_with_its_channel_token(monitored, browser, live_server, celery_worker):
     _, token = inventory.channel("shop-exceptions", source="exception")
     monitored.GRACE_CAPTURE_URL = f"{live_server.url}/api/incidents/"
     monitored.GRACE_CAPTURE_TOKEN = token
@@ -78,7 +79,8 @@ def test_another_project_delivers_over_http_with_its_channel_token(monitored, br
     browser.get("/checkout/1/")
     assert capture.deliverer.join(15)
 
-    incident = Incident.objects.get()
+    # Acknowledged once stored (202): the intake consumer on the worker makes the incident.
+    incident = wait_for(lambda: Incident.objects.first(), fresh_reads=True, what="the captured incident")
     assert (incident.source, incident.service, incident.channel.name) == ("exception", "shop", "shop-exceptions")
     assert incident.labels["exception"] == "tests.incidents.capture_urls.PaymentDeclined"
     # It came through the API, authenticated as the channel.
@@ -86,14 +88,16 @@ def test_another_project_delivers_over_http_with_its_channel_token(monitored, br
     assert created.actor == "channel:shop-exceptions"
 
 
-def test_a_user_api_token_delivers_as_that_user_with_the_api_source(monitored, browser, live_server, intake_user):
+def test_a_user_api_token_delivers_as_that_user_with_the_api_source(
+    monitored, browser, live_server, intake_user, celery_worker
+):
     monitored.GRACE_CAPTURE_URL = f"{live_server.url}/api/incidents/"
     monitored.GRACE_CAPTURE_TOKEN = tokens.issue(intake_user, name="capture")[1]
 
     browser.get("/checkout/1/")
     assert capture.deliverer.join(15)
 
-    incident = Incident.objects.get()
+    incident = wait_for(lambda: Incident.objects.first(), fresh_reads=True, what="the captured incident")
     assert (incident.source, incident.raised_by) == ("api", intake_user)  # a user is not a capture channel
 
 

@@ -17,7 +17,7 @@ CLIENTS = 16
 
 @pytest.mark.django_db(transaction=True)
 def test_two_thousand_identical_alerts_from_sixteen_clients_leave_one_incident(live_server, default_rules):
-    url = f"{live_server.url}/api/webhooks/alertmanager/"
+    url = f"{live_server.url}/api/webhooks/alertmanager/?wait=true"  # the synchronous mode
     body = json.dumps(ALERTMANAGER_BODY)
     headers = {"Authorization": f"Bearer {WEBHOOK_TOKEN}", "Content-Type": "application/json"}
 

@@ -1,4 +1,4 @@
-"""POST /api/webhooks/alertmanager/ with Alertmanager's documented (version 4) payload."""
+"""POST /api/webhooks/alertmanager/?wait=true (synchronous mode) with Alertmanager's version 4 payload."""
 
 import json
 
@@ -9,7 +9,7 @@ from incidents.models import Incident
 from tests.incidents.conftest import ALERTMANAGER_BODY, WEBHOOK_TOKEN, alert, alertmanager_body
 
 pytestmark = pytest.mark.django_db
-URL = "/api/webhooks/alertmanager/"
+URL = "/api/webhooks/alertmanager/?wait=true"  # the synchronous mode (tests/incidents/test_durable_intake.py: 202)
 AUTH = {"HTTP_AUTHORIZATION": f"Bearer {WEBHOOK_TOKEN}"}
 
 

@@ -15,7 +15,7 @@ from django.db import connection
 from grace_site.celery import app as celery_app
 
 ROOT = Path(__file__).resolve().parents[2]
-ALL_QUEUES = "heal.local,heal.cloud,sweeps,benchmarks,default"
+ALL_QUEUES = "heal.local,heal.cloud,sweeps,benchmarks,default,intake"
 
 
 def database_url() -> str:

@@ -109,7 +109,7 @@ def test_an_incident_raised_through_the_api_is_not_approvable_by_its_raiser(
                             cooldown_seconds=0)  # fmt: skip
     api_client.force_authenticate(raiser)
 
-    posted = api_client.post("/api/incidents/", {"title": "raised WAL", "service": "raised",
+    posted = api_client.post("/api/incidents/?wait=true", {"title": "raised WAL", "service": "raised",
                                                  "environment": "staging"}, format="json")  # fmt: skip
     run = wait_for_run(posted.json()["id"], statuses=(RunStatus.AWAITING_APPROVAL,))
     request = run.approval_requests.get(status="pending")

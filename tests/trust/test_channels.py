@@ -23,7 +23,7 @@ def test_a_body_claiming_source_sweep_is_stored_with_the_channels_source(api_cli
     _, token = inventory.channel("ci-client")
 
     response = api_client.post(
-        "/api/incidents/",
+        "/api/incidents/?wait=true",
         {"title": "WAL bloat", "service": "orders", "source": "sweep", "labels": {"check": "sqlite_wal"}},
         format="json",
         **bearer(token),
@@ -40,7 +40,7 @@ def test_a_body_claiming_source_sweep_is_stored_with_the_channels_source(api_cli
 def test_a_user_posting_with_their_own_credentials_raises_through_the_users_channel(api_client, admin_user):
     api_client.force_authenticate(admin_user)
 
-    response = api_client.post("/api/incidents/", {"title": "odd", "source": "benchmark"}, format="json")
+    response = api_client.post("/api/incidents/?wait=true", {"title": "odd", "source": "benchmark"}, format="json")
 
     assert response.status_code == 201, response.json()
     incident = Incident.objects.get()
@@ -54,11 +54,11 @@ def test_a_pre_registered_fingerprint_of_another_channel_does_not_absorb_a_real_
     squatted = fingerprint(real["labels"])
     _, token = inventory.channel("intruder")
     squat = api_client.post(
-        "/api/incidents/", {"title": "placeholder", "fingerprint": squatted}, format="json", **bearer(token)
+        "/api/incidents/?wait=true", {"title": "placeholder", "fingerprint": squatted}, format="json", **bearer(token)
     )
     assert squat.status_code == 201
 
-    response = api_client.post("/api/webhooks/alertmanager/", alertmanager_body(real), format="json",
+    response = api_client.post("/api/webhooks/alertmanager/?wait=true", alertmanager_body(real), format="json",
                                **bearer(WEBHOOK_TOKEN))  # fmt: skip
 
     assert response.status_code == 200, response.json()
@@ -70,11 +70,11 @@ def test_a_pre_registered_fingerprint_of_another_channel_does_not_absorb_a_real_
 
 def test_a_resolution_from_one_channel_cannot_resolve_anothers_incident(api_client, default_rules):
     body = alertmanager_body(alert("DatabaseLocked"))
-    api_client.post("/api/webhooks/alertmanager/", body, format="json", **bearer(WEBHOOK_TOKEN))
+    api_client.post("/api/webhooks/alertmanager/?wait=true", body, format="json", **bearer(WEBHOOK_TOKEN))
     other, token = inventory.channel("other-am", kind=ChannelKind.ALERTMANAGER, source="alertmanager")
 
     resolved = alertmanager_body(alert("DatabaseLocked", status="resolved"), status="resolved")
-    response = api_client.post("/api/webhooks/alertmanager/", resolved, format="json", **bearer(token))
+    response = api_client.post("/api/webhooks/alertmanager/?wait=true", resolved, format="json", **bearer(token))
 
     assert response.json()["resolved"] == 0
     assert Incident.objects.get(channel__name="alertmanager").status in IncidentStatus.ACTIVE
@@ -87,7 +87,10 @@ def test_an_alert_for_a_service_outside_the_channels_scope_is_kept_and_never_act
                                  services=["payments"])  # fmt: skip
 
     response = api_client.post(
-        "/api/webhooks/alertmanager/", alertmanager_body(alert("DatabaseLocked")), format="json", **bearer(token)
+        "/api/webhooks/alertmanager/?wait=true",
+        alertmanager_body(alert("DatabaseLocked")),
+        format="json",
+        **bearer(token),
     )
 
     assert response.status_code == 200
@@ -102,7 +105,9 @@ def test_the_environment_is_the_inventorys_and_the_claim_is_only_evidence(api_cl
     inventory.service("orders-db", environment="production")
     claimed = alert("DatabaseLocked", environment="staging")
 
-    api_client.post("/api/webhooks/alertmanager/", alertmanager_body(claimed), format="json", **bearer(WEBHOOK_TOKEN))
+    api_client.post(
+        "/api/webhooks/alertmanager/?wait=true", alertmanager_body(claimed), format="json", **bearer(WEBHOOK_TOKEN)
+    )
 
     incident = Incident.objects.get()
     assert (incident.environment, incident.claimed_environment) == ("production", "staging")
@@ -124,8 +129,8 @@ def test_channel_tokens_are_stored_as_digests_shown_once_and_scoped_to_their_kin
     assert api_client.get(f"/api/channels/{channel.pk}/").json()["token"] is None
     assert not AuditEvent.objects.filter(data__icontains=token).exists()
     api_client.force_authenticate(None)
-    ok = api_client.post("/api/webhooks/alertmanager/", alertmanager_body(), format="json", **bearer(token))
-    wrong_kind = api_client.post("/api/incidents/", {"title": "x"}, format="json", **bearer(token))
+    ok = api_client.post("/api/webhooks/alertmanager/?wait=true", alertmanager_body(), format="json", **bearer(token))
+    wrong_kind = api_client.post("/api/incidents/?wait=true", {"title": "x"}, format="json", **bearer(token))
     assert ok.status_code == 200
     assert wrong_kind.status_code == 401
 
@@ -136,8 +141,12 @@ def test_a_new_token_replaces_the_old_one(api_client, admin_user):
     new = api_client.post(f"/api/channels/{channel.pk}/token/").json()["token"]
     api_client.force_authenticate(None)
 
-    refused = api_client.post("/api/webhooks/alertmanager/", alertmanager_body(), format="json", **bearer(old))
-    accepted = api_client.post("/api/webhooks/alertmanager/", alertmanager_body(), format="json", **bearer(new))
+    refused = api_client.post(
+        "/api/webhooks/alertmanager/?wait=true", alertmanager_body(), format="json", **bearer(old)
+    )
+    accepted = api_client.post(
+        "/api/webhooks/alertmanager/?wait=true", alertmanager_body(), format="json", **bearer(new)
+    )
 
     assert (refused.status_code, accepted.status_code) == (401, 200)
 
@@ -167,7 +176,9 @@ def test_a_disabled_channel_is_refused(api_client):
     channel.enabled = False
     channels.save(channel)
 
-    response = api_client.post("/api/webhooks/alertmanager/", alertmanager_body(), format="json", **bearer(token))
+    response = api_client.post(
+        "/api/webhooks/alertmanager/?wait=true", alertmanager_body(), format="json", **bearer(token)
+    )
 
     assert response.status_code == 401
 

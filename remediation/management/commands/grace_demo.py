@@ -51,7 +51,7 @@ class Command(BaseCommand):
         self._register(session, url, db)
 
         response = session.post(
-            f"{url}/api/incidents/",
+            f"{url}/api/incidents/?wait=true",  # the synchronous mode: the answer is the incident
             json={
                 "service": DEMO_SERVICE, "severity": "warning",
                 "title": f"{DEMO_SERVICE}: SQLite WAL is {wal / 1048576:.1f} MiB",
