@@ -157,8 +157,10 @@ class ChannelKept(Exception):
 def delete(channel: Channel, *, actor=None) -> None:
     if channel.builtin:
         raise ChannelKept(f"channel {channel.name} is built in: disable it instead")
-    if channel.incidents.exists():
-        raise ChannelKept(f"channel {channel.name} raised incidents: disable it instead, so their origin stays")
+    if channel.incidents.exists() or channel.deliveries.exists():
+        raise ChannelKept(
+            f"channel {channel.name} raised incidents or sent deliveries: disable it instead, so their origin stays"
+        )
     with transaction.atomic():
         audit.record("channel.deleted", actor=actor, obj=channel, data={"before": channel_data(channel)})
         channel.delete()

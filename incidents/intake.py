@@ -534,7 +534,7 @@ def replay(delivery_id: int, *, actor=None) -> bool:
             "delivery.replayed",
             actor=actor,
             obj=("incidents.delivery", delivery_id),
-            data={"attempts": row["attempts"], "error": row["error"]},
+            data={"status": DeliveryStatus.PENDING, "attempts": row["attempts"], "error": row["error"]},
         )
         wake_on_commit()
     return True

@@ -15,7 +15,8 @@ from django.utils import timezone
 
 from approvals import services as approvals
 from approvals.models import AuditEvent
-from incidents.models import Incident, Resource
+from incidents import channels
+from incidents.models import Delivery, Incident, Resource
 from learning.models import BenchmarkSuite
 from remediation.models import HealRun, Playbook
 from tests.governance.conftest import CONTEXT, make_run, make_user, plan_hash  # noqa: F401 - fixtures
@@ -41,6 +42,13 @@ def _incident(**extra) -> Incident:
     fields = {"fingerprint": f"walk-{now.timestamp()}", "source": "api", "service": "orders", "title": "orders down",
               "first_seen": now, "last_seen": now, "diagnosis_code": "sqlite_wal_bloat", **extra}  # fmt: skip
     return Incident.objects.create(**fields)
+
+
+def _parked_delivery() -> Delivery:
+    now = timezone.now()
+    return Delivery.objects.create(kind="api", channel=channels.builtin(channels.USERS), alerts=1, received_at=now,
+                                   available_at=now, body='{"title": "walked", "service": "orders"}',
+                                   status="parked", attempts=3, error="walk-parked")  # fmt: skip
 
 
 def _resource(root) -> Resource:
@@ -105,7 +113,8 @@ WRITES = {
         f"/api/channels/{inventory.channel('walk-token')[0].pk}/token/", None, "channel.token_issued", '"token": "grc_'
     ),
     ("POST", "/api/incidents/"): lambda f: Write(
-        "/api/incidents/", {"title": "walked incident", "service": "orders"}, "incident.created", "walked incident"
+        "/api/incidents/?wait=true", {"title": "walked incident", "service": "orders"}, "incident.created",
+        "walked incident",
     ),
     ("POST", "/api/incidents/{id}/heal/"): lambda f: Write(
         f"/api/incidents/{_incident().pk}/heal/", {"dry_run": True}, "run.created", '"dry_run": true'
@@ -174,8 +183,11 @@ WRITES = {
         f"/api/verification/benchmarks/{BenchmarkSuite.objects.create(name='walk', checks=[]).name}/", None,
         "benchmark.run_queued", "walk",
     ),
+    ("POST", "/api/deliveries/{id}/replay/"): lambda f: Write(
+        f"/api/deliveries/{_parked_delivery().pk}/replay/", None, "delivery.replayed", '"status": "pending"'
+    ),
     ("POST", "/api/webhooks/alertmanager/"): lambda f: Write(
-        "/api/webhooks/alertmanager/", alertmanager_body(alert("WalkedAlert", service="orders")),
+        "/api/webhooks/alertmanager/?wait=true", alertmanager_body(alert("WalkedAlert", service="orders")),
         "incident.created", '"channel": "alertmanager"', headers={"HTTP_AUTHORIZATION": f"Bearer {WEBHOOK_TOKEN}"},
     ),
 }  # fmt: skip

@@ -8,6 +8,7 @@ nothing else.
 from __future__ import annotations
 
 import django_filters
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
@@ -70,6 +71,20 @@ class AnyChannelTokenAuthentication(ChannelTokenAuthentication):
             if channel is None:
                 raise AuthenticationFailed("Missing or wrong bearer token.")
         return ChannelActor(channel), None
+
+
+class AnyChannelTokenScheme(OpenApiAuthenticationExtension):
+    """Any intake channel's bearer token, in the published schema."""
+
+    target_class = AnyChannelTokenAuthentication
+    name = "anyChannelToken"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "The token (grc_...) of the API or Alertmanager channel that sent the delivery.",
+        }
 
 
 class DeliveryPermissions(ActionPermissions):

@@ -188,22 +188,25 @@ def test_a_built_in_channel_or_one_that_raised_incidents_is_kept_with_a_409_and_
 ):
     builtin = channels.builtin(channels.SWEEPS)
     used, token = inventory.channel("used-client")
+    pending, pending_token = inventory.channel("pending-client")
     unused, _ = inventory.channel("spare-client")
-    api_client.post("/api/incidents/", {"title": "t", "service": "orders"}, format="json", **bearer(token))
+    api_client.post("/api/incidents/?wait=true", {"title": "t", "service": "orders"}, format="json", **bearer(token))
     assert Incident.objects.filter(channel=used).exists()
+    # stored and acknowledged, not applied yet: its delivery names the channel
+    assert api_client.post("/api/incidents/", {"title": "p", "service": "orders"}, format="json",
+                           **bearer(pending_token)).status_code == 202  # fmt: skip
     api_client.force_authenticate(admin_user)
 
-    answers = {c.name: api_client.delete(f"/api/channels/{c.pk}/") for c in (builtin, used, unused)}
+    answers = {c.name: api_client.delete(f"/api/channels/{c.pk}/") for c in (builtin, used, pending, unused)}
 
     assert answers[builtin.name].status_code == 409
     assert "built in: disable it instead" in answers[builtin.name].json()["detail"]
     assert answers["used-client"].status_code == 409
     assert "raised incidents" in answers["used-client"].json()["detail"]
+    assert answers["pending-client"].status_code == 409
     assert answers["spare-client"].status_code == 204
-    assert set(Channel.objects.filter(pk__in=[builtin.pk, used.pk, unused.pk]).values_list("name", flat=True)) == {
-        builtin.name,
-        "used-client",
-    }
+    kept = Channel.objects.filter(pk__in=[builtin.pk, used.pk, pending.pk, unused.pk]).values_list("name", flat=True)
+    assert set(kept) == {builtin.name, "used-client", "pending-client"}
     assert list(AuditEvent.objects.filter(action="channel.deleted").values_list("object_id", flat=True)) == [
         str(unused.pk)
     ]
