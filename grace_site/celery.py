@@ -28,3 +28,12 @@ def _close_old_connections(sender=None, **kwargs) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@signals.beat_init.connect
+def _record_beat_scheduler(sender=None, **kwargs) -> None:
+    """Whatever scheduler beat was started with, say which: /api/health/ names one that records no tick."""
+    from grace_site.scheduler import record_scheduler
+
+    if sender is not None:
+        record_scheduler(sender.scheduler)
