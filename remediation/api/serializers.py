@@ -1,7 +1,8 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from remediation.models import ActionAttempt, ContractResult, HealRun, Playbook, RunEvent, Snapshot
-from remediation.planner import validate_steps
+from remediation.planner import required_inputs, validate_steps
 
 
 class RunEventSerializer(serializers.ModelSerializer):
@@ -61,14 +62,32 @@ class HealRequestSerializer(serializers.Serializer):
     dry_run = serializers.BooleanField(default=False)
 
 
+class RequiredInputSerializer(serializers.Serializer):
+    step = serializers.IntegerField()
+    action = serializers.CharField(required=False, help_text="An action step: the inventory resource kind must exist.")
+    evidence = serializers.CharField(required=False, help_text="An evidence step: reads the kind when there is one.")
+    resource_kind = serializers.CharField(allow_blank=True)
+    resource_label = serializers.CharField(allow_blank=True, help_text="The label that picks among several.")
+    labels = serializers.ListField(child=serializers.CharField(), help_text="Labels the step reads.")
+
+
 class PlaybookSerializer(serializers.ModelSerializer):
+    required_inputs = serializers.SerializerMethodField(
+        help_text="Per step: the inventory resource kind of the incident's service it binds to, the label that "
+        "selects among several, and the labels it reads."
+    )
+
     class Meta:
         model = Playbook
         fields = [
             "id", "name", "description", "diagnosis_codes", "steps", "tier", "cooldown_seconds", "escalate_only",
-            "enabled", "shadow", "paused_reason", "updated_at",
+            "enabled", "shadow", "paused_reason", "updated_at", "required_inputs",
         ]  # fmt: skip
         read_only_fields = ["paused_reason", "updated_at"]
+
+    @extend_schema_field(RequiredInputSerializer(many=True))
+    def get_required_inputs(self, playbook: Playbook) -> list[dict]:
+        return required_inputs(playbook.steps)
 
     def validate_steps(self, steps):
         try:
