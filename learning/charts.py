@@ -22,6 +22,7 @@ class Point:
     value: float | None  # None: no value (a failed check); drawn as a gap
     band: tuple[float, float] | None = None  # shaded range behind the line (baseline band)
     alert: bool = False  # drawn as a red dot (a regression, a failure streak)
+    warn: bool = False  # drawn as an amber dot (over the threshold once, not a regression)
 
 
 def _fmt(value: float) -> str:
@@ -79,10 +80,11 @@ def line_chart(points: Sequence[Point], *, title: str, unit: str = "", y_min: fl
     for i, p in enumerate(points):
         if p.value is None:
             continue
-        colour = "#d9362b" if p.alert else "#2a6ebb"
+        colour = "#d9362b" if p.alert else "#d4a017" if p.warn else "#2a6ebb"
+        kind = "alert" if p.alert else "warn" if p.warn else "point"
         tip = escape(f"{p.label}: {_fmt(p.value)} {unit}".strip())
         parts.append(
-            f'<circle class="{"alert" if p.alert else "point"}" cx="{x(i):.1f}" cy="{y(p.value):.1f}" r="3" '
+            f'<circle class="{kind}" cx="{x(i):.1f}" cy="{y(p.value):.1f}" r="{4 if p.alert or p.warn else 3}" '
             f'fill="{colour}"><title>{tip}</title></circle>'
         )
     for i in sorted({0, len(points) - 1, (len(points) - 1) // 2}):

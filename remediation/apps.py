@@ -8,6 +8,8 @@ class RemediationConfig(AppConfig):
     def ready(self) -> None:
         # Learning ranks the playbooks remediation owns: the catalogue is passed in, never read by name.
         from learning import services as learning
-        from remediation import playbooks
+        from remediation import links, playbooks
 
         learning.register_playbook_catalogue(playbooks.catalogue)
+        # Incident and outcome pages link to runs through grace_site.links: they never name our admin URLs.
+        links.register()
