@@ -9,6 +9,7 @@ from django.utils.text import Truncator
 from grace_site import handoff, links
 from grace_site.admin import AuditedAdmin
 from grace_site.masking import redact_url
+from grace_site.templatetags.grace import fact, ms_datetime
 from incidents import rule_testing, services
 from incidents.choices import IncidentStatus
 from incidents.models import DiagnosisRule, Incident, SweepTarget
@@ -39,14 +40,15 @@ class IncidentAdmin(admin.ModelAdmin):
         (None, {"fields": ["title", "status_shown", "status_reason", "runs", "service", "environments", "source",
                            "channel", "raised_by", "severity"]}),
         ("Diagnosis", {"fields": ["diagnosis_code", "diagnosis_confidence", "evidence"]}),
-        ("Occurrences", {"fields": ["fingerprint", "occurrences", "first_seen", "last_seen", "resolved_at"]}),
+        ("Occurrences", {"fields": ["fingerprint", "occurrences", "first_seen_ms", "last_seen_ms", "resolved_ms"]}),
         ("Signal", {"fields": ["message", "labels_shown", "raw_payload"]}),
     ]  # fmt: skip
 
     def get_readonly_fields(self, request, obj=None):
         # Incidents change only through the intake services (audited), never by editing the row.
         return [field.name for field in Incident._meta.fields] + [
-            "status_shown", "runs", "environments", "evidence", "labels_shown",
+            "status_shown", "runs", "environments", "evidence", "labels_shown", "first_seen_ms", "last_seen_ms",
+            "resolved_ms",
         ]  # fmt: skip
 
     def has_add_permission(self, request):
@@ -109,13 +111,25 @@ class IncidentAdmin(admin.ModelAdmin):
         claimed = obj.claimed_environment or "none (a missing environment stays blank, never production)"
         return _table([("inventory's (used)", inventory), ("the signal claimed (evidence only)", claimed)])
 
+    @admin.display(description="first seen")
+    def first_seen_ms(self, obj: Incident) -> str:
+        return ms_datetime(obj.first_seen)
+
+    @admin.display(description="last seen")
+    def last_seen_ms(self, obj: Incident) -> str:
+        return ms_datetime(obj.last_seen)
+
+    @admin.display(description="resolved")
+    def resolved_ms(self, obj: Incident) -> str:
+        return ms_datetime(obj.resolved_at)
+
     @admin.display(description="diagnosis evidence")
     def evidence(self, obj: Incident) -> str:
-        return _table((key, value) for key, value in sorted((obj.diagnosis_evidence or {}).items()))
+        return _table((key, fact(value)) for key, value in sorted((obj.diagnosis_evidence or {}).items()))
 
     @admin.display(description="labels")
     def labels_shown(self, obj: Incident) -> str:
-        return _table((key, value) for key, value in sorted((obj.labels or {}).items()))
+        return _table((key, fact(value)) for key, value in sorted((obj.labels or {}).items()))
 
     @admin.action(description="Test a diagnosis rule against the selected incidents", permissions=["view"])
     def test_rule(self, request, queryset):

@@ -107,11 +107,17 @@ class HealRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="took")
     def took(self, obj: HealRun) -> str:
-        return duration((obj.finished_at - obj.created_at).total_seconds()) if obj.finished_at else "running"
+        if obj.finished_at:
+            return duration((obj.finished_at - obj.created_at).total_seconds())
+        return "waiting" if obj.status in S.WAITING else "running"
 
     @admin.display(description="why it ended (or waits)")
     def reason(self, obj: HealRun) -> str:
         text = obj.status_reason or ""
+        if obj.status == S.SUCCEEDED and not text:
+            text = "healed: its contract held" if obj.verification_confidence == 1 else "healed"
+        elif obj.status in S.WAITING and not text:
+            text = f"waits for {obj.tier - 1} approval(s): tier {obj.tier}"
         if not text:
             return "-" if obj.status in S.TERMINAL else "in progress"
         return format_html('<span title="{}">{}</span>', text, Truncator(text).chars(90))

@@ -157,8 +157,9 @@ def test_the_incident_page_shows_both_environments_and_links_its_runs(browser, d
     page = text(browser.get(reverse("admin:incidents_incident_change", args=[incident.pk])))
 
     assert "View incident" in page
-    assert "inventory&#x27;s (used)" in page and "production" in page
-    assert "the signal claimed (evidence only)" in page and "staging" in page
+    assert "inventory&#x27;s (used)</th><td>production</td>" in page
+    assert "the signal claimed (evidence only)</th><td>staging</td>" in page
+    assert re.search(r"first seen.*\d\d:\d\d:\d\d\.\d{3} UTC", page, re.S | re.I)
     assert reverse("admin:remediation_healrun_change", args=[data.waiting.pk]) in page
     listing = text(browser.get(reverse("admin:incidents_incident_changelist")))
     assert reverse("admin:remediation_healrun_change", args=[data.waiting.pk]) in listing

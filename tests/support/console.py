@@ -73,8 +73,9 @@ def drive(run_id: int) -> HealRun:
     return run
 
 
-def _heal(title: str, service: str, **labels) -> HealRun:
-    incident = ingest(Signal(source="api", title=title, service=service, labels=labels)).incident
+def _heal(title: str, service: str, *, environment: str = "", **labels) -> HealRun:
+    signal = Signal(source="api", title=title, service=service, environment=environment, labels=labels)
+    incident = ingest(signal).incident
     return drive(pipeline.start_run(incident.pk).pk)
 
 
