@@ -16,7 +16,7 @@ from django.views.decorators.http import require_POST
 
 from grace_site import links
 from grace_site.admin import AuditedAdmin, ReadOnlyAdmin, ReadOnlyInline
-from grace_site.templatetags.grace import duration, fact, sig
+from grace_site.templatetags.grace import duration, fact, ms_datetime, sig
 from learning import analytics, benchmarks, services
 from learning.charts import Point, line_chart
 from learning.choices import BenchmarkRunStatus, Outcome, Trigger
@@ -269,7 +269,7 @@ class BenchmarkRunAdmin(ReadOnlyAdmin):
     inlines = [BenchmarkResultInline]
     list_select_related = ("suite",)
     show_full_result_count = False
-    fields = ("suite", "status_shown", "trigger", "created_at", "started_at", "finished_at", "took", "failed_checks",
+    fields = ("suite", "status_shown", "trigger", "queued", "finished", "took", "failed_checks",
               "regression_count")  # fmt: skip
     readonly_fields = fields
 
@@ -284,6 +284,14 @@ class BenchmarkRunAdmin(ReadOnlyAdmin):
     @admin.display(description="started", ordering="created_at")
     def started(self, obj: BenchmarkRun) -> str:
         return _stamp(obj.started_at or obj.created_at)
+
+    @admin.display(description="queued")
+    def queued(self, obj: BenchmarkRun) -> str:
+        return ms_datetime(obj.created_at)
+
+    @admin.display(description="finished")
+    def finished(self, obj: BenchmarkRun) -> str:
+        return ms_datetime(obj.finished_at)
 
     @admin.display(description="took", ordering="duration_ms")
     def took(self, obj: BenchmarkRun) -> str:

@@ -87,8 +87,11 @@ def line_chart(points: Sequence[Point], *, title: str, unit: str = "", y_min: fl
             f'<circle class="{kind}" cx="{x(i):.1f}" cy="{y(p.value):.1f}" r="{4 if p.alert or p.warn else 3}" '
             f'fill="{colour}"><title>{tip}</title></circle>'
         )
-    for i in sorted({0, len(points) - 1, (len(points) - 1) // 2}):
-        parts.append(f'<text x="{x(i):.1f}" y="{HEIGHT - 10}" text-anchor="middle">{escape(points[i].label)}</text>')
+    last = len(points) - 1
+    for i in sorted({0, last, last // 2}):
+        # The outer labels align inwards, so neither is cut at the chart's edges.
+        anchor = "start" if i == 0 and last else "end" if i == last and last else "middle"
+        parts.append(f'<text x="{x(i):.1f}" y="{HEIGHT - 10}" text-anchor="{anchor}">{escape(points[i].label)}</text>')
     parts.append(f'<text x="{LEFT}" y="{TOP - 3}">{escape(title)}{escape(f" ({unit})" if unit else "")}</text>')
     parts.append("</svg>")
     return mark_safe("".join(parts))  # noqa: S308 - every interpolated text is escaped above
