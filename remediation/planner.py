@@ -20,6 +20,7 @@ from incidents import inventory
 from incidents.models import Incident, Service
 from remediation.actions import load_all
 from remediation.contracts import validate_contract
+from remediation.evidence import COLLECTORS
 from remediation.models import Playbook
 
 # A parameter may be filled from one label, whole: "{labels.level}". Nothing else is a template.
@@ -124,8 +125,6 @@ class Plan:
 
 
 def _evidence_errors(i: int, step: dict) -> list[str]:
-    from remediation.evidence import COLLECTORS
-
     collector = COLLECTORS.get(step["evidence"]) if isinstance(step["evidence"], str) else None
     if collector is None:
         return [f"step {i}: unknown evidence {step['evidence']!r} (known: {', '.join(sorted(COLLECTORS))})"]
@@ -228,8 +227,6 @@ def required_inputs(steps: list) -> list[dict]:
 
     An action step needs its resource kind in the incident's service (or nothing is planned); an evidence step
     reads its resource kind when the service has one (and says so when it has not)."""
-    from remediation.evidence import COLLECTORS
-
     registry = load_all()
     needs = []
     for i, step in enumerate(steps or []):
