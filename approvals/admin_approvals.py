@@ -1,12 +1,13 @@
-"""The approval queue in the admin: pending first, full context, approve/reject with a reason.
+"""The approval queue in the admin: pending first, the columns an approver scans, approve/reject with a reason.
 
-Deciding goes through ``approvals.services.decide``, so the admin enforces the
-same rules as the API (tier permission, never one's own run, one decision per user).
+The review page puts the decision at the top, then what will change as readable steps, the tier's reasons and
+the policy's explanation (no raw JSON). Links to the run and the incident come in the request's context
+(``ApprovalContext.links``): approvals never names another app's pages. Deciding goes through
+``approvals.services.decide``, so the admin enforces the same rules as the API (tier permission, never one's
+own run, one decision per user).
 """
 
 from __future__ import annotations
-
-import json
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -33,8 +34,26 @@ def _clip(text: str, limit: int = 90) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _pretty(value) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+def _steps(ctx: ApprovalContext) -> tuple[list[dict], list]:
+    """The plan's steps, each with its contract; and a contract that is not per step (older contexts)."""
+    contract = ctx.contract if isinstance(ctx.contract, list) else []
+    per_step = bool(contract) and all(isinstance(item, list) for item in contract)
+    steps = []
+    for i, step in enumerate(ctx.steps):
+        checks = step.get("contract")
+        if checks is None and per_step and i < len(contract):
+            checks = contract[i]
+        steps.append({**step, "contract": checks or []})
+    loose = [] if per_step else [p for p in contract if isinstance(p, dict)]
+    return steps, loose
+
+
+def _readable(value) -> str:
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_readable(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(_readable(v) for v in value)
+    return str(value)
 
 
 class StatusFilter(admin.SimpleListFilter):
@@ -56,18 +75,13 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
         "review_link",
         "status_badge",
         "age",
-        "tier",
-        "approvals_given",
+        "expires",
+        "tier_and_approvals",
         "service",
         "diagnosis",
-        "confidence",
         "plan_summary",
-        "contract_summary",
-        "snapshot_policy",
-        "policy_summary",
         "run_link",
-        "expires",
-        "shadow_flag",
+        "outcome",
     )
     list_display_links = None
     list_filter = (StatusFilter, "tier")
@@ -75,7 +89,6 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
     list_per_page = 50
     show_full_result_count = False
     change_form_template = "admin/approvals/approvalrequest/review.html"
-    change_list_template = "admin/approvals/approvalrequest/change_list.html"
 
     def get_queryset(self, request):
         # Not super(): its ordering would run before the annotation it needs.
@@ -116,12 +129,18 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: ApprovalRequest) -> str:
-        colours = {"pending": "#b36b00", "approved": "#2e7d32", "rejected": "#c62828", "expired": "#6a1b9a"}
-        return format_html('<strong style="color:{}">{}</strong>', colours.get(obj.status, "#555"), obj.status)
+        colours = {"pending": "#0969da", "approved": "#1a7f37", "rejected": "#cf222e", "expired": "#cf222e"}
+        shadow = " (shadow)" if _ctx(obj).shadow else ""
+        return format_html('<strong style="color:{}">{}</strong>{}', colours.get(obj.status, "#6e7781"), obj.status,
+                           shadow)  # fmt: skip
 
-    @admin.display(description="age", ordering="created_at")
+    @admin.display(description="approvals", ordering="tier")
+    def tier_and_approvals(self, obj: ApprovalRequest) -> str:
+        return f"{self.approvals_given(obj)}, tier {obj.tier}"
+
+    @admin.display(description="waiting", ordering="created_at")
     def age(self, obj: ApprovalRequest) -> str:
-        return timesince(obj.created_at, timezone.now())
+        return timesince(obj.created_at, obj.decided_at or timezone.now()).split(",")[0]
 
     @admin.display(description="approvals")
     def approvals_given(self, obj: ApprovalRequest) -> str:
@@ -140,45 +159,34 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
         value = _ctx(obj).confidence
         return "unknown" if value is None else f"{float(value):.2f}"
 
-    @admin.display(description="plan")
+    @admin.display(description="will do")
     def plan_summary(self, obj: ApprovalRequest) -> str:
         parts = []
         for step in _ctx(obj).steps:
-            shown = ", ".join(f"{k}={v}" for k, v in (step.get("params") or {}).items())
-            parts.append(f"{step.get('action', '?')}({shown})")
-        return _clip("; ".join(parts) or "-")
-
-    @admin.display(description="contract")
-    def contract_summary(self, obj: ApprovalRequest) -> str:
-        contract = _ctx(obj).contract
-        flat = [p for item in contract for p in (item if isinstance(item, list) else [item])]
-        shown = [f"{p.get('field')} {p.get('op')} {p.get('value')}" if isinstance(p, dict) else str(p) for p in flat]
-        return _clip("; ".join(shown) or "-")
-
-    @admin.display(description="snapshot policy")
-    def snapshot_policy(self, obj: ApprovalRequest) -> str:
-        value = _ctx(obj).snapshot_policy or "-"
-        return _clip(value if isinstance(value, str) else json.dumps(value, default=str))
-
-    @admin.display(description="policy")
-    def policy_summary(self, obj: ApprovalRequest) -> str:
-        ctx = _ctx(obj)
-        if ctx.tier_reasons:
-            return _clip("; ".join(str(r) for r in ctx.tier_reasons))
-        matched = [e.get("rule", "?") for e in ctx.policy_explanation if isinstance(e, dict) and e.get("matched")]
-        return _clip("matched: " + ", ".join(matched) if matched else "declared tier")
+            resource = (step.get("resource") or {}).get("name")
+            parts.append(f"{step.get('action', '?')}" + (f" on {resource}" if resource else ""))
+        text = "; ".join(parts) or "-"
+        return format_html('<span title="{}">{}</span>', text, _clip(text, 48))
 
     @admin.display(description="run")
     def run_link(self, obj: ApprovalRequest) -> str:
         url = _ctx(obj).links.get("run") or f"/api/runs/{obj.run_id}/"
         return format_html('<a href="{}">run&nbsp;#{}</a>', url, obj.run_id)
 
-    @admin.display(description="expires", ordering="expires_at")
+    @admin.display(description="time left", ordering="expires_at")
     def expires(self, obj: ApprovalRequest) -> str:
         if obj.status != RequestStatus.PENDING:
             return "-"
         now = timezone.now()
-        return "overdue" if obj.expires_at <= now else f"in {timesince(now, obj.expires_at)}"
+        if obj.expires_at <= now:
+            return format_html('<b style="color:#cf222e">overdue</b>')
+        return timesince(now, obj.expires_at).split(",")[0]
+
+    @admin.display(description="outcome")
+    def outcome(self, obj: ApprovalRequest) -> str:
+        if obj.status == RequestStatus.PENDING:
+            return "waiting"
+        return format_html('<span title="{}">{}</span>', obj.status_reason, _clip(obj.status_reason or obj.status, 40))
 
     @admin.display(description="shadow", boolean=True)
     def shadow_flag(self, obj: ApprovalRequest) -> bool:
@@ -199,6 +207,7 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
     def _review(self, request, obj: ApprovalRequest, *, reason: str = "", error: str = "") -> TemplateResponse:
         refusal = services.may_decide(obj, request.user)
         ctx = _ctx(obj)
+        steps, loose_contract = _steps(ctx)
         pending = obj.status == RequestStatus.PENDING and obj.expires_at > timezone.now()
         context = {
             **self.admin_site.each_context(request),
@@ -207,19 +216,20 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
             "original": obj,
             "request_obj": obj,
             "ctx": ctx.to_json(),
-            "plan_json": _pretty(ctx.plan),
-            "contract_json": _pretty(ctx.contract),
+            "steps": steps,
+            "loose_contract": loose_contract,
             "snapshot_policy": ctx.snapshot_policy,
             "explanation": ctx.policy_explanation,
             "tier_reasons": ctx.tier_reasons,
-            "other_context": _pretty(ctx.extra),
+            "other_context": [(key, _readable(value)) for key, value in sorted(ctx.extra.items())],
             "confidence": self.confidence(obj),
             "shadow": self.shadow_flag(obj) or shadow_mode(),
             "decisions": obj.decisions.select_related("user").order_by("at"),
             "ineligible": obj.ineligible.select_related("user"),
             "approvals_given": self.approvals_given(obj),
             "age": self.age(obj),
-            "expires": self.expires(obj),
+            "expires": timesince(timezone.now(), obj.expires_at).split(",")[0] if pending else "",
+            "pending": pending,
             "can_decide": pending and not refusal,
             "refusal": refusal if pending else "",
             "reason": reason,

@@ -40,3 +40,12 @@ def _consume_this_hosts_queue(sender=None, **kwargs) -> None:
     from grace_site.handoff import host_queue
 
     sender.app.amqp.queues.select_add(host_queue(settings.GRACE_HOST))
+
+
+@signals.beat_init.connect
+def _record_beat_scheduler(sender=None, **kwargs) -> None:
+    """Whatever scheduler beat was started with, say which: /api/health/ names one that records no tick."""
+    from grace_site.scheduler import record_scheduler
+
+    if sender is not None:
+        record_scheduler(sender.scheduler)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import redis
 from django.conf import settings
@@ -16,7 +18,7 @@ from rest_framework.response import Response
 import grace_site
 from grace_site import redis as grace_redis
 from grace_site.celery import app as celery_app
-from grace_site.scheduler import BEAT_TICK_KEY
+from grace_site.scheduler import BEAT_SCHEDULER_KEY, BEAT_TICK_KEY, SCHEDULER_PATH
 from grace_site.throttling import HealthThrottle
 
 
@@ -45,15 +47,41 @@ def _check_worker() -> dict:
     return {"ok": True, "workers": workers}
 
 
+def _foreign_scheduler(client: redis.Redis) -> dict | None:
+    """The last beat that started, when it ran a scheduler that records no tick."""
+    raw = client.get(BEAT_SCHEDULER_KEY)
+    try:
+        entry = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return entry if isinstance(entry, dict) and not entry.get("records_ticks", True) else None
+
+
 def _check_beat() -> dict:
-    raw = _redis_client().get(BEAT_TICK_KEY)
-    if raw is None:
-        return {"ok": False, "error": "beat has recorded no tick"}
-    age = max(0.0, time.time() - float(raw))
+    client = _redis_client()
+    raw = client.get(BEAT_TICK_KEY)
+    age = max(0.0, time.time() - float(raw)) if raw is not None else None
     max_age = settings.GRACE_HEALTH_BEAT_MAX_AGE
-    if age > max_age:
-        return {"ok": False, "age_seconds": round(age, 1), "error": f"last beat tick is older than {max_age} s"}
-    return {"ok": True, "age_seconds": round(age, 1)}
+    if age is not None and age <= max_age:
+        return {"ok": True, "age_seconds": round(age, 1)}
+    foreign = _foreign_scheduler(client)
+    if foreign is not None:
+        started = datetime.fromtimestamp(float(foreign.get("started_at", 0)), tz=UTC).isoformat(timespec="seconds")
+        error = (
+            f"beat started at {started} (pid {foreign.get('pid')} on {foreign.get('host')}) runs the scheduler "
+            f"{foreign.get('scheduler')}, which records no tick and does not run GRACE's schedules from the "
+            f"database: start it with `celery -A grace_site beat -S {SCHEDULER_PATH}` (as make run does)"
+        )
+    elif age is None:
+        error = "beat has recorded no tick"
+    else:
+        error = f"last beat tick is older than {max_age} s"
+    result = {"ok": False, "error": error}
+    if age is not None:
+        result["age_seconds"] = round(age, 1)
+    if foreign is not None:
+        result["scheduler"] = foreign.get("scheduler")
+    return result
 
 
 CHECKS: dict[str, Callable[[], dict]] = {

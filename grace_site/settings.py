@@ -362,6 +362,12 @@ SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {}).update(
         "AlertStatusEnum": [("firing", "firing"), ("resolved", "resolved")],
     }
 )
+# Host sweeps (CPU, memory, load, disk of the machines GRACE watches) open an incident only when a check
+# breaches in at least K of its last N sweeps, and resolve it once fewer than K of the last N breach.
+GRACE_SWEEP_PERSIST_K = env_int("GRACE_SWEEP_PERSIST_K", 3, minimum=1)
+GRACE_SWEEP_PERSIST_N = env_int("GRACE_SWEEP_PERSIST_N", 5, minimum=1)
+if GRACE_SWEEP_PERSIST_K > GRACE_SWEEP_PERSIST_N:
+    raise ImproperlyConfigured("GRACE_SWEEP_PERSIST_K must be at most GRACE_SWEEP_PERSIST_N")
 # (end incidents)
 
 # --- remediation: pipeline, local actions, snapshots, resilience -------------
@@ -574,11 +580,28 @@ GRACE_BENCH_CELERY_TIMEOUT = env_float("GRACE_BENCH_CELERY_TIMEOUT", 2.0, minimu
 GRACE_BENCH_DIR = Path(env_str("GRACE_BENCH_DIR", str(VAR_DIR / "bench")))
 # How long `POST .../benchmarks/<suite>/?wait=true` waits for the results.
 GRACE_BENCH_WAIT_TIMEOUT = env_float("GRACE_BENCH_WAIT_TIMEOUT", 30.0, minimum=0.1)
-# Regression detection: median + K x scaled MAD over the last RUNS results, once MIN_SAMPLES exist, and
-# never closer than a factor (1 + MIN_RELATIVE) of the median (nor the metric's own absolute floor):
-# with 1.0 a latency must double (a throughput halve) before it can count as a regression.
+# Regression detection: median + K x scaled MAD over the RUNS results before the persistence window, once
+# MIN_SAMPLES exist, and never closer than a factor (1 + MIN_RELATIVE) of the median nor the metric's absolute
+# floor (GRACE_BENCH_FLOORS overrides a metric's shipped floor). A value beyond that threshold is a regression
+# only when at least PERSIST_K of the last PERSIST_N runs (this one included) are beyond it too.
 GRACE_BENCH_BASELINE_RUNS = env_int("GRACE_BENCH_BASELINE_RUNS", 20, minimum=3)
-GRACE_BENCH_MIN_SAMPLES = env_int("GRACE_BENCH_MIN_SAMPLES", 5, minimum=3)
-GRACE_BENCH_MAD_K = env_float("GRACE_BENCH_MAD_K", 5.0, minimum=1.0)
+GRACE_BENCH_MIN_SAMPLES = env_int("GRACE_BENCH_MIN_SAMPLES", 10, minimum=3)
+if GRACE_BENCH_MIN_SAMPLES > GRACE_BENCH_BASELINE_RUNS:
+    raise ImproperlyConfigured("GRACE_BENCH_MIN_SAMPLES must be at most GRACE_BENCH_BASELINE_RUNS")
+GRACE_BENCH_MAD_K = env_float("GRACE_BENCH_MAD_K", 3.0, minimum=1.0)
 GRACE_BENCH_MIN_RELATIVE = env_float("GRACE_BENCH_MIN_RELATIVE", 1.0, minimum=0.0)
+GRACE_BENCH_PERSIST_K = env_int("GRACE_BENCH_PERSIST_K", 3, minimum=1)
+GRACE_BENCH_PERSIST_N = env_int("GRACE_BENCH_PERSIST_N", 5, minimum=1)
+if GRACE_BENCH_PERSIST_K > GRACE_BENCH_PERSIST_N:
+    raise ImproperlyConfigured("GRACE_BENCH_PERSIST_K must be at most GRACE_BENCH_PERSIST_N")
+GRACE_BENCH_FLOORS: dict[str, float] = {}
+for _metric, _floor in env_map("GRACE_BENCH_FLOORS", form="metric=number").items():
+    try:
+        GRACE_BENCH_FLOORS[_metric] = float(_floor)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"GRACE_BENCH_FLOORS: the floor of {_metric} must be a number, got {_floor!r}"
+        ) from None
+    if GRACE_BENCH_FLOORS[_metric] < 0:
+        raise ImproperlyConfigured(f"GRACE_BENCH_FLOORS: the floor of {_metric} must not be negative")
 # (end learning)

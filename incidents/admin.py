@@ -2,38 +2,134 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
 
-from grace_site import handoff
+from grace_site import handoff, links
 from grace_site.admin import AuditedAdmin
 from grace_site.masking import redact_url
+from grace_site.templatetags.grace import fact, ms_datetime
 from incidents import rule_testing, services
 from incidents.choices import IncidentStatus
 from incidents.models import DiagnosisRule, Incident, SweepTarget
 
+STATUS_COLOURS = {
+    IncidentStatus.OPEN: "#0969da", IncidentStatus.HEALING: "#9a6700", IncidentStatus.RESOLVED: "#1a7f37",
+    IncidentStatus.ESCALATED: "#cf222e", IncidentStatus.IGNORED: "#6e7781",
+}  # fmt: skip
+
+
+def _table(rows) -> str:
+    body = format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows)
+    return format_html('<table class="grace-kv">{}</table>', body) if body else "-"
+
 
 @admin.register(Incident)
 class IncidentAdmin(admin.ModelAdmin):
-    list_display = ["id", "title", "service", "status", "diagnosis_code", "severity", "occurrences", "last_seen"]
+    list_display = ["id", "title_short", "service", "env", "status_shown", "diagnosis_code", "severity",
+                    "occurrences", "last_seen_shown", "run", "reason"]  # fmt: skip
+    list_display_links = ["id"]
     list_filter = ["status", "source", "severity", "diagnosis_code", "environment", "last_seen"]
-    search_fields = ["title", "service", "fingerprint", "message", "diagnosis_code"]
+    search_fields = ["=id", "title", "service", "fingerprint", "message", "diagnosis_code"]
     date_hierarchy = "last_seen"
+    list_per_page = 50
+    show_full_result_count = False
     actions = ["test_rule", "resolve_selected", "ignore_selected"]
     fieldsets = [
-        (None, {"fields": ["title", "service", "environment", "source", "severity", "status", "status_reason"]}),
-        ("Occurrences", {"fields": ["fingerprint", "occurrences", "first_seen", "last_seen", "resolved_at"]}),
-        ("Diagnosis", {"fields": ["diagnosis_code", "diagnosis_confidence", "diagnosis_evidence"]}),
-        ("Signal", {"fields": ["message", "labels", "raw_payload"]}),
-    ]
+        (None, {"fields": ["title", "status_shown", "status_reason", "runs", "service", "environments", "source",
+                           "channel", "raised_by", "severity"]}),
+        ("Diagnosis", {"fields": ["diagnosis_code", "diagnosis_confidence", "evidence"]}),
+        ("Occurrences", {"fields": ["fingerprint", "occurrences", "first_seen_ms", "last_seen_ms", "resolved_ms"]}),
+        ("Signal", {"fields": ["message", "labels_shown", "raw_payload"]}),
+    ]  # fmt: skip
 
     def get_readonly_fields(self, request, obj=None):
         # Incidents change only through the intake services (audited), never by editing the row.
-        return [field.name for field in Incident._meta.fields]
+        return [field.name for field in Incident._meta.fields] + [
+            "status_shown", "runs", "environments", "evidence", "labels_shown", "first_seen_ms", "last_seen_ms",
+            "resolved_ms",
+        ]  # fmt: skip
 
     def has_add_permission(self, request):
         return False
 
+    def has_change_permission(self, request, obj=None):
+        # A view page for each incident; the list's actions (resolve, ignore) need the change permission.
+        return obj is None and super().has_change_permission(request)
+
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(request, {"title": "Incidents", **(extra_context or {})})
+
+    @admin.display(description="title", ordering="title")
+    def title_short(self, obj: Incident) -> str:
+        return format_html('<span title="{}">{}</span>', obj.title, Truncator(obj.title).chars(48))
+
+    @admin.display(description="env", ordering="environment")
+    def env(self, obj: Incident) -> str:
+        return obj.environment or "-"
+
+    @admin.display(description="status", ordering="status")
+    def status_shown(self, obj: Incident) -> str:
+        return format_html('<b style="color:{}">{}</b>', STATUS_COLOURS.get(obj.status, "inherit"), obj.status)
+
+    @admin.display(description="last seen", ordering="last_seen")
+    def last_seen_shown(self, obj: Incident) -> str:
+        return timezone.localtime(obj.last_seen).strftime("%m-%d %H:%M:%S")
+
+    @admin.display(description="run")
+    def run(self, obj: Incident) -> str:
+        if not obj.latest_run_id:
+            return "-"
+        url = links.ask("run_url", obj.latest_run_id, default="")
+        return format_html('<a href="{}">#{}</a>', url, obj.latest_run_id) if url else f"#{obj.latest_run_id}"
+
+    @admin.display(description="why (its last change)")
+    def reason(self, obj: Incident) -> str:
+        if not obj.status_reason:
+            return "-"
+        return format_html('<span title="{}">{}</span>', obj.status_reason, Truncator(obj.status_reason).chars(70))
+
+    @admin.display(description="heal runs")
+    def runs(self, obj: Incident) -> str:
+        rows = links.ask("runs_of_incident", obj.pk, default=[])
+        if not rows:
+            return "no heal run yet" if obj.status in IncidentStatus.ACTIVE else "none"
+        items = format_html_join(
+            "", '<tr><td><a href="{}">run #{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>',
+            ((r["url"], r["id"], r["status"], timezone.localtime(r["created_at"]).strftime("%Y-%m-%d %H:%M:%S"),
+              Truncator(r["reason"] or "").chars(120)) for r in rows),
+        )  # fmt: skip
+        return format_html('<table class="grace-runs">{}</table>', items)
+
+    @admin.display(description="environment")
+    def environments(self, obj: Incident) -> str:
+        inventory = obj.environment or "not in the inventory: no environment, GRACE acts on nothing"
+        claimed = obj.claimed_environment or "none (a missing environment stays blank, never production)"
+        return _table([("inventory's (used)", inventory), ("the signal claimed (evidence only)", claimed)])
+
+    @admin.display(description="first seen")
+    def first_seen_ms(self, obj: Incident) -> str:
+        return ms_datetime(obj.first_seen)
+
+    @admin.display(description="last seen")
+    def last_seen_ms(self, obj: Incident) -> str:
+        return ms_datetime(obj.last_seen)
+
+    @admin.display(description="resolved")
+    def resolved_ms(self, obj: Incident) -> str:
+        return ms_datetime(obj.resolved_at)
+
+    @admin.display(description="diagnosis evidence")
+    def evidence(self, obj: Incident) -> str:
+        return _table((key, fact(value)) for key, value in sorted((obj.diagnosis_evidence or {}).items()))
+
+    @admin.display(description="labels")
+    def labels_shown(self, obj: Incident) -> str:
+        return _table((key, fact(value)) for key, value in sorted((obj.labels or {}).items()))
 
     @admin.action(description="Test a diagnosis rule against the selected incidents", permissions=["view"])
     def test_rule(self, request, queryset):

@@ -16,8 +16,25 @@ from incidents import channels, inventory
 from incidents.models import Channel, Resource, Service
 
 
+class ResourceForm(forms.ModelForm):
+    """Narrow widgets, so a service's resources fit a 1,400 px window."""
+
+    class Meta:
+        model = Resource
+        fields = ["name", "kind", "target", "scope", "host", "description"]
+        widgets = {
+            "name": forms.TextInput(attrs={"size": 14}),
+            "kind": forms.Select(attrs={"style": "max-width: 13em"}),
+            "target": forms.TextInput(attrs={"size": 36}),
+            "scope": forms.Textarea(attrs={"rows": 1, "cols": 26}),
+            "host": forms.TextInput(attrs={"size": 12}),
+            "description": forms.Textarea(attrs={"rows": 1, "cols": 26}),
+        }
+
+
 class ResourceInline(admin.TabularInline):
     model = Resource
+    form = ResourceForm
     extra = 0
     fields = ["name", "kind", "target", "scope", "host", "description"]
 

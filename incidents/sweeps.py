@@ -3,6 +3,11 @@
 Each check yields findings; a breach opens (or bumps) an incident through the same intake service as every
 other signal, with a fingerprint per (target, check) so repeated sweeps dedupe. A check that passes again
 resolves the active sweep incident it had opened.
+
+Host checks (CPU, memory, load, disk) are noisy on a busy machine, GRACE's own included: a host breach counts
+only when it persists, in at least ``GRACE_SWEEP_PERSIST_K`` of the last ``GRACE_SWEEP_PERSIST_N`` sweeps of the
+target, and its incident is resolved once fewer than K of the last N breach. The last N outcomes of each check
+are kept in the target's ``last_result["recent"]``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 import psutil
 import psycopg
 import requests
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -196,14 +202,33 @@ def finding_fingerprint(target: SweepTarget, check: str) -> str:
     return normalize.compute_fingerprint(Source.SWEEP, target.kind, target.name, check)
 
 
+def _persisted(target: SweepTarget, findings: list[Finding]) -> tuple[dict[str, str], dict[str, bool]]:
+    """For a host target: each check's last N outcomes ("1" breached, "0" not, newest last) with this sweep's,
+    and whether the check counts as breaching now (K of N); other kinds count every breach at once.
+    Reads the stored history under a row lock, so concurrent sweeps of one target do not lose an outcome."""
+    if target.kind != SweepKind.HOST:
+        return {}, {finding.check: finding.breached for finding in findings}
+    stored = SweepTarget.objects.select_for_update().filter(pk=target.pk).values_list("last_result", flat=True).first()
+    before = (stored or {}).get("recent") or {}
+    n, k = settings.GRACE_SWEEP_PERSIST_N, settings.GRACE_SWEEP_PERSIST_K
+    recent = {f.check: (str(before.get(f.check, "")) + ("1" if f.breached else "0"))[-n:] for f in findings}
+    return recent, {check: outcomes.count("1") >= k for check, outcomes in recent.items()}
+
+
 def apply_findings(target: SweepTarget, findings: list[Finding]) -> dict:
-    """Open or bump an incident per breach; resolve the incident of a check that passes again."""
-    opened, resolved = [], []
+    """Open or bump an incident per breach that counts; resolve the incident of a check that no longer breaches."""
+    opened, resolved, pending = [], [], []
     # The resource the finding is about, by name: what a playbook step of its service selects.
     resource = {"resource": target.resource.name} if target.resource is not None else {}
     with transaction.atomic():
+        recent, counts = _persisted(target, findings)
         for finding in findings:
             fingerprint = finding_fingerprint(target, finding.check)
+            if finding.breached and not counts[finding.check]:
+                pending.append(finding.check)  # breached, not (yet) in K of the last N sweeps
+                continue
+            if counts[finding.check] and not finding.breached:
+                continue  # back within threshold this once: the incident stays until fewer than K of N breach
             if finding.breached:
                 signal = Signal(
                     source=Source.SWEEP,
@@ -228,6 +253,8 @@ def apply_findings(target: SweepTarget, findings: list[Finding]) -> dict:
             "incidents": opened,
             "resolved": resolved,
         }
+        if recent:
+            result.update(pending=pending, recent=recent)
         SweepTarget.objects.filter(pk=target.pk).update(last_checked_at=timezone.now(), last_result=result)
     return result
 

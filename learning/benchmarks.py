@@ -1,14 +1,17 @@
 """Benchmark runs: run a suite's checks, store the results, judge each metric against its baseline.
 
-The baseline of a metric is robust: over the last ``GRACE_BENCH_BASELINE_RUNS``
-successful results of the same metric in the same suite (at least
-``GRACE_BENCH_MIN_SAMPLES`` of them, or no judgement is made), it is the median
-``m`` and the scaled median absolute deviation ``s``. With ``f = 1 + MIN_RELATIVE``
-a latency regresses above ``max(m + K x s, m x f, m + floor)``, a throughput
-below ``min(m - K x s, m / f, m - floor)`` (the floor is the metric's own
-smallest meaningful change, see learning.checks). A regression
-opens an incident (source ``benchmark``, one fingerprint per suite and metric)
-through the intake service.
+A metric is judged on its recent window: this run and the ``GRACE_BENCH_PERSIST_N - 1`` successful results
+before it. The baseline is robust and taken from before that window: over the ``GRACE_BENCH_BASELINE_RUNS``
+successful results of the same metric in the same suite that precede the window (at least
+``GRACE_BENCH_MIN_SAMPLES`` of them, or no judgement is made), the median ``m`` and the scaled median absolute
+deviation ``s``. With ``f = 1 + MIN_RELATIVE`` a latency is over its threshold above
+``max(m + K x s, m x f, m + floor)``, a throughput below ``min(m - K x s, m / f, m - floor)``; the floor is the
+metric's own smallest meaningful change (learning.checks, overridden by ``GRACE_BENCH_FLOORS``).
+
+A value over its threshold is a regression only when at least ``GRACE_BENCH_PERSIST_K`` of the window's runs
+are over it too (persistence): one slow run on a busy machine is noise. A regression opens an incident (source
+``benchmark``, one fingerprint per suite and metric) through the intake service. A run a contract asked for is
+judged on its own value (it answers "is it worse right after the change?") and opens no incident.
 """
 
 from __future__ import annotations
@@ -53,25 +56,70 @@ class Baseline:
     threshold: float
 
 
+@dataclass(frozen=True)
+class Judgement:
+    """How one value of a metric was judged: its baseline, whether it is over the threshold, and how many runs
+    of the recent window (this one included) are over it."""
+
+    baseline: Baseline | None
+    over: bool
+    recent_over: int
+    window: int
+    regression: bool
+
+    def details(self) -> dict:
+        return {
+            "over_threshold": self.over,
+            "recent_over": self.recent_over,
+            "window": self.window,
+            "needed": settings.GRACE_BENCH_PERSIST_K,
+        }
+
+
+def floor_of(metric: Metric) -> float:
+    """The metric's smallest meaningful change: ``GRACE_BENCH_FLOORS`` when it names the metric, else its own."""
+    return settings.GRACE_BENCH_FLOORS.get(metric.name, metric.floor)
+
+
 def baseline_of(history: list[float], metric: Metric) -> Baseline | None:
-    """The rolling robust baseline of ``history`` (newest first), or None while there are too few samples."""
+    """The robust baseline of ``history`` (newest first), or None while there are too few samples."""
     if len(history) < settings.GRACE_BENCH_MIN_SAMPLES:
         return None
     centre = median(history)
     spread = mad(history, centre)
     k_spread = settings.GRACE_BENCH_MAD_K * spread
     factor = 1 + settings.GRACE_BENCH_MIN_RELATIVE
+    floor = floor_of(metric)
     if metric.higher_is_better:
-        threshold = min(centre - k_spread, centre / factor, centre - metric.floor)
+        threshold = min(centre - k_spread, centre / factor, centre - floor)
     else:
-        threshold = max(centre + k_spread, centre * factor, centre + metric.floor)
+        threshold = max(centre + k_spread, centre * factor, centre + floor)
     return Baseline(centre, spread, len(history), threshold)
 
 
-def is_regression(value: float, baseline: Baseline | None, metric: Metric) -> bool:
-    if baseline is None:
+def over_threshold(value: float | None, baseline: Baseline | None, metric: Metric) -> bool:
+    if baseline is None or value is None:
         return False
     return value < baseline.threshold if metric.higher_is_better else value > baseline.threshold
+
+
+def history_depth() -> int:
+    """How many earlier values a judgement reads: the rest of the recent window, then the baseline."""
+    return settings.GRACE_BENCH_PERSIST_N - 1 + settings.GRACE_BENCH_BASELINE_RUNS
+
+
+def judge(value: float, history: list[float], metric: Metric, *, persistent: bool = True) -> Judgement:
+    """Judge ``value`` against ``history`` (the metric's earlier good values, newest first).
+
+    The newest ``PERSIST_N - 1`` values form the recent window with ``value``; the baseline is the
+    ``BASELINE_RUNS`` values before them. ``persistent=False`` (a contract's run) judges the value alone.
+    """
+    recent = history[: settings.GRACE_BENCH_PERSIST_N - 1]
+    baseline = baseline_of(history[len(recent) :][: settings.GRACE_BENCH_BASELINE_RUNS], metric)
+    over = over_threshold(value, baseline, metric)
+    count = int(over) + sum(over_threshold(v, baseline, metric) for v in recent)
+    regression = over and (count >= settings.GRACE_BENCH_PERSIST_K or not persistent)
+    return Judgement(baseline, over, count, len(recent) + 1, regression)
 
 
 def validate_checks(checks) -> None:
@@ -208,13 +256,13 @@ def _timed_measure(checks: list[dict]) -> tuple[list, float]:
 
 
 def _histories(suite_id: int, metrics: list[str], exclude_run: int) -> dict[str, list[float]]:
-    """The last GRACE_BENCH_BASELINE_RUNS good values of each metric (newest first), in one query."""
+    """The earlier good values of each metric a judgement reads (newest first), in one query."""
     newest_first = Window(RowNumber(), partition_by=[F("metric")], order_by=[F("created_at").desc(), F("pk").desc()])
     rows = (
         BenchmarkResult.objects.filter(suite_id=suite_id, metric__in=metrics, ok=True)
         .exclude(run_id=exclude_run)
         .annotate(rank=newest_first)
-        .filter(rank__lte=settings.GRACE_BENCH_BASELINE_RUNS)
+        .filter(rank__lte=history_depth())
         .order_by("metric", "rank")
         .values_list("metric", "value")
     )
@@ -260,10 +308,12 @@ def _finish(run: BenchmarkRun, measured: list, duration_ms: float) -> list[Bench
             error=error,
         )
         if measurement is not None:
-            base = baseline_of(histories[metric.name], metric)
+            verdict = judge(measurement.value, histories[metric.name], metric,
+                            persistent=run.trigger != Trigger.CONTRACT)  # fmt: skip
+            base = verdict.baseline
             result.value = measurement.value
-            result.details = measurement.details
-            result.regression = is_regression(measurement.value, base, metric)
+            result.details = {**measurement.details, "judgement": verdict.details()}
+            result.regression = verdict.regression
             if base is not None:
                 result.baseline_median, result.baseline_mad = base.median, base.mad
                 result.baseline_samples, result.threshold = base.samples, base.threshold
@@ -321,6 +371,7 @@ def _open_incidents(run: BenchmarkRun, results: list[BenchmarkResult]) -> None:
     suite = run.suite.name
     for r in results:
         direction = "below" if r.higher_is_better else "above"
+        judged = r.details.get("judgement", {})
         signal = Signal(
             source="benchmark",
             title=f"Benchmark regression: {suite} {r.metric}",
@@ -328,7 +379,8 @@ def _open_incidents(run: BenchmarkRun, results: list[BenchmarkResult]) -> None:
             severity="warning",
             message=(
                 f"{r.metric} = {r.value:.3f} {r.unit} in run #{run.pk}, {direction} the threshold {r.threshold:.3f} "
-                f"(median {r.baseline_median:.3f}, MAD {r.baseline_mad:.3f} over {r.baseline_samples} runs)"
+                f"(median {r.baseline_median:.3f}, MAD {r.baseline_mad:.3f} over {r.baseline_samples} runs); "
+                f"{judged.get('recent_over', 1)} of the last {judged.get('window', 1)} runs are {direction} it"
             ),
             labels={
                 "suite": suite,
@@ -406,3 +458,36 @@ def verification_status() -> VerificationStatus:
         suites=[SuiteStatus(suite, runs.get(suite.latest_id)) for suite in suites],
         open_regressions=list(regressions),
     )
+
+
+def history(suite: str, metric: str, *, limit: int = 30) -> list[dict]:
+    """The metric's last ``limit`` results in the suite, newest first, each with what it was judged against:
+    ``[{"run_id", "at", "value", "unit", "baseline", "threshold", "over_threshold", "regression"}]``."""
+    rows = (
+        BenchmarkResult.objects.filter(suite__name=suite, metric=metric)
+        .order_by("-created_at", "-pk")
+        .values("run_id", "created_at", "value", "unit", "ok", "error", "baseline_median", "threshold",
+                "higher_is_better", "regression")[:limit]
+    )  # fmt: skip
+    out = []
+    for row in rows:
+        value, threshold = row["value"], row["threshold"]
+        over = (
+            value is not None
+            and threshold is not None
+            and (value < threshold if row["higher_is_better"] else value > threshold)
+        )
+        out.append(
+            {
+                "run_id": row["run_id"],
+                "at": row["created_at"].isoformat(),
+                "value": value,
+                "unit": row["unit"],
+                "error": row["error"] if not row["ok"] else "",
+                "baseline": row["baseline_median"],
+                "threshold": threshold,
+                "over_threshold": over,
+                "regression": row["regression"],
+            }
+        )
+    return out

@@ -22,6 +22,7 @@ class Point:
     value: float | None  # None: no value (a failed check); drawn as a gap
     band: tuple[float, float] | None = None  # shaded range behind the line (baseline band)
     alert: bool = False  # drawn as a red dot (a regression, a failure streak)
+    warn: bool = False  # drawn as an amber dot (over the threshold once, not a regression)
 
 
 def _fmt(value: float) -> str:
@@ -79,14 +80,18 @@ def line_chart(points: Sequence[Point], *, title: str, unit: str = "", y_min: fl
     for i, p in enumerate(points):
         if p.value is None:
             continue
-        colour = "#d9362b" if p.alert else "#2a6ebb"
+        colour = "#d9362b" if p.alert else "#d4a017" if p.warn else "#2a6ebb"
+        kind = "alert" if p.alert else "warn" if p.warn else "point"
         tip = escape(f"{p.label}: {_fmt(p.value)} {unit}".strip())
         parts.append(
-            f'<circle class="{"alert" if p.alert else "point"}" cx="{x(i):.1f}" cy="{y(p.value):.1f}" r="3" '
+            f'<circle class="{kind}" cx="{x(i):.1f}" cy="{y(p.value):.1f}" r="{4 if p.alert or p.warn else 3}" '
             f'fill="{colour}"><title>{tip}</title></circle>'
         )
-    for i in sorted({0, len(points) - 1, (len(points) - 1) // 2}):
-        parts.append(f'<text x="{x(i):.1f}" y="{HEIGHT - 10}" text-anchor="middle">{escape(points[i].label)}</text>')
+    last = len(points) - 1
+    for i in sorted({0, last, last // 2}):
+        # The outer labels align inwards, so neither is cut at the chart's edges.
+        anchor = "start" if i == 0 and last else "end" if i == last and last else "middle"
+        parts.append(f'<text x="{x(i):.1f}" y="{HEIGHT - 10}" text-anchor="{anchor}">{escape(points[i].label)}</text>')
     parts.append(f'<text x="{LEFT}" y="{TOP - 3}">{escape(title)}{escape(f" ({unit})" if unit else "")}</text>')
     parts.append("</svg>")
     return mark_safe("".join(parts))  # noqa: S308 - every interpolated text is escaped above

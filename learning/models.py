@@ -125,7 +125,7 @@ class BenchmarkRun(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.suite_id} run #{self.pk} ({self.status})"
+        return f"run #{self.pk} of suite {self.suite.name} ({self.status})"
 
 
 class BenchmarkResult(models.Model):

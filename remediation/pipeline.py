@@ -18,12 +18,12 @@ from approvals import audit
 from approvals import policy as governance
 from approvals import services as approvals
 from approvals.context import ApprovalContext
-from incidents import channels
+from incidents import channels, inventory
 from incidents import services as intake
 from incidents.choices import UNKNOWN_DIAGNOSIS, IncidentStatus
 from incidents.models import Incident
 from learning import services as learning
-from remediation import execution, planner, state
+from remediation import evidence, execution, planner, state
 from remediation.choices import RunStatus
 from remediation.models import HealRun, Playbook, RunEvent
 from remediation.services import transition
@@ -79,6 +79,53 @@ def _escalate(run: HealRun, expected: str, reason: str) -> None:
     transition(run.pk, expected, S.ESCALATED, reason=reason)
 
 
+def _choose(code: str, candidates: dict[str, Playbook], incident: Incident):
+    """The playbook to plan with: the best ranked one that acts and fits the service's inventory; else the best
+    ranked escalate-only one (it gathers evidence for humans). Returns (playbook, ranking entry, why not)."""
+    service = inventory.service_named(incident.service)
+    acting = {name: p for name, p in candidates.items() if not p.escalate_only}
+    misfits = {name: planner.missing_resources(p, service) for name, p in acting.items()} if service else {}
+    fitting = sorted(name for name in acting if service is not None and not misfits[name])
+    pool = fitting or sorted(name for name, p in candidates.items() if p.escalate_only)
+    if pool:
+        ranking = learning.recommend(code, pool)
+        return candidates[ranking[0].playbook], ranking, None
+    if service is None:
+        return (
+            None,
+            None,
+            (
+                f"service {incident.service or '(none)'!r} is not in the inventory: GRACE acts only on inventory "
+                "resources (add the service and its resources, e.g. with manage.py grace_inventory apply)",
+                {"missing_service": incident.service},
+            ),
+        )
+    needs = "; ".join(f"{name} needs a {' and a '.join(kinds)} resource" for name, kinds in sorted(misfits.items()))
+    missing = [{"service": service.name, "kind": kind, "playbook": name}
+               for name, kinds in sorted(misfits.items()) for kind in kinds]  # fmt: skip
+    return (
+        None,
+        None,
+        (
+            f"no playbook for {code} fits service {service.name} in the inventory ({needs}): add the resource to the "
+            "inventory, or a playbook that acts on what the service has",
+            {"missing_resources": missing},
+        ),
+    )
+
+
+def _hand_over(run: HealRun, playbook: Playbook, code: str) -> None:
+    """An escalate-only playbook: gather its evidence for the people who take over, and escalate with it."""
+    found = evidence.gather(playbook.steps, run.incident)
+    reason = f"playbook {playbook.name} hands {code} to humans"
+    if found:
+        reason += f"; evidence: {evidence.summary(found)}"
+    transition(
+        run.pk, S.DIAGNOSED, S.ESCALATED, reason=reason, data={"evidence": found} if found else None,
+        result=state.Planned(plan={}, plan_hash="", family="", target="", playbook=playbook, shadow=False),
+    )  # fmt: skip
+
+
 def plan(run_id: int) -> None:
     run = HealRun.objects.select_related("incident__channel").filter(pk=run_id, status=S.DIAGNOSED).first()
     if run is None:
@@ -90,14 +137,16 @@ def plan(run_id: int) -> None:
     candidates = {p.name: p for p in Playbook.objects.filter(enabled=True) if code in (p.diagnosis_codes or [])}
     if not candidates:
         return _escalate(run, S.DIAGNOSED, f"no enabled playbook remedies {code}")
-    ranking = learning.recommend(code, sorted(candidates))
-    chosen = ranking[0]
-    playbook = candidates[chosen.playbook]
-    if playbook.escalate_only:
-        return _escalate(run, S.DIAGNOSED, f"playbook {playbook.name} hands {code} to humans")
     if not channels.may_raise(incident.channel, incident.service):
         why = f"channel {incident.channel.name} may not raise incidents for service {incident.service!r}"
         return _escalate(run, S.DIAGNOSED, why)
+    playbook, ranking, refusal = _choose(code, candidates, incident)
+    if playbook is None:
+        reason, data = refusal
+        return transition(run.pk, S.DIAGNOSED, S.ESCALATED, reason=reason, data=data)
+    if playbook.escalate_only:
+        return _hand_over(run, playbook, code)
+    chosen = ranking[0]
     try:
         built = planner.build(playbook, incident)
     except planner.PlanError as exc:

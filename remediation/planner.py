@@ -20,6 +20,7 @@ from incidents import inventory
 from incidents.models import Incident, Service
 from remediation.actions import registry
 from remediation.contracts import validate_contract
+from remediation.evidence import COLLECTORS
 from remediation.models import Playbook
 
 # A parameter may be filled from one label, whole: "{labels.level}". Nothing else is a template.
@@ -27,6 +28,7 @@ _LABEL_TEMPLATE = re.compile(r"^\{labels\.([A-Za-z_][A-Za-z0-9_]*)\}$")
 _LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
 DEFAULT_RESOURCE_LABEL = "resource"
 STEP_KEYS = {"action", "params", "allow", "contract", "resource_label"}
+EVIDENCE_KEYS = {"evidence", "params", "resource_label"}
 
 
 class PlanError(Exception):
@@ -131,9 +133,29 @@ class Plan:
 # --- playbook steps, checked when a playbook is saved -----------------------------------------------------
 
 
+def _evidence_errors(i: int, step: dict) -> list[str]:
+    collector = COLLECTORS.get(step["evidence"]) if isinstance(step["evidence"], str) else None
+    if collector is None:
+        return [f"step {i}: unknown evidence {step['evidence']!r} (known: {', '.join(sorted(COLLECTORS))})"]
+    allowed_keys = ", ".join(sorted(EVIDENCE_KEYS))
+    errors = [f"step {i}: unknown key {key!r} (allowed: {allowed_keys})" for key in sorted(set(step) - EVIDENCE_KEYS)]
+    label = step.get("resource_label", DEFAULT_RESOURCE_LABEL)
+    if not isinstance(label, str) or not _LABEL_NAME.match(label):
+        errors.append(f"step {i}: 'resource_label' must be a label name")
+    if not isinstance(step.get("params", {}), dict):
+        return [*errors, f"step {i}: 'params' must be an object"]
+    try:
+        collector.validate(step.get("params") or {})
+    except serializers.ValidationError as exc:
+        errors.append(f"step {i}: invalid parameters of {collector.name}: {json.dumps(exc.detail, default=str)}")
+    return errors
+
+
 def _step_errors(i: int, step: Any, registry) -> list[str]:
+    if isinstance(step, dict) and "evidence" in step and "action" not in step:
+        return _evidence_errors(i, step)
     if not isinstance(step, dict) or "action" not in step:
-        return [f"step {i}: needs an 'action'"]
+        return [f"step {i}: needs an 'action' (or, in an escalate-only playbook, an 'evidence')"]
     if step["action"] not in registry:
         return [f"step {i}: unknown action {step['action']!r}"]
     action = registry.get(step["action"])
@@ -183,22 +205,52 @@ def _rule_problems(rule: Any) -> list[str]:
     return problems
 
 
-def validate_steps(steps: Any) -> None:
+def is_evidence(step: Any) -> bool:
+    return isinstance(step, dict) and "evidence" in step and "action" not in step
+
+
+def validate_steps(steps: Any, *, escalate_only: bool | None = None) -> None:
     """Check a playbook's steps without an incident: actions exist, nothing binds a target outside the
-    inventory, label-filled parameters declare what they allow, contracts are well-formed."""
+    inventory, label-filled parameters declare what they allow, contracts are well-formed.
+
+    An escalate-only playbook acts on nothing: its steps may only gather evidence, and only such a playbook
+    may (``escalate_only`` None: either kind is accepted, the playbook's flag is checked where it is known)."""
     if not isinstance(steps, list):
         raise serializers.ValidationError({"steps": ["must be a list"]})
     errors = [error for i, step in enumerate(steps) for error in _step_errors(i, step, registry)]
+    for i, step in enumerate(steps):
+        if escalate_only is True and isinstance(step, dict) and "action" in step:
+            errors.append(f"step {i}: an escalate-only playbook acts on nothing; its steps may only gather evidence")
+        elif escalate_only is False and is_evidence(step):
+            errors.append(f"step {i}: evidence steps belong to escalate-only playbooks (set escalate_only)")
     if errors:
         raise serializers.ValidationError({"steps": errors})
     for step in steps:
-        validate_contract(step.get("contract", []))
+        if not is_evidence(step):
+            validate_contract(step.get("contract", []))
 
 
 def required_inputs(steps: list) -> list[dict]:
-    """What each step needs from the inventory and from labels (shown in the API and the docs)."""
+    """What each step needs from the inventory and from labels (shown in the API and the docs).
+
+    An action step needs its resource kind in the incident's service (or nothing is planned); an evidence step
+    reads its resource kind when the service has one (and says so when it has not)."""
     needs = []
     for i, step in enumerate(steps or []):
+        if is_evidence(step) and step["evidence"] in COLLECTORS:
+            collector = COLLECTORS[step["evidence"]]
+            needs.append(
+                {
+                    "step": i,
+                    "evidence": collector.name,
+                    "resource_kind": collector.resource_kind,
+                    "resource_label": step.get("resource_label", DEFAULT_RESOURCE_LABEL)
+                    if collector.resource_kind
+                    else "",
+                    "labels": list(collector.labels),
+                }
+            )
+            continue
         if not isinstance(step, dict) or step.get("action") not in registry:
             continue
         action = registry.get(step["action"])
@@ -214,6 +266,13 @@ def required_inputs(steps: list) -> list[dict]:
             }
         )
     return needs
+
+
+def missing_resources(playbook: Playbook, service: Service) -> list[str]:
+    """The resource kinds the playbook's action steps need that ``service`` has none of (empty: it fits)."""
+    wanted = {need["resource_kind"] for need in required_inputs(playbook.steps) if "action" in need}
+    have = set(service.resources.filter(kind__in=wanted).values_list("kind", flat=True).distinct())
+    return sorted(wanted - have)
 
 
 # --- building a plan for an incident -----------------------------------------------------------------------
@@ -260,6 +319,8 @@ def build(playbook: Playbook, incident: Incident, service: Service | None = None
     labels = incident.labels or {}
     steps = []
     for i, step in enumerate(playbook.steps):
+        if is_evidence(step):
+            raise PlanError(f"step {i}: an evidence step in a playbook that acts (only escalate-only ones gather)")
         try:
             action = registry.get(step["action"])
         except KeyError as exc:

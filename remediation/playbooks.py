@@ -55,7 +55,7 @@ def save(playbook: Playbook, *, actor=None, before: dict | None = None) -> int:
     ``before`` is the row as it was (read before the caller changed the instance); without it the stored row is
     read. Raises ``ValidationError`` (DRF) naming the field when the steps are invalid.
     """
-    validate_steps(playbook.steps)
+    validate_steps(playbook.steps, escalate_only=playbook.escalate_only)
     if before is None and playbook.pk:
         before = snapshot(Playbook.objects.filter(pk=playbook.pk).first())
     re_enabled = bool(before) and playbook.enabled and (not before["enabled"] or before["paused_reason"])

@@ -9,6 +9,8 @@ export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
 export GRACE_PORT="${GRACE_PORT:-8000}"
 VAR="${GRACE_VAR_DIR:-$GRACE_ROOT/var}"
 mkdir -p "$VAR/redis"
+# Where this GRACE answers, for `manage.py grace_demo` in another terminal (which may not have GRACE_PORT set).
+echo "http://127.0.0.1:$GRACE_PORT" > "$VAR/web-url"
 
 procfile="$VAR/Procfile"
 : > "$procfile"
@@ -42,6 +44,8 @@ cat >&2 <<MSG
     admin:     http://127.0.0.1:$GRACE_PORT/admin/
     API docs:  http://127.0.0.1:$GRACE_PORT/api/docs/
     health:    http://127.0.0.1:$GRACE_PORT/api/health/
+  In another terminal, .venv/bin/python manage.py grace_demo heals a real SQLite WAL
+  (it finds this port in $VAR/web-url).
   Ctrl-C stops every process started here.
 
 MSG

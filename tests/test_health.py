@@ -1,5 +1,7 @@
 """`/api/health/` reports every component and answers 503 naming what fails."""
 
+import json
+import sys
 import time
 from datetime import timedelta
 
@@ -9,8 +11,8 @@ from django.utils import timezone
 
 from approvals import audit, checkpoints, sealing
 from approvals.models import AuditCheckpoint, AuditEvent
-from grace_site.scheduler import BEAT_TICK_KEY
-from tests.support.processes import start_beat
+from grace_site.scheduler import BEAT_SCHEDULER_KEY, BEAT_TICK_KEY
+from tests.support.processes import Managed, process_env, start_beat
 from tests.support.runs import wait_for as poll_until
 
 
@@ -38,17 +40,39 @@ def test_health_is_ok_with_a_live_worker_and_beat(client, celery_worker, redis_c
     assert "no audit checkpoint has been issued" in body["components"]["audit"]["warning"]
     assert celery_worker in body["components"]["worker"]["workers"]
     assert body["version"]
+    assert json.loads(redis_client.get(BEAT_SCHEDULER_KEY))["records_ticks"] is True
 
 
 @pytest.mark.django_db
 def test_health_names_beat_when_it_has_not_ticked(client, redis_client):
-    redis_client.delete(BEAT_TICK_KEY)
+    redis_client.delete(BEAT_TICK_KEY, BEAT_SCHEDULER_KEY)
 
     response = client.get("/api/health/")
 
     assert response.status_code == 503
     assert "beat" in response.json()["failing"]
     assert response.json()["components"]["beat"]["error"] == "beat has recorded no tick"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_health_says_plainly_when_beat_runs_a_scheduler_that_records_no_tick(client, redis_client, tmp_path):
+    redis_client.delete(BEAT_TICK_KEY, BEAT_SCHEDULER_KEY)
+    argv = [
+        sys.executable, "-m", "celery", "-A", "grace_site", "beat", "-l", "info", "--pidfile=",
+        f"--schedule={tmp_path / 'beat-schedule'}", "-S", "django_celery_beat.schedulers:DatabaseScheduler",
+    ]  # fmt: skip
+    beat = Managed(argv, process_env(), tmp_path / "beat.log")
+    try:
+        poll_until(lambda: redis_client.get(BEAT_SCHEDULER_KEY), timeout=30, interval=0.1, what="beat to start")
+        response = client.get("/api/health/")
+    finally:
+        beat.stop()
+
+    beat_report = response.json()["components"]["beat"]
+    assert response.status_code == 503
+    assert beat_report["scheduler"] == "django_celery_beat.schedulers:DatabaseScheduler"
+    assert "records no tick" in beat_report["error"]
+    assert "-S grace_site.scheduler:GraceScheduler" in beat_report["error"]
 
 
 @pytest.mark.django_db

@@ -2,11 +2,12 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from grace_site import api
 from remediation.models import ActionAttempt, Agent, ContractResult, HealRun, Playbook, RunEvent, Snapshot
-from remediation.planner import validate_steps
+from remediation.planner import required_inputs, validate_steps
 
 
 class RunEventSerializer(serializers.ModelSerializer):
@@ -66,16 +67,34 @@ class HealRequestSerializer(serializers.Serializer):
     dry_run = serializers.BooleanField(default=False)
 
 
+class RequiredInputSerializer(serializers.Serializer):
+    step = serializers.IntegerField()
+    action = serializers.CharField(required=False, help_text="An action step: the inventory resource kind must exist.")
+    evidence = serializers.CharField(required=False, help_text="An evidence step: reads the kind when there is one.")
+    resource_kind = serializers.CharField(allow_blank=True)
+    resource_label = serializers.CharField(allow_blank=True, help_text="The label that picks among several.")
+    labels = serializers.ListField(child=serializers.CharField(), help_text="Labels the step reads.")
+
+
 class PlaybookSerializer(api.CheckedModelSerializer):
+    required_inputs = serializers.SerializerMethodField(
+        help_text="Per step: the inventory resource kind of the incident's service it binds to, the label that "
+        "selects among several, and the labels it reads."
+    )
+
     class Meta:
         model = Playbook
         fields = [
             "id", "name", "description", "diagnosis_codes", "steps", "tier", "cooldown_seconds", "escalate_only",
-            "enabled", "shadow", "paused_reason", "updated_at",
+            "enabled", "shadow", "paused_reason", "updated_at", "required_inputs",
         ]  # fmt: skip
         read_only_fields = ["paused_reason", "updated_at"]
         # The database's playbook_tier_1_to_3 constraint, stated here so a bad tier is a 400 naming the field.
         extra_kwargs = {"tier": {"min_value": 1, "max_value": 3}}
+
+    @extend_schema_field(RequiredInputSerializer(many=True))
+    def get_required_inputs(self, playbook: Playbook) -> list[dict]:
+        return required_inputs(playbook.steps)
 
     def validate_steps(self, steps):
         try:

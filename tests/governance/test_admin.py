@@ -28,7 +28,7 @@ def test_the_queue_shows_pending_requests_first_with_their_context(client, make_
     page = client.get(QUEUE).content.decode()
 
     assert page.index(f"Review #{pending.pk}") < page.index(f"View #{old.pk}")
-    assert "sqlite_wal_bloat" in page and "0.42" in page and "0/2" in page
+    assert "sqlite_wal_bloat" in page and "0/2, tier 3" in page and "sqlite.checkpoint" in page
 
 
 def test_the_review_page_shows_plan_contract_snapshot_policy_and_explanation(client, make_run, operator):
@@ -39,6 +39,7 @@ def test_the_review_page_shows_plan_contract_snapshot_policy_and_explanation(cli
 
     assert "sqlite.checkpoint" in page
     assert "wal_bytes" in page
+    assert "0.42" in page  # the learned confidence
     assert "sqlite backup before checkpoint" in page
     assert "builtin:production" in page
     assert plan_hash() in page

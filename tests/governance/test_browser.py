@@ -105,7 +105,6 @@ def test_two_approvers_approve_a_tier_three_run_in_the_admin_and_it_succeeds(
         page.fill("#id_password", "pw-alice-123456")
         page.click("input[type=submit]")
         page.wait_for_url("**/admin/approvals/approvalrequest/")
-        page.click("#toggle-nav-sidebar")
         page.screenshot(path=str(screenshot), full_page=True)
         review = tmp_path / "approval-review.png"
         _approve_in_browser(page, live_server.url, first.username, request.pk, "checkpoint only; WAL at 3 MiB", review)

@@ -193,7 +193,8 @@ def test_http_endpoints_are_checked_for_status_and_latency(http_server, default_
 
 
 @pytest.mark.django_db
-def test_host_thresholds_decide_what_is_a_breach(default_rules):
+def test_host_thresholds_decide_what_is_a_breach(default_rules, settings):
+    settings.GRACE_SWEEP_PERSIST_K = settings.GRACE_SWEEP_PERSIST_N = 1
     SweepTarget.objects.create(
         name="strict",
         kind="host",
@@ -211,6 +212,50 @@ def test_host_thresholds_decide_what_is_a_breach(default_rules):
     assert result["lenient"]["breaches"] == []
     codes = sorted(Incident.objects.values_list("diagnosis_code", flat=True))
     assert codes == ["disk_pressure", "high_cpu", "high_cpu", "memory_pressure"]
+
+
+def _sweep_cpu(target: SweepTarget, *, busy: bool) -> dict:
+    """One host sweep whose CPU check breaches (threshold 0) or not (threshold above 100 %)."""
+    SweepTarget.objects.filter(pk=target.pk).update(thresholds={"cpu_percent": 0 if busy else 101})
+    return sweeps.sweep("host")[target.name]
+
+
+@pytest.mark.django_db
+def test_a_host_breach_opens_an_incident_only_in_k_of_the_last_n_sweeps_and_resolves_below(default_rules, settings):
+    settings.GRACE_SWEEP_PERSIST_K, settings.GRACE_SWEEP_PERSIST_N = 3, 5
+    target = SweepTarget.objects.create(name="this-host", kind="host")
+    cpu = Incident.objects.filter(labels__check="cpu")
+
+    first, calm, again = (_sweep_cpu(target, busy=b) for b in (True, False, True))
+    assert (first["pending"], calm["pending"], again["pending"]) == (["cpu"], [], ["cpu"])
+    assert not cpu.exists()  # two busy sweeps of three: a busy minute, no incident
+
+    third = _sweep_cpu(target, busy=True)
+    incident = cpu.get()
+    assert third["incidents"] == [incident.pk] and third["recent"]["cpu"] == "1011"
+    assert incident.diagnosis_code == "high_cpu" and incident.status == "open"
+
+    _sweep_cpu(target, busy=False)  # 3 of the last 5 still breach: it stays open
+    incident.refresh_from_db()
+    assert incident.status == "open"
+    last = _sweep_cpu(target, busy=False)  # 2 of the last 5 breach
+    incident.refresh_from_db()
+    assert last["resolved"] == [incident.pk] and incident.status == "resolved"
+
+
+@pytest.mark.django_db
+def test_a_sqlite_sweep_is_not_held_back_by_the_host_persistence_rule(tmp_path, default_rules, settings):
+    settings.GRACE_SWEEP_PERSIST_K, settings.GRACE_SWEEP_PERSIST_N = 3, 5
+    db = tmp_path / "orders.sqlite3"
+    writer, reader = bloated_sqlite(db)
+    SweepTarget.objects.create(name="orders-db", kind="sqlite", location=str(db), thresholds={"wal_bytes": WAL_LIMIT})
+    try:
+        result = sweeps.sweep("sqlite")["orders-db"]
+    finally:
+        reader.close()
+        writer.close()
+
+    assert result["incidents"] and "recent" not in result
 
 
 @pytest.mark.django_db

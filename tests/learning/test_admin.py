@@ -33,7 +33,7 @@ def test_statistics_admin_lists_confidence_and_links_recommendations(admin_clien
     page = admin_client_logged.get(reverse("admin:learning_playbookstatistics_changelist")).content.decode()
 
     assert "wal-checkpoint" in page
-    assert "0.356 (raises the tier)" in page  # Wilson lower bound of 3/4
+    assert "0.36 (raises the tier)" in page and "3 of 4" in page  # Wilson lower bound of 3/4, rounded
     assert reverse("admin:learning_recommendations") in page
 
 

@@ -78,47 +78,52 @@ def test_an_unhealthy_endpoint_fails_the_http_check_with_its_status(endpoint):
 
 
 @pytest.mark.django_db
-def test_a_much_slower_endpoint_is_a_regression_and_opens_one_incident(endpoint):
-    # The exact 3x boundary is tested on synthetic series (test_detection); over real HTTP on a shared machine
-    # the step is made large enough (10 ms -> 200 ms) that scheduling noise cannot hide it.
+def test_a_lasting_slowdown_is_a_regression_at_its_kth_run_and_opens_one_incident(endpoint, settings):
+    # The exact 3x boundary is tested on synthetic and recorded series (test_detection); over real HTTP on a
+    # shared machine the step is made large enough (10 ms -> 200 ms) that scheduling noise cannot hide it.
+    settings.GRACE_BENCH_MIN_SAMPLES, settings.GRACE_BENCH_PERSIST_K, settings.GRACE_BENCH_PERSIST_N = 5, 3, 5
     incident_defaults.install()  # the shipped diagnosis rules
     suite = BenchmarkSuite.objects.create(
         name="latency", checks=[{"kind": "http", "params": {"name": "api", "url": endpoint.url("delay/10")}}]
     )
-    for _ in range(5):
+    for _ in range(9):  # the 5 baseline results, then 4 more to fill the persistence window
         assert benchmarks.run_suite("latency").status == "passed"
 
     suite.checks[0]["params"]["url"] = endpoint.url("delay/200")
     suite.save()
-    first = benchmarks.run_suite("latency")
-    second = benchmarks.run_suite("latency")
+    once, twice, third, fourth = (benchmarks.run_suite("latency") for _ in range(4))
 
-    assert first.status == "regressed", list(first.results.values("value", "baseline_median", "threshold"))
-    [regression] = benchmarks.regressions(first)
+    assert (once.status, twice.status) == ("passed", "passed")  # over the threshold, not yet k of the last n
+    assert BenchmarkResult.objects.get(run=twice).details["judgement"] == {
+        "over_threshold": True, "recent_over": 2, "window": 5, "needed": 3,
+    }  # fmt: skip
+    assert third.status == "regressed", list(third.results.values("value", "baseline_median", "threshold"))
+    [regression] = benchmarks.regressions(third)
     assert regression["metric"] == "http.api_ms"
     assert regression["value"] > regression["threshold"] >= 2 * regression["baseline"]
-    result = BenchmarkResult.objects.get(run=first)
-    incident = result.incident
+    incident = BenchmarkResult.objects.get(run=third).incident
     assert incident is not None and incident.source == "benchmark"
     assert incident.diagnosis_code == "benchmark_regression"
     assert incident.labels["suite"] == "latency" and incident.labels["metric"] == "http.api_ms"
     assert incident.fingerprint == benchmarks.fingerprint("latency", "http.api_ms")
+    assert "3 of the last 5 runs are above it" in incident.message
     # The next regressed run of the same metric is an occurrence of the same incident, not a new one.
-    assert second.status == "regressed"
-    assert BenchmarkResult.objects.get(run=second).incident_id == incident.pk
+    assert fourth.status == "regressed"
+    assert BenchmarkResult.objects.get(run=fourth).incident_id == incident.pk
     incident.refresh_from_db()
     assert incident.occurrences == 2
 
 
 @pytest.mark.django_db
-def test_a_run_a_contract_asked_for_reports_its_regression_but_opens_no_incident(endpoint):
+def test_a_run_a_contract_asked_for_is_judged_on_its_own_value_and_opens_no_incident(endpoint, settings):
     from incidents.models import Incident
 
+    settings.GRACE_BENCH_MIN_SAMPLES = 5
     incident_defaults.install()
     suite = BenchmarkSuite.objects.create(
         name="latency", checks=[{"kind": "http", "params": {"name": "api", "url": endpoint.url("delay/10")}}]
     )
-    for _ in range(5):
+    for _ in range(settings.GRACE_BENCH_MIN_SAMPLES + settings.GRACE_BENCH_PERSIST_N - 1):
         assert benchmarks.run_suite("latency").status == "passed"
     suite.checks[0]["params"]["url"] = endpoint.url("delay/200")
     suite.save()

@@ -26,6 +26,7 @@ def test_every_local_action_is_registered():
         "sqlite.integrity_check",
         "sqlite.vacuum",
         "sqlite.analyze",
+        "sqlite.enable_wal",
         "postgres.terminate_blockers",
         "postgres.cancel_long_queries",
         "postgres.vacuum_analyze",
@@ -50,6 +51,7 @@ def test_actions_that_change_files_can_be_rolled_back():
 
     assert reversible == {
         "sqlite.checkpoint",
+        "sqlite.enable_wal",
         "sqlite.vacuum",
         "sqlite.analyze",
         "cache.clear",
@@ -77,6 +79,7 @@ def observed_fields(name: str) -> set[str]:
     """The facts each action's observe reports (kept next to the playbooks they check)."""
     return {
         "sqlite.checkpoint": {"wal_bytes", "db_bytes", "integrity", "busy", "page_count", "freelist_count", "exists"},
+        "sqlite.enable_wal": {"journal_mode", "busy", "wal_bytes", "integrity", "exists"},
         "postgres.terminate_blockers": {"blocked_sessions", "longest_block_seconds", "sessions_blocked_over_threshold"},
         "cache.clear": {"exists", "file_count", "bytes"},
         "service.restart": {"running", "pid", "started_at", "log_level"},
@@ -86,7 +89,8 @@ def observed_fields(name: str) -> set[str]:
 def test_the_playbooks_cover_every_default_diagnosis_with_a_local_remedy():
     covered = {code for p in PLAYBOOKS for code in p["diagnosis_codes"]}
 
-    assert covered == {"database_wal_bloat", "database_locked", "cache_corruption", "service_down", "error_rate_spike"}
+    assert covered == {"database_wal_bloat", "database_locked", "cache_corruption", "service_down", "error_rate_spike",
+                       "disk_pressure"}  # fmt: skip
     assert len({p["name"] for p in PLAYBOOKS}) == len(PLAYBOOKS)
 
 

@@ -1,4 +1,4 @@
-"""SQLite maintenance: WAL checkpoint, integrity check, VACUUM and ANALYZE.
+"""SQLite maintenance: WAL checkpoint, integrity check, VACUUM, ANALYZE, and WAL mode for a locked database.
 
 Snapshots are made with SQLite's online backup API into the snapshot directory
 and rollback restores through the backup API too, so a live database is never
@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
+import psutil
 from django.conf import settings
 from rest_framework import serializers
 
@@ -89,7 +90,9 @@ def observe(params: dict) -> dict:
     path = target.path
     facts: dict = {"path": str(path), "exists": target.exists and path.is_file()}
     if not facts["exists"]:
-        return facts | dict.fromkeys(("db_bytes", "wal_bytes", "page_count", "freelist_count", "integrity", "busy"))
+        return facts | dict.fromkeys(
+            ("db_bytes", "wal_bytes", "page_count", "freelist_count", "journal_mode", "integrity", "busy")
+        )
     # Sizes first: opening connections must not change what is reported.
     facts["db_bytes"] = _size(path)
     facts["wal_bytes"] = _size(Path(f"{path}-wal"))
@@ -201,6 +204,90 @@ def analyze(params: dict) -> dict:
     return {"analyzed": True, "tables_with_statistics": tables}
 
 
+# WAL mode needs the processes using the database to share memory on one host: never on these.
+NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smbfs", "smb3", "9p", "afs", "ceph", "glusterfs", "fuse.glusterfs",
+                       "fuse.sshfs", "lustre", "davfs", "fuse.s3fs"}  # fmt: skip
+
+
+def _filesystem(path: Path) -> str:
+    """The type of the filesystem holding ``path`` (the longest mount point above it)."""
+    best, fstype = "", ""
+    for part in psutil.disk_partitions(all=True):
+        mount = part.mountpoint.rstrip("/") or "/"
+        if (str(path) == mount or str(path).startswith(mount.rstrip("/") + "/")) and len(mount) > len(best):
+            best, fstype = mount, part.fstype
+    return fstype
+
+
+def _holders(path: Path) -> list[str]:
+    """Processes this host lets GRACE see with the database (or its -wal / -journal) open: "name (pid N)"."""
+    names = {str(path), f"{path}-wal", f"{path}-journal"}
+    found = []
+    for proc in psutil.process_iter(["pid", "name"]):
+        try:
+            if any(f.path in names for f in proc.open_files()):
+                found.append(f"{proc.info['name']} (pid {proc.info['pid']})")
+        except psutil.Error:
+            continue
+    return found
+
+
+def _wal_refusal(path: Path, mode: str) -> str | None:
+    """Why switching ``path`` to WAL mode would not help or is unsafe; None when it may go ahead."""
+    if mode == "wal":
+        holders = ", ".join(_holders(path)) or "none that GRACE can see"
+        return (
+            f"sqlite {path} is already in WAL mode, where readers never block the writer: the lock is held by a "
+            f"writer's long transaction; processes with the database open: {holders}"
+        )
+    fstype = _filesystem(path)
+    if fstype in NETWORK_FILESYSTEMS:
+        return f"sqlite {path} is on a {fstype} filesystem, where WAL mode is unsafe"
+    return None
+
+
+def _journal_mode(path: Path) -> str:
+    with _connect(path, mode="ro") as conn:
+        return conn.execute("PRAGMA journal_mode").fetchone()[0]
+
+
+def wal_snapshot(params: dict, directory: Path) -> dict:
+    """What rollback needs: the journal mode before (no copy of the data: only the mode changes)."""
+    path = _target(params).path
+    mode = _journal_mode(path)
+    refusal = _wal_refusal(path, mode)
+    if refusal:
+        raise ActionRefused(refusal)
+    return {"path": str(path), "journal_mode": mode}
+
+
+def enable_wal(params: dict) -> dict:
+    path = _target(params).path
+    mode = _journal_mode(path)
+    refusal = _wal_refusal(path, mode)
+    if refusal:
+        raise ActionRefused(refusal)
+    with _connect(path) as conn:
+        now = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if now != "wal":
+        raise TransientActionError(f"sqlite {path}: still in {now} mode: another connection kept it from switching")
+    return {"journal_mode_before": mode, "journal_mode": now}
+
+
+def wal_rollback(params: dict, state: dict, directory: Path) -> dict:
+    """Put the journal mode back as it was (the data itself was never touched)."""
+    path = _target(params).path
+    if state.get("path") != str(path):
+        raise ActionRefused(f"snapshot is of {state.get('path')!r}, not of {path}")
+    before = str(state.get("journal_mode", ""))
+    if before not in ("delete", "truncate", "persist", "memory", "off", "wal"):
+        raise ActionError(f"snapshot holds no journal mode to restore ({before!r})")
+    with _connect(path) as conn:
+        now = conn.execute(f"PRAGMA journal_mode={before}").fetchone()[0]  # one of the names above
+    return {"restored": now == before, "journal_mode": now, "verified": now == before,
+            "detail": "" if now == before else f"still in {now} mode"}  # fmt: skip
+
+
 _COMMON = {
     "family": "local",
     "params": SqliteParams,
@@ -261,5 +348,32 @@ registry.register(
         default_contract=[{"field": "integrity", "op": "==", "value": "ok"}],
         **_COMMON,
         **_REVERSIBLE,
+    )
+)
+registry.register(
+    Action(
+        name="sqlite.enable_wal",
+        execute=enable_wal,
+        snapshot=wal_snapshot,
+        rollback=wal_rollback,
+        tier=1,
+        idempotent=False,  # re-observed through its contract after a lost worker, never run twice blindly
+        timeout=60,
+        description=(
+            "Switch a locked SQLite database from a rollback journal to WAL mode, where readers no longer block "
+            "the writer; refused when it is already in WAL mode (a writer holds the lock: its holders are named) "
+            "or on a network filesystem. Rollback restores the previous journal mode; the data is not touched."
+        ),
+        default_contract=[
+            {"field": "journal_mode", "op": "==", "value": "wal"},
+            {"field": "busy", "op": "==", "value": False, "within": 30},
+        ],
+        family="local",
+        params=SqliteParams,
+        observe=observe,
+        target_param="path",
+        resource_kind="sqlite",
+        binds={"path": "target"},
+        canonicalize=canonical_path,
     )
 )

@@ -2,7 +2,10 @@
 
 Creates a real SQLite database under var/demo whose WAL grows (a connection
 stays open, as an application's would), raises an incident through the public
-API, and prints the run's timeline live until it ends.
+API, and prints the run's timeline live until it ends. It finds GRACE where
+`make run` started it (the URL `make run` writes to $GRACE_VAR_DIR/web-url),
+says so when the run waits for an approval and how to give it, and exits
+non-zero unless the run SUCCEEDED.
 """
 
 from __future__ import annotations
@@ -22,20 +25,33 @@ from approvals.models import ApiToken
 from remediation.choices import RunStatus
 
 DEMO_SERVICE = "demo-db"
+URL_FILE = "web-url"  # written by scripts/run.sh (`make run`) into GRACE_VAR_DIR
+
+
+def default_url() -> str:
+    """Where GRACE answers: GRACE_PORT when it is set, else the URL `make run` wrote, else the default port."""
+    if os.environ.get("GRACE_PORT"):
+        return f"http://127.0.0.1:{settings.GRACE_PORT}"
+    written = Path(settings.VAR_DIR) / URL_FILE
+    if written.is_file() and written.read_text().strip().startswith("http"):
+        return written.read_text().strip()
+    return f"http://127.0.0.1:{settings.GRACE_PORT}"
 
 
 class Command(BaseCommand):
     help = "Grow a real SQLite WAL, raise an incident through the API, and follow GRACE healing it."
 
     def add_arguments(self, parser):
-        parser.add_argument("--url", default=f"http://127.0.0.1:{settings.GRACE_PORT}", help="GRACE's base URL")
+        parser.add_argument("--url", default=None,
+                            help=f"GRACE's base URL (default: $GRACE_PORT, else what `make run` wrote to "
+                                 f"$GRACE_VAR_DIR/{URL_FILE}, else port {settings.GRACE_PORT})")  # fmt: skip
         parser.add_argument("--token", default=os.environ.get("GRACE_API_TOKEN", ""),
                             help="API token (default: the first superuser's, created if needed)")  # fmt: skip
         parser.add_argument("--wal-mib", type=int, default=4, help="grow the WAL to at least this many MiB")
         parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the run to end")
 
     def handle(self, *args, **opts):
-        url = opts["url"].rstrip("/")
+        url = (opts["url"] or default_url()).rstrip("/")
         session = requests.Session()
         session.headers["Authorization"] = f"Token {opts['token'] or self._token()}"
         try:
@@ -64,12 +80,17 @@ class Command(BaseCommand):
         incident = response.json()
         self.stdout.write(f"incident #{incident['id']} diagnosed {incident['diagnosis']['code']!r}")
 
-        run = self._follow(session, url, incident["id"], opts["timeout"])
-        keeper.close()
+        try:
+            run = self._follow(session, url, incident["id"], opts["timeout"])
+        finally:
+            keeper.close()
         wal_after = Path(f"{db}-wal").stat().st_size if Path(f"{db}-wal").exists() else 0
-        style = self.style.SUCCESS if run["status"] == RunStatus.SUCCEEDED else self.style.ERROR
-        self.stdout.write(style(f"run #{run['id']} ended {run['status']}: WAL now {wal_after / 1048576:.2f} MiB"))
-        self.stdout.write(f"details: {url}/api/runs/{run['id']}/ and {url}/admin/remediation/healrun/{run['id']}/")
+        self.stdout.write(f"details: {url}/admin/remediation/healrun/{run['id']}/ and {url}/api/runs/{run['id']}/")
+        if run["status"] != RunStatus.SUCCEEDED:
+            raise CommandError(f"run #{run['id']} ended {run['status']}: {run.get('status_reason') or 'no reason'}")
+        self.stdout.write(
+            self.style.SUCCESS(f"run #{run['id']} ended {run['status']}: WAL now {wal_after / 1048576:.2f} MiB")
+        )
 
     def _register(self, session: requests.Session, url: str, db: Path) -> None:
         """Put the demo database in the inventory through the API, as a user would: GRACE acts only on
@@ -128,6 +149,7 @@ class Command(BaseCommand):
         deadline = time.monotonic() + timeout
         shown = 0
         run = None
+        told = False
         while time.monotonic() < deadline:
             if run is None:
                 runs = session.get(f"{url}/api/runs/", params={"incident": incident_id}, timeout=5).json()["results"]
@@ -140,5 +162,40 @@ class Command(BaseCommand):
                 shown = len(run["timeline"])
                 if run["status"] in RunStatus.TERMINAL:
                     return run
+                if run["status"] == RunStatus.AWAITING_APPROVAL and not told:
+                    told = self._tell_how_to_approve(session, url, run, deadline)
             time.sleep(0.2)
-        raise CommandError(f"no finished run for incident #{incident_id} within {timeout} s (is a worker running?)")
+        if run is None:
+            raise CommandError(
+                f"no run started for incident #{incident_id} within {timeout} s: is a Celery worker running? "
+                f"(`make run` starts one; {url}/api/health/ shows it)"
+            )
+        if run["status"] == RunStatus.AWAITING_APPROVAL:
+            raise CommandError(
+                f"run #{run['id']} still waits for approval after {timeout} s; approve it and run the demo again "
+                "with a longer --timeout, or follow it in the admin"
+            )
+        raise CommandError(
+            f"run #{run['id']} is still {run['status']} after {timeout} s: is a Celery worker running? "
+            f"({url}/api/health/ shows it)"
+        )
+
+    def _tell_how_to_approve(self, session: requests.Session, url: str, run: dict, deadline: float) -> bool:
+        """The run waits for people: say who may approve it, where, and how long the demo keeps waiting."""
+        found = session.get(f"{url}/api/approvals/", params={"run": run["id"], "status": "pending"}, timeout=5)
+        pending = found.json().get("results", []) if found.status_code == 200 else []
+        if not pending:
+            return False  # the request is being opened: next poll
+        request = pending[0]
+        left = max(0, int(deadline - time.monotonic()))
+        needs = request.get("required_approvals", 1)
+        self.stdout.write(self.style.WARNING(
+            f"run #{run['id']} waits for approval: tier {request.get('tier')}, {needs} approval(s) needed "
+            f"(request #{request['id']}). Approve it, as a user with the approver permission who did not raise "
+            f"this incident, in the admin:\n    {url}/admin/approvals/approvalrequest/{request['id']}/change/\n"
+            f"  or with the API:\n    curl -X POST -H 'Authorization: Token <an approver's token>' "
+            f"-H 'Content-Type: application/json' -d '{{\"reason\": \"demo\"}}' "
+            f"{url}/api/approvals/{request['id']}/approve/\n"
+            f"  Waiting {left} s more (--timeout)."
+        ))  # fmt: skip
+        return True
