@@ -14,19 +14,21 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
+from approvals import audit, checkpoints, tokens
 from approvals import defaults as approval_defaults
-from approvals import tokens
 from approvals.models import ApprovalRequest, GovernanceSettings, NotificationChannel
+from grace_site.handoff import host_queue
 from incidents import channels, sweeps
 from incidents import defaults as incident_defaults
-from incidents.models import Incident, SweepTarget
+from incidents.models import Delivery, Incident, SweepTarget
 from incidents.services import Signal, ingest
 from learning import benchmarks
 from learning.checks import Measurement, Metric
 from learning.choices import BenchmarkRunStatus
 from learning.models import BenchmarkRun, BenchmarkSuite
-from remediation import defaults, execution, lifecycle, pipeline
+from remediation import defaults, execution, fleet, lifecycle, pipeline
 from remediation.choices import RunStatus
 from remediation.models import HealRun
 from remediation.services import transition
@@ -136,6 +138,14 @@ def populate(tmp_root: Path, *, user=None) -> Console:
     sweeps.sweep("host")
     bench = _benchmarks()
     channels.issue_token(channel, actor="test")
+    # This host's agent, a delivery parked after its tries, and a signed checkpoint of the sealed log.
+    fleet.register(f"console@{settings.GRACE_HOST}", queues=["heal.local", host_queue(settings.GRACE_HOST)])
+    now = timezone.now()
+    Delivery.objects.create(kind="alertmanager", channel=channel, body='{"alerts": []}', alerts=0, received_at=now,
+                            available_at=now, status="parked", attempts=3,
+                            error="OperationalError: could not serialize access")  # fmt: skip
+    audit.seal()
+    checkpoints.issue(requested_by="test")
     for keeper in keepers:
         keeper.close()
     request = ApprovalRequest.objects.get(run=waiting, status="pending")
