@@ -2,9 +2,12 @@
 
     bash scripts/with-services.sh bash -c 'DATABASE_URL=$GRACE_PG_URL .venv/bin/python bench/record_smoke_series.py'
 
+tests/learning/data holds RECORD_RUNS=120 RECORD_INTERVAL=10, both databases recorded at the same time, each
+under its own with-services.sh.
+
 Starts the same processes as bench_smoke.py (a Celery worker, beat and gunicorn), runs the smoke suite
-RECORD_RUNS times, RECORD_INTERVAL seconds apart, and for one or two runs out of every fifteen keeps every CPU
-busy with spinning processes while the run measures (a "busy minute" on a shared machine; the machine's other
+RECORD_RUNS times, RECORD_INTERVAL seconds apart, and for one run out of every fifteen keeps every CPU busy
+with spinning processes while the run measures (a "busy minute" on a shared machine; the machine's other
 work adds its own noise). Writes tests/learning/data/smoke_series_<database>.json: each metric's
 values in run order, and which runs were under load. tests/learning/test_detection.py replays them.
 """
@@ -29,13 +32,12 @@ from django.db import connection  # noqa: E402
 from grace_site.celery import app as celery_app  # noqa: E402
 from learning import benchmarks, defaults  # noqa: E402
 
-RUNS = int(os.environ.get("RECORD_RUNS", "150"))
+RUNS = int(os.environ.get("RECORD_RUNS", "120"))
 # Seconds between runs: the scheduled suite runs every 5 minutes, so each run meets the machine's other work at
 # another moment; back to back, one burst of someone else's work would land on several runs in a row.
 INTERVAL = float(os.environ.get("RECORD_INTERVAL", "20"))
-# Stretches of runs (start, length) during which every CPU is kept busy: a busy minute hits one smoke run (they
-# are 5 minutes apart), two at most.
-LOADED = [(start, 1 + (i % 2)) for i, start in enumerate(range(20, RUNS - 5, 15))]
+# Runs during which every CPU is kept busy: a busy minute hits one smoke run (they are 5 minutes apart).
+LOADED = [(start, 1) for start in range(20, RUNS - 5, 15)]
 OUT = smoke.ROOT / "tests" / "learning" / "data"
 
 
@@ -49,7 +51,8 @@ def _loaded(i: int) -> bool:
 
 
 def main() -> int:
-    log_dir = smoke.ROOT / "var" / "bench"
+    # One directory per database: both recordings can run side by side (each under its own with-services.sh).
+    log_dir = smoke.ROOT / "var" / "bench" / f"record-{connection.vendor}"
     log_dir.mkdir(parents=True, exist_ok=True)
     smoke._ensure_database()
     call_command("migrate", verbosity=0)
