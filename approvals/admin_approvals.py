@@ -131,8 +131,9 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
     def status_badge(self, obj: ApprovalRequest) -> str:
         colours = {"pending": "#0969da", "approved": "#1a7f37", "rejected": "#cf222e", "expired": "#cf222e"}
         shadow = " (shadow)" if _ctx(obj).shadow else ""
-        return format_html('<strong style="color:{}">{}</strong>{}', colours.get(obj.status, "#6e7781"), obj.status,
-                           shadow)  # fmt: skip
+        return format_html(
+            '<strong style="color:{}">{}</strong>{}', colours.get(obj.status, "#6e7781"), obj.status, shadow
+        )
 
     @admin.display(description="approvals", ordering="tier")
     def tier_and_approvals(self, obj: ApprovalRequest) -> str:

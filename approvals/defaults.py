@@ -72,12 +72,20 @@ def install() -> int:
                 audit.record("policy.rule_installed", actor="system:setup", obj=rule, data={"name": rule.name})
                 created += 1
         created += ensure_interval_task(
-            "approvals: expire approval requests", EXPIRE_TASK, every=EXPIRE_EVERY_SECONDS, queue="default",
-            expires=EXPIRE_EVERY_SECONDS - 5, description="Expire overdue approval requests; their runs are escalated.",
-        )  # fmt: skip
+            "approvals: expire approval requests",
+            EXPIRE_TASK,
+            every=EXPIRE_EVERY_SECONDS,
+            queue="default",
+            expires=EXPIRE_EVERY_SECONDS - 5,
+            description="Expire overdue approval requests; their runs are escalated.",
+        )
         created += ensure_interval_task(
-            "approvals: seal the audit log", SEAL_TASK, every=SEAL_EVERY_SECONDS, queue="default", expires=10,
+            "approvals: seal the audit log",
+            SEAL_TASK,
+            every=SEAL_EVERY_SECONDS,
+            queue="default",
+            expires=10,
             description="Chain committed audit entries into the hash chain; sign a checkpoint when one is due.",
-        )  # fmt: skip
+        )
         created += groups.ensure_groups()
     return created

@@ -139,9 +139,15 @@ def _seal_batch(limit: int, *, xmin: int | None, cursor: int, wait: bool) -> tup
         for pk, at, actor, action, object_type, object_id, data in rows:
             seq += 1
             document = canonical(
-                seq=seq, at=at, actor=actor, action=action, object_type=object_type, object_id=object_id,
-                data=data, prev_hash=prev_hash,
-            )  # fmt: skip
+                seq=seq,
+                at=at,
+                actor=actor,
+                action=action,
+                object_type=object_type,
+                object_id=object_id,
+                data=data,
+                prev_hash=prev_hash,
+            )
             digest = hashlib.sha256(document).hexdigest()
             links.append((seq, pk, prev_hash, digest))
             prev_hash = digest

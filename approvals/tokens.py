@@ -33,9 +33,11 @@ def issue(user, *, name: str, actor=None) -> tuple[ApiToken, str]:
         with transaction.atomic():
             token = ApiToken.objects.create(user=user, name=name, key_hash=digest(key), hint=key[:10])
             audit.record(
-                "token.issued", actor=actor, obj=token, data={"user": user.get_username(), "name": name,
-                                                              "key": f"{key[:10]}…"},
-            )  # fmt: skip
+                "token.issued",
+                actor=actor,
+                obj=token,
+                data={"user": user.get_username(), "name": name, "key": f"{key[:10]}…"},
+            )
     except IntegrityError:
         raise ValueError(f"{user.get_username()} already has a token named {name!r}") from None
     return token, key
@@ -44,9 +46,11 @@ def issue(user, *, name: str, actor=None) -> tuple[ApiToken, str]:
 def revoke(token: ApiToken, *, actor=None) -> None:
     with transaction.atomic():
         audit.record(
-            "token.revoked", actor=actor, obj=token,
+            "token.revoked",
+            actor=actor,
+            obj=token,
             data={"user": token.user.get_username(), "name": token.name, "key": f"{token.hint}…"},
-        )  # fmt: skip
+        )
         token.delete()
 
 

@@ -38,9 +38,16 @@ class ChainReport:
 
 
 _LINK_FIELDS = (
-    "seq", "prev_hash", "hash", "event__at", "event__actor", "event__action", "event__object_type",
-    "event__object_id", "event__data",
-)  # fmt: skip
+    "seq",
+    "prev_hash",
+    "hash",
+    "event__at",
+    "event__actor",
+    "event__action",
+    "event__object_type",
+    "event__object_id",
+    "event__data",
+)
 
 
 def verify_chain(*, checkpoints: Iterable[Checkpoint] = (), problems: Iterable[str] = ()) -> ChainReport:
@@ -79,9 +86,15 @@ def verify_chain(*, checkpoints: Iterable[Checkpoint] = (), problems: Iterable[s
         if stored_prev != prev_hash:
             return report(seq, "prev_hash does not match the previous link's hash")
         document = canonical(
-            seq=seq, at=at, actor=actor, action=action, object_type=object_type, object_id=object_id,
-            data=data, prev_hash=prev_hash,
-        )  # fmt: skip
+            seq=seq,
+            at=at,
+            actor=actor,
+            action=action,
+            object_type=object_type,
+            object_id=object_id,
+            data=data,
+            prev_hash=prev_hash,
+        )
         if hashlib.sha256(document).hexdigest() != stored_hash:
             return report(seq, "stored hash does not match the entry's contents")
         if broken := check_checkpoints(seq, stored_hash):

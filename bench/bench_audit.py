@@ -79,9 +79,17 @@ def old_record(action: str, *, actor: str, obj: tuple[str, str], data: dict) -> 
         seq, prev_hash = (last[0] + 1, last[1]) if last else (1, "0" * 64)
         at = timezone.now()
         digest = hashlib.sha256(
-            canonical(seq=seq, at=at, actor=actor, action=action, object_type=obj[0], object_id=obj[1], data=data,
-                      prev_hash=prev_hash)
-        ).hexdigest()  # fmt: skip
+            canonical(
+                seq=seq,
+                at=at,
+                actor=actor,
+                action=action,
+                object_type=obj[0],
+                object_id=obj[1],
+                data=data,
+                prev_hash=prev_hash,
+            )
+        ).hexdigest()
         cursor.execute(
             "INSERT INTO bench_old_auditevent (seq, at, actor, action, object_type, object_id, data, prev_hash, hash) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
@@ -143,10 +151,14 @@ def paced(writer: int, start_at: float, seconds: float, rate: float, batch: int)
         if pause > 0:
             time.sleep(pause)
         entries = [
-            {"action": "run.transition", "actor": "system", "obj": ("remediation.healrun", done + i),
-             "data": {"from": "EXECUTING", "to": "VERIFYING", "writer": writer}}
+            {
+                "action": "run.transition",
+                "actor": "system",
+                "obj": ("remediation.healrun", done + i),
+                "data": {"from": "EXECUTING", "to": "VERIFYING", "writer": writer},
+            }
             for i in range(batch)
-        ]  # fmt: skip
+        ]
         with transaction.atomic():
             audit.record_many(entries)
         done += batch
@@ -174,8 +186,10 @@ def reset() -> None:
         for statement in OLD_TABLE_SQL:
             cursor.execute(statement)
         cursor.execute("INSERT INTO approvals_audit_unlock (reason) VALUES ('bench_audit: start from empty')")
-        cursor.execute("TRUNCATE approvals_auditseal, approvals_auditevent, approvals_auditcheckpoint, "
-                       "bench_old_auditevent RESTART IDENTITY")  # fmt: skip
+        cursor.execute(
+            "TRUNCATE approvals_auditseal, approvals_auditevent, approvals_auditcheckpoint, "
+            "bench_old_auditevent RESTART IDENTITY"
+        )
         cursor.execute("DELETE FROM approvals_audit_unlock")
 
 
@@ -213,8 +227,14 @@ def throughput(pool) -> list[dict]:
                     sealer.join()
         seconds = SECONDS * ROUNDS
         new, old = totals["new"] / seconds, totals["old"] / seconds
-        rows.append({"writers": writers, "new_appends_per_s": round(new), "old_appends_per_s": round(old),
-                     "ratio": round(new / old, 2)})  # fmt: skip
+        rows.append(
+            {
+                "writers": writers,
+                "new_appends_per_s": round(new),
+                "old_appends_per_s": round(old),
+                "ratio": round(new / old, 2),
+            }
+        )
         print(f"  {writers} writer(s): new {new:8.0f}/s   old (global lock) {old:8.0f}/s   x{new / old:.2f}")
     return rows
 
@@ -249,11 +269,42 @@ def sealing_lag(pool, tmp: Path) -> dict:
     with app.connection_for_write() as conn:
         for queue in app.conf.task_queues:
             conn.default_channel.queue_purge(queue.name)
-    worker = start([sys.executable, "-m", "celery", "-A", "grace_site", "worker", "-Q", "default", "-c", "1",
-                    "-n", f"bench-audit-{os.getpid()}@localhost", "--without-mingle", "--without-gossip",
-                    "-l", "warning"], tmp / "audit-worker.log")  # fmt: skip
-    beat = start([sys.executable, "-m", "celery", "-A", "grace_site", "beat", "-l", "warning", "--pidfile=",
-                  f"--schedule={tmp / 'audit-beat-schedule'}"], tmp / "audit-beat.log")  # fmt: skip
+    worker = start(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "grace_site",
+            "worker",
+            "-Q",
+            "default",
+            "-c",
+            "1",
+            "-n",
+            f"bench-audit-{os.getpid()}@localhost",
+            "--without-mingle",
+            "--without-gossip",
+            "-l",
+            "warning",
+        ],
+        tmp / "audit-worker.log",
+    )
+    beat = start(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "grace_site",
+            "beat",
+            "-l",
+            "warning",
+            "--pidfile=",
+            f"--schedule={tmp / 'audit-beat-schedule'}",
+        ],
+        tmp / "audit-beat.log",
+    )
     try:
         deadline = time.monotonic() + 60
         while not app.control.ping(timeout=0.5):
@@ -285,9 +336,15 @@ def sealing_lag(pool, tmp: Path) -> dict:
         )
         (p50, p99), worst, sealed = cursor.fetchone()
         p50, p99, worst = float(p50), float(p99), float(worst)
-    result = {"target_rate": LAG_RATE, "achieved_rate": round(appended / elapsed), "entries": appended,
-              "sealed": sealed, "batch": LAG_BATCH, "writers": LAG_WRITERS,
-              "lag_s": {"p50": round(p50, 3), "p99": round(p99, 3), "max": round(worst, 3)}}  # fmt: skip
+    result = {
+        "target_rate": LAG_RATE,
+        "achieved_rate": round(appended / elapsed),
+        "entries": appended,
+        "sealed": sealed,
+        "batch": LAG_BATCH,
+        "writers": LAG_WRITERS,
+        "lag_s": {"p50": round(p50, 3), "p99": round(p99, 3), "max": round(worst, 3)},
+    }
     print(
         f"  {appended} entries at {appended / elapsed:.0f}/s: lag p50 {p50:.2f} s, p99 {p99:.2f} s, max {worst:.2f} s"
     )
@@ -321,17 +378,29 @@ def verify_million(tmp: Path) -> dict:
     settings.GRACE_AUDIT_CHECKPOINT_SINKS = [f"file://{sink}"]
     checkpoints.issue()
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "manage.py", "verify_audit", "--checkpoints", f"file://{sink}"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=900)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "manage.py", "verify_audit", "--checkpoints", f"file://{sink}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     verify_s = time.perf_counter() - t0
     if out.returncode != 0:
         raise RuntimeError(f"verify_audit failed: {out.stderr}")
     events = sealing.head().seq
-    print(f"  sealed {sealed.sealed} in {seal_s:.1f} s ({sealed.sealed / seal_s:.0f}/s); "
-          f"verify_audit of {events} events: {verify_s:.1f} s")  # fmt: skip
-    return {"events": events, "insert_s": round(inserted_s, 1), "seal_s": round(seal_s, 1),
-            "seals_per_s": round(sealed.sealed / seal_s), "verify_s": round(verify_s, 1),
-            "verify_output": out.stdout.strip()}  # fmt: skip
+    print(
+        f"  sealed {sealed.sealed} in {seal_s:.1f} s ({sealed.sealed / seal_s:.0f}/s); "
+        f"verify_audit of {events} events: {verify_s:.1f} s"
+    )
+    return {
+        "events": events,
+        "insert_s": round(inserted_s, 1),
+        "seal_s": round(seal_s, 1),
+        "seals_per_s": round(sealed.sealed / seal_s),
+        "verify_s": round(verify_s, 1),
+        "verify_output": out.stdout.strip(),
+    }
 
 
 def main() -> None:

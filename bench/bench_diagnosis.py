@@ -75,10 +75,16 @@ def install(rule_set: str) -> int:
             return 0
         if rule_set == "1000-regex-only":
             DiagnosisRule.objects.bulk_create(
-                DiagnosisRule(name=f"regex-{i}", position=i, code="high_cpu", source="alertmanager",
-                              label_regex={"alertname": f"^Synthetic{i}$"}, title_regex=f"(?i)synthetic {i}\\b")
+                DiagnosisRule(
+                    name=f"regex-{i}",
+                    position=i,
+                    code="high_cpu",
+                    source="alertmanager",
+                    label_regex={"alertname": f"^Synthetic{i}$"},
+                    title_regex=f"(?i)synthetic {i}\\b",
+                )
                 for i in range(1000)
-            )  # fmt: skip
+            )
             return 1000
         defaults.install()
         shipped = list(DiagnosisRule.objects.order_by("position"))
@@ -88,12 +94,17 @@ def install(rule_set: str) -> int:
         extra = 1000 - len(shipped)
         DiagnosisRule.objects.bulk_create(
             DiagnosisRule(
-                name=f"synthetic-{i}", position=10_000 + i, code="high_cpu",
-                **({"label_equals": {"alertname": f"Synthetic{i}"}} if i % 10 else
-                   {"source": "alertmanager", "title_regex": f"(?i)^synthetic {i}$"}),
+                name=f"synthetic-{i}",
+                position=10_000 + i,
+                code="high_cpu",
+                **(
+                    {"label_equals": {"alertname": f"Synthetic{i}"}}
+                    if i % 10
+                    else {"source": "alertmanager", "title_regex": f"(?i)^synthetic {i}$"}
+                ),
             )
             for i in range(extra)
-        )  # fmt: skip
+        )
         return DiagnosisRule.objects.count()
 
 

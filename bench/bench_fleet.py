@@ -81,16 +81,25 @@ def pct(values: list[float], q: float) -> float:
 def setup() -> None:
     call_command("migrate", "--noinput", verbosity=0)
     DiagnosisRule.objects.update_or_create(
-        name="bench: fleet probe", defaults={"code": "bench_fleet_probe", "position": 1, "enabled": True,
-                                             "title_regex": r"^bench fleet probe", "confidence": 0.99},
-    )  # fmt: skip
+        name="bench: fleet probe",
+        defaults={
+            "code": "bench_fleet_probe",
+            "position": 1,
+            "enabled": True,
+            "title_regex": r"^bench fleet probe",
+            "confidence": 0.99,
+        },
+    )
     Playbook.objects.update_or_create(
         name="bench-fleet-analyze",
         defaults={
-            "diagnosis_codes": ["bench_fleet_probe"], "tier": 1, "cooldown_seconds": 0, "enabled": True,
+            "diagnosis_codes": ["bench_fleet_probe"],
+            "tier": 1,
+            "cooldown_seconds": 0,
+            "enabled": True,
             "steps": [{"action": "sqlite.analyze", "contract": [{"field": "integrity", "op": "==", "value": "ok"}]}],
         },
-    )  # fmt: skip
+    )
 
 
 def template_db() -> Path:
@@ -124,10 +133,12 @@ def inventory(label: str, count: int, hosts: tuple[str, ...]) -> list[str]:
     Service.objects.bulk_create(services, ignore_conflicts=True)
     ids = dict(Service.objects.filter(name__in=[s.name for s in services]).values_list("name", "pk"))
     Resource.objects.bulk_create(
-        [Resource(service_id=ids[name], name="db", kind="sqlite", target=target, host=host)
-         for name, target, host in resources],
+        [
+            Resource(service_id=ids[name], name="db", kind="sqlite", target=target, host=host)
+            for name, target, host in resources
+        ],
         ignore_conflicts=True,
-    )  # fmt: skip
+    )
     return [s.name for s in services]
 
 
@@ -160,9 +171,26 @@ class Workers:
         if host:
             var = VAR / "hosts" / host
             env.update(GRACE_HOST=host, GRACE_VAR_DIR=str(var), GRACE_ALLOWED_ROOTS=str(managed_root(host)))
-        argv = [sys.executable, "-m", "celery", "-A", "grace_site", "worker", "-Q", QUEUES, "-c", str(concurrency),
-                "-n", name, "--without-mingle", "--without-gossip", "-l", "warning",
-                "--include", "bench.worker_probe"]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "grace_site",
+            "worker",
+            "-Q",
+            QUEUES,
+            "-c",
+            str(concurrency),
+            "-n",
+            name,
+            "--without-mingle",
+            "--without-gossip",
+            "-l",
+            "warning",
+            "--include",
+            "bench.worker_probe",
+        ]
         log = open(VAR / f"worker-{self.config}-{host or 'local'}.log", "ab")  # noqa: SIM115 - lives with the worker
         self.procs.append(
             subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -256,8 +284,10 @@ class CpuMeter:
 
 def pipeline_burst(names: list[str]) -> dict:
     marker = f"{time.time():.6f}"
-    signals = [Signal(source="api", title=f"bench fleet probe {marker} {name}", service=name, severity="warning")
-               for name in names]  # fmt: skip
+    signals = [
+        Signal(source="api", title=f"bench fleet probe {marker} {name}", service=name, severity="warning")
+        for name in names
+    ]
     t0 = time.time()
     incident_ids = []
     for start in range(0, len(signals), BATCH):
@@ -285,8 +315,14 @@ def pipeline_burst(names: list[str]) -> dict:
             raise RuntimeError("incidents not resolved after their runs succeeded")
         time.sleep(0.2)
     settled = time.time()
-    return {"seconds": finished - t0, "ingest_seconds": ingested - t0, "settled_seconds": settled - t0,
-            "t0": t0, "t1": settled, "runs": runs}  # fmt: skip
+    return {
+        "seconds": finished - t0,
+        "ingest_seconds": ingested - t0,
+        "settled_seconds": settled - t0,
+        "t0": t0,
+        "t1": settled,
+        "runs": runs,
+    }
 
 
 def chain_burst(count: int) -> dict:
@@ -324,9 +360,11 @@ def stage_gaps(runs) -> dict[str, float]:
     created = dict(runs.values_list("pk", "incident__created_at"))
     previous: dict[int, object] = {}
     for run_id, status, at in (
-        RunEvent.objects.filter(run__in=runs).exclude(to_status="").order_by("run_id", "at", "pk")
+        RunEvent.objects.filter(run__in=runs)
+        .exclude(to_status="")
+        .order_by("run_id", "at", "pk")
         .values_list("run_id", "to_status", "at")
-    ):  # fmt: skip
+    ):
         before = previous.get(run_id, created[run_id])
         gaps.setdefault(status, []).append((at - before).total_seconds() * 1000)
         previous[run_id] = at
@@ -356,14 +394,23 @@ def task_table(records: list[dict], per: int) -> dict:
             return round(statistics.mean(r[key] for r in rows) * 1000, 2)
 
         table[name] = {
-            "per_unit": round(len(rows) / per, 2), "wall_ms": mean("wall_s"), "cpu_ms": mean("cpu_s"),
-            "db_ms": mean("db_s"), "commit_ms": mean("commit_s"), "publish_ms": mean("publish_s"),
+            "per_unit": round(len(rows) / per, 2),
+            "wall_ms": mean("wall_s"),
+            "cpu_ms": mean("cpu_s"),
+            "db_ms": mean("db_s"),
+            "commit_ms": mean("commit_s"),
+            "publish_ms": mean("publish_s"),
             "queries": round(statistics.mean(r["queries"] for r in rows), 1),
             "commits": round(statistics.mean(r["commits"] for r in rows), 1),
-        }  # fmt: skip
+        }
     total = lambda key: round(sum(r[key] for r in records) / per * 1000, 2)  # noqa: E731
-    table["per unit, all tasks"] = {"wall_ms": total("wall_s"), "cpu_ms": total("cpu_s"), "db_ms": total("db_s"),
-                                    "commit_ms": total("commit_s"), "publish_ms": total("publish_s")}  # fmt: skip
+    table["per unit, all tasks"] = {
+        "wall_ms": total("wall_s"),
+        "cpu_ms": total("cpu_s"),
+        "db_ms": total("db_s"),
+        "commit_ms": total("commit_s"),
+        "publish_ms": total("publish_s"),
+    }
     return table
 
 
@@ -382,11 +429,15 @@ def measure(kind: str, workers: Workers, label: str, names: list[str] | None = N
         "tasks": task_table(probe_records(burst["t0"], burst["t1"]), per),
     }
     if kind == "pipeline":
-        result.update(ingest_seconds=round(burst["ingest_seconds"], 2),
-                      settled_seconds=round(burst["settled_seconds"], 2),
-                      stage_gap_p50_ms=stage_gaps(burst["runs"]))  # fmt: skip
-    print(f"  {label} {kind}: {result['per_s']} /s ({result['seconds']} s), load {result['load_before_after']}",
-          flush=True)  # fmt: skip
+        result.update(
+            ingest_seconds=round(burst["ingest_seconds"], 2),
+            settled_seconds=round(burst["settled_seconds"], 2),
+            stage_gap_p50_ms=stage_gaps(burst["runs"]),
+        )
+    print(
+        f"  {label} {kind}: {result['per_s']} /s ({result['seconds']} s), load {result['load_before_after']}",
+        flush=True,
+    )
     return result
 
 
@@ -405,8 +456,13 @@ def main() -> None:
         dropped = sum(conn.default_channel.queue_purge(q.name) or 0 for q in app.conf.task_queues)
     if dropped:
         print(f"dropped {dropped} queued task(s) left by earlier work on this broker")
-    results: dict = {"burst": BURST, "rounds": ROUNDS, "cpus": os.cpu_count(),
-                     "database": connection.vendor, "configs": {}}  # fmt: skip
+    results: dict = {
+        "burst": BURST,
+        "rounds": ROUNDS,
+        "cpus": os.cpu_count(),
+        "database": connection.vendor,
+        "configs": {},
+    }
     for config in CONFIGS:
         hosts = HOSTS if config == "hosts" else ("",)
         bursts = [inventory(f"{config}-r{r}", BURST, hosts) for r in range(ROUNDS)]

@@ -111,8 +111,14 @@ def wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float =
 
 
 def start(argv: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(argv, cwd=ROOT, env=env or dict(os.environ), stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    return subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        env=env or dict(os.environ),
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -137,9 +143,13 @@ def ensure_database() -> None:
     from psycopg import sql
 
     with psycopg.connect(
-        host=db["HOST"], port=db["PORT"] or 5432, user=db["USER"], password=db["PASSWORD"], dbname="postgres",
+        host=db["HOST"],
+        port=db["PORT"] or 5432,
+        user=db["USER"],
+        password=db["PASSWORD"],
+        dbname="postgres",
         autocommit=True,
-    ) as admin:  # fmt: skip
+    ) as admin:
         if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db["NAME"]]).fetchone():
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db["NAME"])))
 
@@ -220,15 +230,29 @@ def ensure_wrk() -> str:
     return found
 
 
-def wrk(url: str, *, connections: int, batch: int, new: bool, seconds: int = SECONDS, token: str = TOKEN,
-        pace_ms: int = 0) -> dict:  # fmt: skip
+def wrk(
+    url: str, *, connections: int, batch: int, new: bool, seconds: int = SECONDS, token: str = TOKEN, pace_ms: int = 0
+) -> dict:
     tag = uuid.uuid4().hex[:8] if new else ""
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
-    script.write_text(LUA % {"alert": ALERT, "delivery": DELIVERY, "batch": batch, "tag": tag, "token": token,
-                             "pace": pace_ms})  # fmt: skip
+    script.write_text(
+        LUA % {"alert": ALERT, "delivery": DELIVERY, "batch": batch, "tag": tag, "token": token, "pace": pace_ms}
+    )
     threads = str(min(2, connections))
-    argv = [ensure_wrk(), "-t", threads, "-c", str(connections), "-d", f"{seconds}s", "--timeout", "30s",
-            "-s", str(script), url]  # fmt: skip
+    argv = [
+        ensure_wrk(),
+        "-t",
+        threads,
+        "-c",
+        str(connections),
+        "-d",
+        f"{seconds}s",
+        "--timeout",
+        "30s",
+        "-s",
+        str(script),
+        url,
+    ]
     try:
         out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     finally:
@@ -274,8 +298,10 @@ def paced(url: str, *, rate: int, seconds: int, connections: int = 16, token: st
             if delay > 0:
                 await asyncio.sleep(delay)
             body = (DELIVERY % (ALERT % f"{tag}-{index}-{n}")).encode()
-            head = (f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
-                    f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n").encode()  # fmt: skip
+            head = (
+                f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
+                f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode()
             sent = loop.time()
             writer.write(head + body)
             status_line = await reader.readline()
@@ -350,8 +376,12 @@ def latencies(since_id: int) -> dict:
 
     rows = Delivery.objects.filter(pk__gt=since_id, status="done").values_list("received_at", "processed_at")
     values = [(done - received).total_seconds() * 1000 for received, done in rows]
-    return {"deliveries": len(values), "p50_ms": round(pct(values, 0.5), 1), "p99_ms": round(pct(values, 0.99), 1),
-            "max_ms": round(max(values, default=float("nan")), 1)}  # fmt: skip
+    return {
+        "deliveries": len(values),
+        "p50_ms": round(pct(values, 0.5), 1),
+        "p99_ms": round(pct(values, 0.99), 1),
+        "max_ms": round(max(values, default=float("nan")), 1),
+    }
 
 
 def loadavg() -> str:
@@ -377,12 +407,46 @@ def run_grace(label: str) -> dict:
     port = free_port()
     env = {**os.environ, "GRACE_WEBHOOK_TOKEN": TOKEN, "GRACE_INTAKE_MAX_BACKLOG": "10000000"}
     web_log, worker_log = OUT / f"ingest-{label}-web.log", OUT / f"ingest-{label}-worker.log"
-    web = start([str(ROOT / ".venv/bin/gunicorn"), "bench.bench_ingest:application", "--bind", f"127.0.0.1:{port}",
-                 "--workers", WEB_WORKERS, "--threads", WEB_THREADS, "--worker-class", "gthread",
-                 "--log-level", "warning", "--backlog", "2048"], web_log, env)  # fmt: skip
-    worker = start([str(ROOT / ".venv/bin/celery"), "-A", "grace_site", "worker", "-Q", "intake", "-c", CONSUMERS,
-                    "-n", f"bench-intake-{os.getpid()}@localhost", "--without-mingle", "--without-gossip",
-                    "-l", "warning"], worker_log, env)  # fmt: skip
+    web = start(
+        [
+            str(ROOT / ".venv/bin/gunicorn"),
+            "bench.bench_ingest:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            WEB_WORKERS,
+            "--threads",
+            WEB_THREADS,
+            "--worker-class",
+            "gthread",
+            "--log-level",
+            "warning",
+            "--backlog",
+            "2048",
+        ],
+        web_log,
+        env,
+    )
+    worker = start(
+        [
+            str(ROOT / ".venv/bin/celery"),
+            "-A",
+            "grace_site",
+            "worker",
+            "-Q",
+            "intake",
+            "-c",
+            CONSUMERS,
+            "-n",
+            f"bench-intake-{os.getpid()}@localhost",
+            "--without-mingle",
+            "--without-gossip",
+            "-l",
+            "warning",
+        ],
+        worker_log,
+        env,
+    )
     base = f"http://127.0.0.1:{port}"
     hook, floor = f"{base}/api/webhooks/alertmanager/", f"{base}/bench/baseline/"
     results: dict = {}
@@ -414,8 +478,11 @@ def run_grace(label: str) -> dict:
                 row["to_incident"] = latencies(mark)
                 mark = book["last_delivery"]
             results[name] = row
-            print(f"  {label} {name}: {row['alerts_per_s']} alerts/s, p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms"
-                  f" (load {row['load_average']})", flush=True)  # fmt: skip
+            print(
+                f"  {label} {name}: {row['alerts_per_s']} alerts/s, p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms"
+                f" (load {row['load_average']})",
+                flush=True,
+            )
         # Alert accepted to incident visible, at a paced rate (16 connections, one alert each).
         before = books(0)["last_delivery"]
         steady = paced(hook, rate=PACED_RATE, seconds=max(SECONDS, 10))
@@ -423,8 +490,11 @@ def run_grace(label: str) -> dict:
         steady["to_incident"] = latencies(before)
         steady["load_average"] = loadavg()
         results["paced_single_new_16"] = steady
-        print(f"  {label} paced: {steady['alerts_per_s']} alerts/s, accepted to incident p50 "
-              f"{steady['to_incident']['p50_ms']} ms p99 {steady['to_incident']['p99_ms']} ms", flush=True)  # fmt: skip
+        print(
+            f"  {label} paced: {steady['alerts_per_s']} alerts/s, accepted to incident p50 "
+            f"{steady['to_incident']['p50_ms']} ms p99 {steady['to_incident']['p99_ms']} ms",
+            flush=True,
+        )
         final = books(0)
         acknowledged = sum(row["acknowledged_alerts"] for row in results.values() if "stored_alerts" in row)
         acknowledged += steady["acknowledged_alerts"]
@@ -436,14 +506,15 @@ def run_grace(label: str) -> dict:
                 "occurrences": final["occurrences"],
                 "nothing_lost": final["occurrences"] == final["stored_alerts"] >= acknowledged,
             }
-        )  # fmt: skip
+        )
     finally:
         stop(web)
         stop(worker)
     for name, row in results.items():
         if name.startswith("single") or name.startswith("paced"):
-            row["vs_baseline"] = round(row["alerts_per_s"] / results[f"baseline_single_{row['connections']}"]
-                                       ["alerts_per_s"], 3)  # fmt: skip
+            row["vs_baseline"] = round(
+                row["alerts_per_s"] / results[f"baseline_single_{row['connections']}"]["alerts_per_s"], 3
+            )
         elif name.startswith("batch"):
             row["vs_baseline"] = round(row["alerts_per_s"] / results["baseline_batch100_16"]["alerts_per_s"], 3)
     return {"database": durability(), "results": results, "books": checks[-1] if checks else None}
@@ -478,8 +549,12 @@ def eda_binary() -> tuple[Path | None, str]:
         EDA_DIR.mkdir(parents=True, exist_ok=True)
         try:
             subprocess.run([sys.executable, "-m", "venv", str(EDA_DIR / "venv")], check=True, capture_output=True)
-            subprocess.run([str(EDA_DIR / "venv/bin/pip"), "install", "-q", "ansible-rulebook==1.3.2",
-                            "ansible-core"], check=True, capture_output=True, timeout=600)  # fmt: skip
+            subprocess.run(
+                [str(EDA_DIR / "venv/bin/pip"), "install", "-q", "ansible-rulebook==1.3.2", "ansible-core"],
+                check=True,
+                capture_output=True,
+                timeout=600,
+            )
         except (subprocess.SubprocessError, OSError) as exc:
             return None, f"ansible-rulebook could not be installed: {exc}"
     return binary, str(Path(java).resolve().parents[1])
@@ -491,8 +566,14 @@ def start_eda(binary: Path, java_home: str) -> tuple[subprocess.Popen, str]:
     (EDA_DIR / "inventory.yml").write_text("all:\n  hosts:\n    localhost:\n      ansible_connection: local\n")
     env = {**os.environ, "JAVA_HOME": java_home, "PATH": f"{binary.parent}:{os.environ['PATH']}"}
     log = OUT / "ingest-eda.log"
-    proc = subprocess.Popen([str(binary), "--rulebook", "rulebook.yml", "-i", "inventory.yml"], cwd=EDA_DIR, env=env,
-                            stdout=subprocess.DEVNULL, stderr=log.open("wb"), start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [str(binary), "--rulebook", "rulebook.yml", "-i", "inventory.yml"],
+        cwd=EDA_DIR,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+        start_new_session=True,
+    )
     wait_for_port(port, proc, log)
     return proc, f"http://127.0.0.1:{port}/endpoint"
 
@@ -504,12 +585,46 @@ def run_side_by_side(binary: Path, java_home: str) -> dict:
     django.setup()
     port = free_port()
     env = {**os.environ, "GRACE_WEBHOOK_TOKEN": TOKEN, "GRACE_INTAKE_MAX_BACKLOG": "10000000"}
-    web = start([str(ROOT / ".venv/bin/gunicorn"), "bench.bench_ingest:application", "--bind", f"127.0.0.1:{port}",
-                 "--workers", WEB_WORKERS, "--threads", WEB_THREADS, "--worker-class", "gthread",
-                 "--log-level", "warning", "--backlog", "2048"], OUT / "ingest-eda-grace-web.log", env)  # fmt: skip
-    worker = start([str(ROOT / ".venv/bin/celery"), "-A", "grace_site", "worker", "-Q", "intake", "-c", CONSUMERS,
-                    "-n", f"bench-eda-{os.getpid()}@localhost", "--without-mingle", "--without-gossip", "-l",
-                    "warning"], OUT / "ingest-eda-grace-worker.log", env)  # fmt: skip
+    web = start(
+        [
+            str(ROOT / ".venv/bin/gunicorn"),
+            "bench.bench_ingest:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            WEB_WORKERS,
+            "--threads",
+            WEB_THREADS,
+            "--worker-class",
+            "gthread",
+            "--log-level",
+            "warning",
+            "--backlog",
+            "2048",
+        ],
+        OUT / "ingest-eda-grace-web.log",
+        env,
+    )
+    worker = start(
+        [
+            str(ROOT / ".venv/bin/celery"),
+            "-A",
+            "grace_site",
+            "worker",
+            "-Q",
+            "intake",
+            "-c",
+            CONSUMERS,
+            "-n",
+            f"bench-eda-{os.getpid()}@localhost",
+            "--without-mingle",
+            "--without-gossip",
+            "-l",
+            "warning",
+        ],
+        OUT / "ingest-eda-grace-worker.log",
+        env,
+    )
     eda, eda_url = start_eda(binary, java_home)
     rounds = []
     try:
@@ -527,8 +642,11 @@ def run_side_by_side(binary: Path, java_home: str) -> dict:
             ansible["load_average"] = loadavg()
             ratio = round(grace["alerts_per_s"] / max(ansible["alerts_per_s"], 0.1), 2)
             rounds.append({"round": number, "grace": grace, "eda": ansible, "grace_vs_eda": ratio})
-            print(f"  round {number}: GRACE {grace['alerts_per_s']}/s p99 {grace['p99_ms']} ms; "
-                  f"EDA {ansible['alerts_per_s']}/s p99 {ansible['p99_ms']} ms", flush=True)  # fmt: skip
+            print(
+                f"  round {number}: GRACE {grace['alerts_per_s']}/s p99 {grace['p99_ms']} ms; "
+                f"EDA {ansible['alerts_per_s']}/s p99 {ansible['p99_ms']} ms",
+                flush=True,
+            )
             time.sleep(2)
     finally:
         stop(eda)
@@ -544,8 +662,13 @@ def main() -> None:
         return
     ensure_wrk()
     OUT.mkdir(parents=True, exist_ok=True)
-    summary: dict = {"cpus": os.cpu_count(), "web": f"gunicorn {WEB_WORKERS} workers x {WEB_THREADS} threads",
-                     "consumers": int(CONSUMERS), "seconds_per_scenario": SECONDS, "runs": {}}  # fmt: skip
+    summary: dict = {
+        "cpus": os.cpu_count(),
+        "web": f"gunicorn {WEB_WORKERS} workers x {WEB_THREADS} threads",
+        "consumers": int(CONSUMERS),
+        "seconds_per_scenario": SECONDS,
+        "runs": {},
+    }
     wanted = os.environ.get("BENCH_INGEST_DATABASES", "postgresql,sqlite").split(",")
     databases = []
     if "postgresql" in wanted and os.environ.get("DATABASE_URL", "").startswith("postgres"):
@@ -570,8 +693,7 @@ def main() -> None:
 
 def _child(label: str, url: str) -> dict:
     env = {**os.environ, "DATABASE_URL": url}
-    proc = subprocess.run([sys.executable, __file__, "--one", label], env=env, cwd=ROOT, capture_output=True,
-                          text=True)  # fmt: skip
+    proc = subprocess.run([sys.executable, __file__, "--one", label], env=env, cwd=ROOT, capture_output=True, text=True)
     sys.stdout.write("".join(line + "\n" for line in proc.stdout.splitlines()[:-1]))
     if proc.returncode != 0:
         raise RuntimeError(f"the {label} run failed:\n{proc.stderr[-4000:]}")
@@ -585,18 +707,24 @@ def report(summary: dict) -> None:
         for name, row in run["results"].items():
             inc = row.get("to_incident")
             shown = f"{inc['p50_ms']}/{inc['p99_ms']}" if inc else ""
-            print(f"{name:24} {row['alerts_per_s']:>10} {row['p50_ms']:>8} {row['p99_ms']:>8} "
-                  f"{row.get('vs_baseline', '')!s:>8} {shown:>16}")  # fmt: skip
+            print(
+                f"{name:24} {row['alerts_per_s']:>10} {row['p50_ms']:>8} {row['p99_ms']:>8} "
+                f"{row.get('vs_baseline', '')!s:>8} {shown:>16}"
+            )
         books_ = run["books"]
-        print(f"books: {books_['stored_alerts']} alerts stored (wrk counted {books_['acknowledged_by_wrk']} "
-              f"acknowledged), {books_['incidents']} incidents with {books_['occurrences']} occurrences: "
-              f"{'nothing lost' if books_['nothing_lost'] else 'MISMATCH'}")  # fmt: skip
+        print(
+            f"books: {books_['stored_alerts']} alerts stored (wrk counted {books_['acknowledged_by_wrk']} "
+            f"acknowledged), {books_['incidents']} incidents with {books_['occurrences']} occurrences: "
+            f"{'nothing lost' if books_['nothing_lost'] else 'MISMATCH'}"
+        )
     eda = summary.get("eda")
     if eda and "rounds" in eda:
         print("\nGRACE (single new alerts, 16 connections) and Ansible EDA's webhook, alternating:")
         for r in eda["rounds"]:
-            print(f"round {r['round']}: GRACE {r['grace']['alerts_per_s']}/s (p99 {r['grace']['p99_ms']} ms), "
-                  f"EDA {r['eda']['alerts_per_s']}/s (p99 {r['eda']['p99_ms']} ms): x{r['grace_vs_eda']}")  # fmt: skip
+            print(
+                f"round {r['round']}: GRACE {r['grace']['alerts_per_s']}/s (p99 {r['grace']['p99_ms']} ms), "
+                f"EDA {r['eda']['alerts_per_s']}/s (p99 {r['eda']['p99_ms']} ms): x{r['grace_vs_eda']}"
+            )
 
 
 if __name__ == "__main__":

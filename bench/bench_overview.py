@@ -48,8 +48,13 @@ TARGET_MS = 100.0
 S = RunStatus
 FINAL = [S.SUCCEEDED] * 6 + [S.ESCALATED, S.ROLLED_BACK, S.BLOCKED, S.FAILED]
 MOVING = [S.DIAGNOSED, S.PLANNED, S.EXECUTING, S.VERIFYING, S.AWAITING_APPROVAL]
-OUTCOME = {S.SUCCEEDED: "succeeded", S.ESCALATED: "escalated", S.ROLLED_BACK: "rolled_back", S.BLOCKED: "blocked",
-           S.FAILED: "failed"}  # fmt: skip
+OUTCOME = {
+    S.SUCCEEDED: "succeeded",
+    S.ESCALATED: "escalated",
+    S.ROLLED_BACK: "rolled_back",
+    S.BLOCKED: "blocked",
+    S.FAILED: "failed",
+}
 
 
 def _ensure_database() -> None:
@@ -72,12 +77,20 @@ def populate(now) -> None:
     incidents = []
     for i in range(RUNS // per_incident):
         seen = now - timedelta(minutes=7 * i % (10 * 24 * 60))
-        incidents.append(Incident(
-            fingerprint=f"bench-{i}", channel=channel, source="api", service=f"svc-{i % 40}", environment="staging",
-            title=f"svc-{i % 40}: WAL is {i % 9 + 1} MiB", first_seen=seen, last_seen=seen,
-            status="healing" if i % 50 == 0 else ("escalated" if i % 7 == 0 else "resolved"),
-            diagnosis_code="database_wal_bloat",
-        ))  # fmt: skip
+        incidents.append(
+            Incident(
+                fingerprint=f"bench-{i}",
+                channel=channel,
+                source="api",
+                service=f"svc-{i % 40}",
+                environment="staging",
+                title=f"svc-{i % 40}: WAL is {i % 9 + 1} MiB",
+                first_seen=seen,
+                last_seen=seen,
+                status="healing" if i % 50 == 0 else ("escalated" if i % 7 == 0 else "resolved"),
+                diagnosis_code="database_wal_bloat",
+            )
+        )
     with transaction.atomic():
         Incident.objects.bulk_create(incidents, batch_size=1000)
     incidents = list(Incident.objects.filter(fingerprint__startswith="bench-").order_by("pk"))
@@ -87,28 +100,51 @@ def populate(now) -> None:
             live = k == per_incident - 1 and incident.status == "healing"
             status = MOVING[n % len(MOVING)] if live else FINAL[(n + k) % len(FINAL)]
             finished = incident.first_seen + timedelta(seconds=k * 30)
-            runs.append(HealRun(
-                incident=incident, status=status, diagnosis_code="database_wal_bloat", tier=1 + (n % 3 == 0),
-                target=f"local:/srv/{incident.service}.sqlite3", family="local",
-                finished_at=None if live else finished, status_reason="contract met",
-            ))  # fmt: skip
+            runs.append(
+                HealRun(
+                    incident=incident,
+                    status=status,
+                    diagnosis_code="database_wal_bloat",
+                    tier=1 + (n % 3 == 0),
+                    target=f"local:/srv/{incident.service}.sqlite3",
+                    family="local",
+                    finished_at=None if live else finished,
+                    status_reason="contract met",
+                )
+            )
     with transaction.atomic():
         HealRun.objects.bulk_create(runs, batch_size=1000)
     runs = list(HealRun.objects.select_related("incident").order_by("pk"))
     with transaction.atomic():
         events, outcomes = [], []
         for run in runs:
-            for old, new in [("", S.RECEIVED), (S.RECEIVED, S.DIAGNOSED), (S.DIAGNOSED, S.PLANNED),
-                             (S.PLANNED, S.APPROVED), (S.APPROVED, run.status)]:  # fmt: skip
+            for old, new in [
+                ("", S.RECEIVED),
+                (S.RECEIVED, S.DIAGNOSED),
+                (S.DIAGNOSED, S.PLANNED),
+                (S.PLANNED, S.APPROVED),
+                (S.APPROVED, run.status),
+            ]:
                 events.append(RunEvent(run=run, from_status=old, to_status=new, note="bench"))
             if run.status in OUTCOME:
                 finished = run.incident.first_seen + timedelta(seconds=2)
-                outcomes.append(OutcomeRecord(
-                    run=run, incident=run.incident, diagnosis_code=run.diagnosis_code, playbook="sqlite-wal-checkpoint",
-                    service=run.incident.service, target=run.target, tier=run.tier, outcome=OUTCOME[run.status],
-                    counted=run.status in (S.SUCCEEDED, S.ROLLED_BACK, S.FAILED), started_at=run.incident.first_seen,
-                    finished_at=finished, duration_seconds=2.0, resolve_seconds=2.0,
-                ))  # fmt: skip
+                outcomes.append(
+                    OutcomeRecord(
+                        run=run,
+                        incident=run.incident,
+                        diagnosis_code=run.diagnosis_code,
+                        playbook="sqlite-wal-checkpoint",
+                        service=run.incident.service,
+                        target=run.target,
+                        tier=run.tier,
+                        outcome=OUTCOME[run.status],
+                        counted=run.status in (S.SUCCEEDED, S.ROLLED_BACK, S.FAILED),
+                        started_at=run.incident.first_seen,
+                        finished_at=finished,
+                        duration_seconds=2.0,
+                        resolve_seconds=2.0,
+                    )
+                )
         RunEvent.objects.bulk_create(events, batch_size=2000)
         OutcomeRecord.objects.bulk_create(outcomes, batch_size=1000)
         waiting = [r for r in runs if r.status == S.AWAITING_APPROVAL]
@@ -120,14 +156,20 @@ def populate(now) -> None:
                 required_approvals=1,
                 expires_at=now + timedelta(hours=1),
                 context={"service": r.incident.service, "diagnosis": r.diagnosis_code},
-            )  # fmt: skip
+            )
             for r in waiting
         )
         suite, _ = BenchmarkSuite.objects.get_or_create(name="smoke", defaults={"checks": [{"kind": "redis"}]})
         for i in range(200):
             bench = BenchmarkRun.objects.create(suite=suite, status="passed", finished_at=now, duration_ms=20.0 + i % 7)
-            BenchmarkResult.objects.create(run=bench, suite=suite, check_kind="redis", metric="redis.roundtrip_ms",
-                                           ok=True, value=0.6 + (i % 5) / 10)  # fmt: skip
+            BenchmarkResult.objects.create(
+                run=bench,
+                suite=suite,
+                check_kind="redis",
+                metric="redis.roundtrip_ms",
+                ok=True,
+                value=0.6 + (i % 5) / 10,
+            )
         for i in range(5):
             SweepTarget.objects.get_or_create(name=f"bench-host-{i}", defaults={"kind": "host"})
 
@@ -175,11 +217,20 @@ def main() -> int:
     print(f"{verdict}: overview p50 {p50:.1f} ms (target < {TARGET_MS:.0f} ms)")
     out = ROOT / "var" / "bench"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "overview.json").write_text(json.dumps({
-        "runs": runs, "database": connection.vendor, "requests": REQUESTS,
-        "overview_ms": {"p50": p50, "p95": p95, "mean": statistics.fmean(overview)},
-        "baseline_ms": {"p50": b50, "p95": _p(baseline, 95)}, "ratio_p50": p50 / b50, "target_ms": TARGET_MS,
-    }, indent=2))  # fmt: skip
+    (out / "overview.json").write_text(
+        json.dumps(
+            {
+                "runs": runs,
+                "database": connection.vendor,
+                "requests": REQUESTS,
+                "overview_ms": {"p50": p50, "p95": p95, "mean": statistics.fmean(overview)},
+                "baseline_ms": {"p50": b50, "p95": _p(baseline, 95)},
+                "ratio_p50": p50 / b50,
+                "target_ms": TARGET_MS,
+            },
+            indent=2,
+        )
+    )
     return 0 if verdict == "PASS" else 1
 
 

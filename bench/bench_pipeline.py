@@ -105,17 +105,25 @@ def setup() -> tuple[str, Path]:
             conn.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v TEXT)")
             conn.executemany("INSERT INTO t (v) VALUES (?)", (("x",) for _ in range(100)))
     DiagnosisRule.objects.update_or_create(
-        name="bench: probe", defaults={"code": "bench_probe", "position": 1, "enabled": True,
-                                       "title_regex": r"^bench probe", "confidence": 0.99},
-    )  # fmt: skip
+        name="bench: probe",
+        defaults={
+            "code": "bench_probe",
+            "position": 1,
+            "enabled": True,
+            "title_regex": r"^bench probe",
+            "confidence": 0.99,
+        },
+    )
     Playbook.objects.update_or_create(
         name="bench-analyze",
         defaults={
-            "diagnosis_codes": ["bench_probe"], "tier": 1, "cooldown_seconds": 0, "enabled": True,
-            "steps": [{"action": "sqlite.analyze",
-                       "contract": [{"field": "integrity", "op": "==", "value": "ok"}]}],
+            "diagnosis_codes": ["bench_probe"],
+            "tier": 1,
+            "cooldown_seconds": 0,
+            "enabled": True,
+            "steps": [{"action": "sqlite.analyze", "contract": [{"field": "integrity", "op": "==", "value": "ok"}]}],
         },
-    )  # fmt: skip
+    )
     return key, db
 
 
@@ -124,8 +132,9 @@ def post(session: requests.Session, url: str, token: str, i: int, db: Path) -> t
     r = session.post(
         f"{url}/api/incidents/?wait=true",  # the synchronous mode: the answer is the incident
         json={"service": f"bench-{i}", "title": f"bench probe {i} {t0}", "severity": "warning"},
-        headers={"Authorization": f"Token {token}"}, timeout=10,
-    )  # fmt: skip
+        headers={"Authorization": f"Token {token}"},
+        timeout=10,
+    )
     r.raise_for_status()
     return r.json()["id"], t0
 
@@ -134,10 +143,13 @@ def succeeded_at(incident_id: int, timeout: float = 60) -> float:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         ev = (
-            RunEvent.objects.filter(run__incident_id=incident_id, to_status__in=["SUCCEEDED", "FAILED", "ESCALATED",
-                                                                                  "BLOCKED", "ROLLED_BACK"])
-            .values_list("to_status", "at", "run__status_reason").first()
-        )  # fmt: skip
+            RunEvent.objects.filter(
+                run__incident_id=incident_id,
+                to_status__in=["SUCCEEDED", "FAILED", "ESCALATED", "BLOCKED", "ROLLED_BACK"],
+            )
+            .values_list("to_status", "at", "run__status_reason")
+            .first()
+        )
         if ev:
             if ev[0] != "SUCCEEDED":
                 raise RuntimeError(f"incident {incident_id}: run ended {ev[0]}: {ev[2]}")
@@ -164,9 +176,13 @@ def floor_run() -> int:
     """A run for the audited floor chain to flip between two non-terminal states."""
     now = timezone.now()
     incident = Incident.objects.create(
-        fingerprint=f"bench-floor-{os.getpid()}-{time.time()}", source="api", title="benchmark floor",
-        first_seen=now, last_seen=now, status="healing",
-    )  # fmt: skip
+        fingerprint=f"bench-floor-{os.getpid()}-{time.time()}",
+        source="api",
+        title="benchmark floor",
+        first_seen=now,
+        last_seen=now,
+        status="healing",
+    )
     return HealRun.objects.create(incident=incident, status="PLANNED").pk
 
 
@@ -181,13 +197,40 @@ def main() -> None:
     if dropped:
         print(f"dropped {dropped} queued task(s) left by earlier work on this broker")
     port = 18000 + os.getpid() % 1000
-    env_worker = [sys.executable, "-m", "celery", "-A", "grace_site", "worker", "-Q",
-                  "heal.local,heal.cloud,sweeps,benchmarks,default", "-c", "2", "-n", f"bench-{os.getpid()}@localhost",
-                  "--without-mingle", "--without-gossip", "-l", "warning",
-                  "--include", "bench.floor_tasks"]  # fmt: skip
+    env_worker = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "grace_site",
+        "worker",
+        "-Q",
+        "heal.local,heal.cloud,sweeps,benchmarks,default",
+        "-c",
+        "2",
+        "-n",
+        f"bench-{os.getpid()}@localhost",
+        "--without-mingle",
+        "--without-gossip",
+        "-l",
+        "warning",
+        "--include",
+        "bench.floor_tasks",
+    ]
     worker = start(env_worker, tmp / "worker.log")
-    web = start([str(ROOT / ".venv/bin/gunicorn"), "grace_site.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                 "--log-level", "warning"], tmp / "gunicorn.log")  # fmt: skip
+    web = start(
+        [
+            str(ROOT / ".venv/bin/gunicorn"),
+            "grace_site.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            "--log-level",
+            "warning",
+        ],
+        tmp / "gunicorn.log",
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -253,15 +296,18 @@ def main() -> None:
         "stage_gap_p50_ms": {k: round(pct(v, 0.5), 1) for k, v in gaps.items()},
         "runs": RUNS,
         "database": settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1],
-        "tier1_e2e_ms": {"p50": round(pct(e2e_ms, 0.5), 1), "p99": round(pct(e2e_ms, 0.99), 1),
-                         "mean": round(statistics.mean(e2e_ms), 1)},
+        "tier1_e2e_ms": {
+            "p50": round(pct(e2e_ms, 0.5), 1),
+            "p99": round(pct(e2e_ms, 0.99), 1),
+            "mean": round(statistics.mean(e2e_ms), 1),
+        },
         "celery_chain6_ms": {"p50": round(pct(chain_ms, 0.5), 1), "p99": round(pct(chain_ms, 0.99), 1)},
         "ratio_p50": round(pct(e2e_ms, 0.5) / pct(chain_ms, 0.5), 2),
         "audited_chain6_ms": {"p50": round(pct(floor_ms, 0.5), 1), "p99": round(pct(floor_ms, 0.99), 1)},
         "ratio_p50_vs_audited_chain": round(pct(e2e_ms, 0.5) / pct(floor_ms, 0.5), 2),
         "burst": {"incidents": BURST, "seconds": round(burst_s, 2), "runs_per_s": round(BURST / burst_s, 1)},
         "succeeded_runs": HealRun.objects.filter(status="SUCCEEDED", playbook__name="bench-analyze").count(),
-    }  # fmt: skip
+    }
     print(json.dumps(result, indent=2))
     (ROOT / "var" / "bench").mkdir(parents=True, exist_ok=True)  # beside the checkout: tmp goes with the services
     (ROOT / "var" / "bench" / "pipeline.json").write_text(json.dumps(result, indent=2))

@@ -146,12 +146,48 @@ def main() -> int:
     call_command("migrate", verbosity=0)
     defaults.install()
     py = sys.executable
-    worker = [py, "-m", "celery", "-A", "grace_site", "worker", "-Q", "default", "-c", "2",
-              "-n", f"bench-{PORT}@localhost", "--without-mingle", "--without-gossip", "-l", "warning"]  # fmt: skip
-    beat = [py, "-m", "celery", "-A", "grace_site", "beat", "-l", "warning", "--pidfile=",
-            f"--schedule={log_dir / 'beat-schedule'}", "--max-interval", "1"]  # fmt: skip
-    web = [str(Path(py).parent / "gunicorn"), "grace_site.wsgi", "--bind", f"127.0.0.1:{PORT}",
-           "--workers", "2", "--log-level", "warning"]  # fmt: skip
+    worker = [
+        py,
+        "-m",
+        "celery",
+        "-A",
+        "grace_site",
+        "worker",
+        "-Q",
+        "default",
+        "-c",
+        "2",
+        "-n",
+        f"bench-{PORT}@localhost",
+        "--without-mingle",
+        "--without-gossip",
+        "-l",
+        "warning",
+    ]
+    beat = [
+        py,
+        "-m",
+        "celery",
+        "-A",
+        "grace_site",
+        "beat",
+        "-l",
+        "warning",
+        "--pidfile=",
+        f"--schedule={log_dir / 'beat-schedule'}",
+        "--max-interval",
+        "1",
+    ]
+    web = [
+        str(Path(py).parent / "gunicorn"),
+        "grace_site.wsgi",
+        "--bind",
+        f"127.0.0.1:{PORT}",
+        "--workers",
+        "2",
+        "--log-level",
+        "warning",
+    ]
     procs = [Proc("worker", worker, log_dir), Proc("beat", beat, log_dir), Proc("web", web, log_dir)]
     try:
         _wait("the Celery worker", lambda: bool(celery_app.control.ping(timeout=0.5)), procs)

@@ -59,12 +59,48 @@ def main() -> int:
     defaults.install()
     py = sys.executable
     name = f"record-{smoke.PORT}@localhost"
-    worker = [py, "-m", "celery", "-A", "grace_site", "worker", "-Q", "default", "-c", "2",
-              "-n", name, "--without-mingle", "--without-gossip", "-l", "warning"]  # fmt: skip
-    web = [str(Path(py).parent / "gunicorn"), "grace_site.wsgi", "--bind", f"127.0.0.1:{smoke.PORT}",
-           "--workers", "2", "--log-level", "warning"]  # fmt: skip
-    beat = [py, "-m", "celery", "-A", "grace_site", "beat", "-l", "warning", "--pidfile=",
-            f"--schedule={log_dir / 'record-beat-schedule'}", "--max-interval", "1"]  # fmt: skip
+    worker = [
+        py,
+        "-m",
+        "celery",
+        "-A",
+        "grace_site",
+        "worker",
+        "-Q",
+        "default",
+        "-c",
+        "2",
+        "-n",
+        name,
+        "--without-mingle",
+        "--without-gossip",
+        "-l",
+        "warning",
+    ]
+    web = [
+        str(Path(py).parent / "gunicorn"),
+        "grace_site.wsgi",
+        "--bind",
+        f"127.0.0.1:{smoke.PORT}",
+        "--workers",
+        "2",
+        "--log-level",
+        "warning",
+    ]
+    beat = [
+        py,
+        "-m",
+        "celery",
+        "-A",
+        "grace_site",
+        "beat",
+        "-l",
+        "warning",
+        "--pidfile=",
+        f"--schedule={log_dir / 'record-beat-schedule'}",
+        "--max-interval",
+        "1",
+    ]
     procs = [smoke.Proc("worker", worker, log_dir), smoke.Proc("beat", beat, log_dir), smoke.Proc("web", web, log_dir)]
     series: dict[str, list[float | None]] = {}
     spinners: list[multiprocessing.Process] = []

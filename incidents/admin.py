@@ -15,9 +15,12 @@ from incidents.choices import IncidentStatus
 from incidents.models import DiagnosisRule, Incident, SweepTarget
 
 STATUS_COLOURS = {
-    IncidentStatus.OPEN: "#0969da", IncidentStatus.HEALING: "#9a6700", IncidentStatus.RESOLVED: "#1a7f37",
-    IncidentStatus.ESCALATED: "#cf222e", IncidentStatus.IGNORED: "#6e7781",
-}  # fmt: skip
+    IncidentStatus.OPEN: "#0969da",
+    IncidentStatus.HEALING: "#9a6700",
+    IncidentStatus.RESOLVED: "#1a7f37",
+    IncidentStatus.ESCALATED: "#cf222e",
+    IncidentStatus.IGNORED: "#6e7781",
+}
 
 
 def _table(rows) -> str:
@@ -27,8 +30,19 @@ def _table(rows) -> str:
 
 @admin.register(Incident)
 class IncidentAdmin(admin.ModelAdmin):
-    list_display = ["id", "title_short", "service", "env", "status_shown", "diagnosis_code", "severity",
-                    "occurrences", "last_seen_shown", "run", "reason"]  # fmt: skip
+    list_display = [
+        "id",
+        "title_short",
+        "service",
+        "env",
+        "status_shown",
+        "diagnosis_code",
+        "severity",
+        "occurrences",
+        "last_seen_shown",
+        "run",
+        "reason",
+    ]
     list_display_links = ["id"]
     list_filter = ["status", "source", "severity", "diagnosis_code", "environment", "last_seen"]
     search_fields = ["=id", "title", "service", "fingerprint", "message", "diagnosis_code"]
@@ -37,19 +51,40 @@ class IncidentAdmin(admin.ModelAdmin):
     show_full_result_count = False
     actions = ["test_rule", "resolve_selected", "ignore_selected"]
     fieldsets = [
-        (None, {"fields": ["title", "status_shown", "status_reason", "runs", "service", "environments", "source",
-                           "channel", "raised_by", "severity"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "title",
+                    "status_shown",
+                    "status_reason",
+                    "runs",
+                    "service",
+                    "environments",
+                    "source",
+                    "channel",
+                    "raised_by",
+                    "severity",
+                ]
+            },
+        ),
         ("Diagnosis", {"fields": ["diagnosis_code", "diagnosis_confidence", "evidence"]}),
         ("Occurrences", {"fields": ["fingerprint", "occurrences", "first_seen_ms", "last_seen_ms", "resolved_ms"]}),
         ("Signal", {"fields": ["message", "labels_shown", "raw_payload"]}),
-    ]  # fmt: skip
+    ]
 
     def get_readonly_fields(self, request, obj=None):
         # Incidents change only through the intake services (audited), never by editing the row.
         return [field.name for field in Incident._meta.fields] + [
-            "status_shown", "runs", "environments", "evidence", "labels_shown", "first_seen_ms", "last_seen_ms",
+            "status_shown",
+            "runs",
+            "environments",
+            "evidence",
+            "labels_shown",
+            "first_seen_ms",
+            "last_seen_ms",
             "resolved_ms",
-        ]  # fmt: skip
+        ]
 
     def has_add_permission(self, request):
         return False
@@ -99,10 +134,19 @@ class IncidentAdmin(admin.ModelAdmin):
         if not rows:
             return "no heal run yet" if obj.status in IncidentStatus.ACTIVE else "none"
         items = format_html_join(
-            "", '<tr><td><a href="{}">run #{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>',
-            ((r["url"], r["id"], r["status"], timezone.localtime(r["created_at"]).strftime("%Y-%m-%d %H:%M:%S"),
-              Truncator(r["reason"] or "").chars(120)) for r in rows),
-        )  # fmt: skip
+            "",
+            '<tr><td><a href="{}">run #{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>',
+            (
+                (
+                    r["url"],
+                    r["id"],
+                    r["status"],
+                    timezone.localtime(r["created_at"]).strftime("%Y-%m-%d %H:%M:%S"),
+                    Truncator(r["reason"] or "").chars(120),
+                )
+                for r in rows
+            ),
+        )
         return format_html('<table class="grace-runs">{}</table>', items)
 
     @admin.display(description="environment")
@@ -176,10 +220,13 @@ class DiagnosisRuleAdmin(AuditedAdmin):
     search_fields = ["name", "code", "description", "title_regex", "message_regex"]
     fieldsets = [
         (None, {"fields": ["name", "position", "enabled", "code", "confidence", "description"]}),
-        ("Conditions (all that are set must hold)", {
-            "fields": ["source", "label_equals", "label_regex", "title_regex", "message_regex", "thresholds"],
-        }),
-    ]  # fmt: skip
+        (
+            "Conditions (all that are set must hold)",
+            {
+                "fields": ["source", "label_equals", "label_regex", "title_regex", "message_regex", "thresholds"],
+            },
+        ),
+    ]
 
 
 @admin.register(SweepTarget)

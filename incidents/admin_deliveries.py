@@ -20,9 +20,21 @@ class DeliveryAdmin(ReadOnlyAdmin):
     list_select_related = ["channel"]
     actions = ["replay_selected"]
     fields = [
-        "id", "kind", "channel", "raised_by", "status", "alerts", "received_at", "processed_at", "attempts",
-        "available_at", "lease_until", "error", "result", "body",
-    ]  # fmt: skip
+        "id",
+        "kind",
+        "channel",
+        "raised_by",
+        "status",
+        "alerts",
+        "received_at",
+        "processed_at",
+        "attempts",
+        "available_at",
+        "lease_until",
+        "error",
+        "result",
+        "body",
+    ]
 
     @admin.display(description="error")
     def problem(self, delivery: Delivery) -> str:

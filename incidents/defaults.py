@@ -125,14 +125,22 @@ def install() -> int:
             audit.record("diagnosis_rule.created", actor="system:defaults", obj=rule, data={"code": code})
     for name, task, seconds in SWEEP_SCHEDULES:
         created += ensure_interval_task(
-            name, task, every=seconds, queue="sweeps", expires=seconds,
+            name,
+            task,
+            every=seconds,
+            queue="sweeps",
+            expires=seconds,
             description="Health sweep shipped with GRACE (targets in Incidents > Sweep targets).",
-        )  # fmt: skip
+        )
     name, task, seconds = INTAKE_SCHEDULE
     created += ensure_interval_task(
-        name, task, every=seconds, queue="intake", expires=seconds,
+        name,
+        task,
+        every=seconds,
+        queue="intake",
+        expires=seconds,
         description="Durable intake: re-sends lost consumers and wake-ups, removes old processed deliveries.",
-    )  # fmt: skip
+    )
     created += channels.ensure_builtin()
     grace, resources = _grace_service()
     created += len(resources)
@@ -154,10 +162,15 @@ def _grace_service() -> tuple[Service, dict[str, Resource]]:
     service = Service.objects.filter(name=GRACE_SERVICE).first()
     if service is None:
         service = inventory.save_service(
-            Service(name=GRACE_SERVICE, owner="GRACE operators", environment="production", tier_floor=2,
-                    description="GRACE itself (shipped default)."),
+            Service(
+                name=GRACE_SERVICE,
+                owner="GRACE operators",
+                environment="production",
+                tier_floor=2,
+                description="GRACE itself (shipped default).",
+            ),
             actor="system:defaults",
-        )  # fmt: skip
+        )
     wanted = {"health": (ResourceKind.HTTP, f"http://127.0.0.1:{settings.GRACE_PORT}/api/health/")}
     database = settings.DATABASES["default"]
     if database["ENGINE"].endswith("sqlite3"):

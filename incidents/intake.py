@@ -356,8 +356,13 @@ def _failed(delivery: Delivery, token: str, exc: BaseException) -> None:
     error = f"{type(exc).__name__}: {exc}"[:4000]
     permanent = isinstance(exc, PERMANENT)
     park = permanent or delivery.attempts >= settings.GRACE_INTAKE_MAX_ATTEMPTS
-    logger.warning("intake: delivery %s failed (attempt %s%s): %s", delivery.pk, delivery.attempts,
-                   ", parked" if park else "", error)  # fmt: skip
+    logger.warning(
+        "intake: delivery %s failed (attempt %s%s): %s",
+        delivery.pk,
+        delivery.attempts,
+        ", parked" if park else "",
+        error,
+    )
     now = timezone.now()
     mine = Delivery.objects.filter(pk=delivery.pk, claim=token, status=DeliveryStatus.PROCESSING)
     with transaction.atomic():

@@ -186,9 +186,16 @@ def _claim(channel: Channel, fingerprints: list[str]) -> None:
     every transaction already holds the database's single write lock."""
     if connection.vendor != "postgresql" or not fingerprints:
         return
-    keys = sorted({int.from_bytes(hashlib.blake2b(f"{channel.pk}:{fp}".encode(), digest_size=8,
-                                                  person=b"grace:fp").digest(), "big", signed=True)
-                   for fp in fingerprints})  # fmt: skip
+    keys = sorted(
+        {
+            int.from_bytes(
+                hashlib.blake2b(f"{channel.pk}:{fp}".encode(), digest_size=8, person=b"grace:fp").digest(),
+                "big",
+                signed=True,
+            )
+            for fp in fingerprints
+        }
+    )
     with connection.cursor() as cursor:
         # One statement; its select list is evaluated left to right, so the locks are taken in key order.
         cursor.execute("SELECT " + ", ".join(["pg_advisory_xact_lock(%s)"] * len(keys)), keys)
@@ -335,8 +342,11 @@ def _insert(incidents: list[Incident]) -> None:
     with connection.cursor() as cursor:
         for start in range(0, len(incidents), _ROWS_PER_INSERT):
             chunk = incidents[start : start + _ROWS_PER_INSERT]
-            params = [field.get_db_prep_save(field.pre_save(incident, True), connection)
-                      for incident in chunk for field in fields]  # fmt: skip
+            params = [
+                field.get_db_prep_save(field.pre_save(incident, True), connection)
+                for incident in chunk
+                for field in fields
+            ]
             values = ", ".join([placeholder] * len(chunk))  # placeholders only: the values are parameters
             # RETURNING (SQLite 3.35+, PostgreSQL) gives the ids in the order of the VALUES.
             cursor.execute(insert + values + " RETURNING id", params)  # noqa: S608 - placeholders only

@@ -74,8 +74,14 @@ def _wal_bytes(db_path: Path) -> int:
 def check_sqlite(target: SweepTarget) -> list[Finding]:
     db_path = Path(target.address)
     if not db_path.is_file():
-        return [Finding("sqlite_missing", True, f"{target.service_name}: SQLite file {db_path} is missing",
-                        {"db_path": str(db_path)})]  # fmt: skip
+        return [
+            Finding(
+                "sqlite_missing",
+                True,
+                f"{target.service_name}: SQLite file {db_path} is missing",
+                {"db_path": str(db_path)},
+            )
+        ]
     wal_bytes = _wal_bytes(db_path)
     wal_limit = int(target.threshold("wal_bytes"))
     findings = [
@@ -146,7 +152,7 @@ def check_postgres(target: SweepTarget) -> list[Finding]:
                 "oldest_seconds": f"{float(oldest):.1f}",
                 "threshold": str(long_limit),
             },
-        ),  # fmt: skip
+        ),
         Finding(
             "pg_blocked_locks",
             blocked >= blocked_limit,
@@ -171,8 +177,15 @@ def check_http(target: SweepTarget) -> list[Finding]:
         response = requests.get(target.address, timeout=timeout, allow_redirects=False)
     except requests.RequestException as exc:
         error = redact_text(str(exc))[:500]
-        return [Finding("http_status", True, f"{target.service_name}: {shown} is unreachable",
-                        {"url": shown, "error": type(exc).__name__}, error)]  # fmt: skip
+        return [
+            Finding(
+                "http_status",
+                True,
+                f"{target.service_name}: {shown} is unreachable",
+                {"url": shown, "error": type(exc).__name__},
+                error,
+            )
+        ]
     latency_ms = (time.perf_counter() - started) * 1000
     return [
         Finding(
@@ -264,8 +277,15 @@ def sweep_target(target: SweepTarget) -> dict:
     try:
         findings = CHECKS[target.kind](target)
     except (OSError, sqlite3.Error, psycopg.Error) as exc:
-        findings = [Finding(f"{target.kind}_check_failed", True, f"{target.service_name}: {target.kind} check failed",
-                            {"error": type(exc).__name__}, str(exc)[:500])]  # fmt: skip
+        findings = [
+            Finding(
+                f"{target.kind}_check_failed",
+                True,
+                f"{target.service_name}: {target.kind} check failed",
+                {"error": type(exc).__name__},
+                str(exc)[:500],
+            )
+        ]
     return apply_findings(target, findings)
 
 

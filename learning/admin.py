@@ -24,10 +24,16 @@ from learning.models import BenchmarkResult, BenchmarkRun, BenchmarkSuite, Outco
 
 GOOD, BAD, WARN, QUIET = "#1a7f37", "#cf222e", "#9a6700", "#6e7781"
 OUTCOME_COLOURS = {
-    Outcome.SUCCEEDED: GOOD, Outcome.FAILED: BAD, Outcome.ROLLED_BACK: WARN, Outcome.ESCALATED: BAD,
-    Outcome.REJECTED: BAD, Outcome.EXPIRED: BAD, Outcome.BLOCKED: WARN, Outcome.CANCELLED: QUIET,
+    Outcome.SUCCEEDED: GOOD,
+    Outcome.FAILED: BAD,
+    Outcome.ROLLED_BACK: WARN,
+    Outcome.ESCALATED: BAD,
+    Outcome.REJECTED: BAD,
+    Outcome.EXPIRED: BAD,
+    Outcome.BLOCKED: WARN,
+    Outcome.CANCELLED: QUIET,
     Outcome.SIMULATED: QUIET,
-}  # fmt: skip
+}
 RUN_COLOURS = {BenchmarkRunStatus.PASSED: GOOD, BenchmarkRunStatus.REGRESSED: BAD, BenchmarkRunStatus.FAILED: WARN}
 
 
@@ -47,8 +53,9 @@ def verdict(result: BenchmarkResult) -> str:
     if result.baseline_samples == 0 or result.threshold is None:
         return format_html(
             '<span style="color:{}">no judgement yet: needs {} earlier results</span>',
-            QUIET, settings.GRACE_BENCH_MIN_SAMPLES + settings.GRACE_BENCH_PERSIST_N - 1,
-        )  # fmt: skip
+            QUIET,
+            settings.GRACE_BENCH_MIN_SAMPLES + settings.GRACE_BENCH_PERSIST_N - 1,
+        )
     window = f"{judged.get('recent_over', '?')} of the last {judged.get('window', '?')} runs over"
     if result.regression:
         return _coloured(f"regression ({window})", BAD)
@@ -59,15 +66,40 @@ def verdict(result: BenchmarkResult) -> str:
 
 @admin.register(OutcomeRecord)
 class OutcomeRecordAdmin(ReadOnlyAdmin):
-    list_display = ("run_link", "outcome_shown", "finished", "service", "diagnosis_code", "playbook", "tier", "took",
-                    "counted")  # fmt: skip
+    list_display = (
+        "run_link",
+        "outcome_shown",
+        "finished",
+        "service",
+        "diagnosis_code",
+        "playbook",
+        "tier",
+        "took",
+        "counted",
+    )
     list_display_links = ("outcome_shown",)
     list_filter = ("outcome", "counted", "shadow", "tier", "diagnosis_code", ("finished_at", admin.DateFieldListFilter))
     search_fields = ("service", "target", "playbook", "diagnosis_code", "=run__id", "=incident__id")
     date_hierarchy = "finished_at"
     show_full_result_count = False
-    fields = ("run_link", "outcome_shown", "incident", "service", "target", "diagnosis_code", "playbook", "tier",
-              "shadow", "counted", "started_at", "finished_at", "took", "resolve", "stages", "contract")  # fmt: skip
+    fields = (
+        "run_link",
+        "outcome_shown",
+        "incident",
+        "service",
+        "target",
+        "diagnosis_code",
+        "playbook",
+        "tier",
+        "shadow",
+        "counted",
+        "started_at",
+        "finished_at",
+        "took",
+        "resolve",
+        "stages",
+        "contract",
+    )
     readonly_fields = fields
 
     @admin.display(description="run", ordering="run_id")
@@ -99,10 +131,16 @@ class OutcomeRecordAdmin(ReadOnlyAdmin):
     @admin.display(description="contract results")
     def contract(self, obj: OutcomeRecord) -> str:
         rows = (
-            (r.get("step_index"), r.get("field"), r.get("operator"), fact(r.get("expected")), fact(r.get("actual")),
-             "held" if r.get("passed") else "did not hold")
+            (
+                r.get("step_index"),
+                r.get("field"),
+                r.get("operator"),
+                fact(r.get("expected")),
+                fact(r.get("actual")),
+                "held" if r.get("passed") else "did not hold",
+            )
             for r in obj.contract_results or []
-        )  # fmt: skip
+        )
         body = format_html_join("", "<tr><td>{}</td><td>{} {} {}</td><td>actual {}</td><td>{}</td></tr>", rows)
         return format_html("<table>{}</table>", body) if obj.contract_results else "-"
 
@@ -137,8 +175,11 @@ class PlaybookStatisticsAdmin(ReadOnlyAdmin):
     def confidence_display(self, obj: PlaybookStatistics) -> str:
         value = services.confidence_from(obj.successes, obj.attempts)
         if value < services.CONFIDENCE_TIER_THRESHOLD:
-            return format_html('<span style="color:{}" title="below the threshold: raises the tier">{} (raises the '
-                               "tier)</span>", WARN, f"{value:.2f}")  # fmt: skip
+            return format_html(
+                '<span style="color:{}" title="below the threshold: raises the tier">{} (raises the tier)</span>',
+                WARN,
+                f"{value:.2f}",
+            )
         return f"{value:.2f}"
 
     @admin.display(description="posterior")
@@ -269,8 +310,7 @@ class BenchmarkRunAdmin(ReadOnlyAdmin):
     inlines = [BenchmarkResultInline]
     list_select_related = ("suite",)
     show_full_result_count = False
-    fields = ("suite", "status_shown", "trigger", "queued", "finished", "took", "failed_checks",
-              "regression_count")  # fmt: skip
+    fields = ("suite", "status_shown", "trigger", "queued", "finished", "took", "failed_checks", "regression_count")
     readonly_fields = fields
 
     @admin.display(description="run", ordering="id")

@@ -192,8 +192,12 @@ def _fail_unhanded(run_id: int, exc: Exception, *, actor=None) -> None:
             status=BenchmarkRunStatus.FAILED, finished_at=timezone.now()
         )
         if failed:
-            audit.record("benchmark.run_failed", actor=actor or ACTOR, obj=("learning.benchmarkrun", run_id),
-                         data={"reason": reason})  # fmt: skip
+            audit.record(
+                "benchmark.run_failed",
+                actor=actor or ACTOR,
+                obj=("learning.benchmarkrun", run_id),
+                data={"reason": reason},
+            )
     logger.warning("benchmark run #%s %s", run_id, reason)
 
 
@@ -308,8 +312,9 @@ def _finish(run: BenchmarkRun, measured: list, duration_ms: float) -> list[Bench
             error=error,
         )
         if measurement is not None:
-            verdict = judge(measurement.value, histories[metric.name], metric,
-                            persistent=run.trigger != Trigger.CONTRACT)  # fmt: skip
+            verdict = judge(
+                measurement.value, histories[metric.name], metric, persistent=run.trigger != Trigger.CONTRACT
+            )
             base = verdict.baseline
             result.value = measurement.value
             result.details = {**measurement.details, "judgement": verdict.details()}
@@ -416,8 +421,13 @@ def no_regression(suite: str = "smoke", *, trigger: str = Trigger.CONTRACT) -> d
     """
     run = run_suite(suite, trigger=trigger)
     found, failed = regressions(run), failures(run)
-    return {"passed": not found and not failed, "run_id": run.pk, "status": run.status, "regressions": found,
-            "failures": failed}  # fmt: skip
+    return {
+        "passed": not found and not failed,
+        "run_id": run.pk,
+        "status": run.status,
+        "regressions": found,
+        "failures": failed,
+    }
 
 
 def failures(run: BenchmarkRun) -> list[dict]:
@@ -466,9 +476,19 @@ def history(suite: str, metric: str, *, limit: int = 30) -> list[dict]:
     rows = (
         BenchmarkResult.objects.filter(suite__name=suite, metric=metric)
         .order_by("-created_at", "-pk")
-        .values("run_id", "created_at", "value", "unit", "ok", "error", "baseline_median", "threshold",
-                "higher_is_better", "regression")[:limit]
-    )  # fmt: skip
+        .values(
+            "run_id",
+            "created_at",
+            "value",
+            "unit",
+            "ok",
+            "error",
+            "baseline_median",
+            "threshold",
+            "higher_is_better",
+            "regression",
+        )[:limit]
+    )
     out = []
     for row in rows:
         value, threshold = row["value"], row["threshold"]

@@ -33,8 +33,9 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
 
-def line_chart(points: Sequence[Point], *, title: str, unit: str = "", y_min: float | None = None,
-               y_max: float | None = None) -> SafeString:  # fmt: skip
+def line_chart(
+    points: Sequence[Point], *, title: str, unit: str = "", y_min: float | None = None, y_max: float | None = None
+) -> SafeString:
     """An SVG line chart of ``points`` in order, with an optional band and alert markers."""
     values = [p.value for p in points if p.value is not None]
     bands = [b for p in points if p.band for b in p.band]

@@ -43,7 +43,12 @@ def install() -> int:
         created += new
     for task_name, (suite, every, expire) in SCHEDULES.items():
         created += ensure_interval_task(
-            task_name, "learning.benchmark_run", every=every, queue="benchmarks", expires=expire, args=[suite],
+            task_name,
+            "learning.benchmark_run",
+            every=every,
+            queue="benchmarks",
+            expires=expire,
+            args=[suite],
             description=f"Runs the {suite} benchmark suite and flags regressions.",
-        )  # fmt: skip
+        )
     return created

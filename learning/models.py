@@ -147,9 +147,13 @@ class BenchmarkResult(models.Model):
     threshold = models.FloatField(null=True, blank=True)
     regression = models.BooleanField(default=False)
     incident = models.ForeignKey(
-        "incidents.Incident", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        "incidents.Incident",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
         help_text="The incident this regression opened (or added an occurrence to).",
-    )  # fmt: skip
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -64,8 +64,11 @@ class PlaybookAdmin(admin.ModelAdmin):
         before = playbooks.snapshot(Playbook.objects.filter(pk=obj.pk).first()) if change else None
         replanned = playbooks.save(obj, actor=request.user, before=before)
         if replanned:
-            self.message_user(request, f"{replanned} run(s) waiting for approval got the new plan; "
-                              "their earlier approvals are void.", messages.WARNING)  # fmt: skip
+            self.message_user(
+                request,
+                f"{replanned} run(s) waiting for approval got the new plan; their earlier approvals are void.",
+                messages.WARNING,
+            )
 
     def delete_model(self, request, obj):
         try:
@@ -86,14 +89,27 @@ class SnapshotAdmin(ReadOnlyAdmin):
     list_filter = ("action", ("created_at", admin.DateFieldListFilter))
     search_fields = ("target", "action", "=run__id")
     list_select_related = ("run",)
-    fields = ("run_link", "step_index", "action", "target", "host", "path", "size", "taken", "restored_at", "purged_at",
-              "state_shown", "manifest_shown")  # fmt: skip
+    fields = (
+        "run_link",
+        "step_index",
+        "action",
+        "target",
+        "host",
+        "path",
+        "size",
+        "taken",
+        "restored_at",
+        "purged_at",
+        "state_shown",
+        "manifest_shown",
+    )
     readonly_fields = fields
 
     @admin.display(description="run", ordering="run_id")
     def run_link(self, obj: Snapshot) -> str:
-        return format_html('<a href="{}">#{}</a>', reverse("admin:remediation_healrun_change", args=[obj.run_id]),
-                           obj.run_id)  # fmt: skip
+        return format_html(
+            '<a href="{}">#{}</a>', reverse("admin:remediation_healrun_change", args=[obj.run_id]), obj.run_id
+        )
 
     @admin.display(description="size", ordering="size_bytes")
     def size(self, obj: Snapshot) -> str:

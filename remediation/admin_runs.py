@@ -27,9 +27,17 @@ from remediation.models import HealRun
 S = RunStatus
 GOOD, BAD, WARN, INFO = "#1a7f37", "#cf222e", "#9a6700", "#0969da"
 STATUS_COLOURS = {
-    S.SUCCEEDED: GOOD, S.ROLLED_BACK: WARN, S.FAILED: BAD, S.ESCALATED: BAD, S.BLOCKED: WARN, S.REJECTED: BAD,
-    S.EXPIRED: BAD, S.AWAITING_APPROVAL: INFO, S.SIMULATED: "#6e7781", S.CANCELLED: "#6e7781",
-}  # fmt: skip
+    S.SUCCEEDED: GOOD,
+    S.ROLLED_BACK: WARN,
+    S.FAILED: BAD,
+    S.ESCALATED: BAD,
+    S.BLOCKED: WARN,
+    S.REJECTED: BAD,
+    S.EXPIRED: BAD,
+    S.AWAITING_APPROVAL: INFO,
+    S.SIMULATED: "#6e7781",
+    S.CANCELLED: "#6e7781",
+}
 OPS = {
     "retry": "retry the current stage",
     "cancel": "cancel",
@@ -47,8 +55,12 @@ class FinishedFilter(admin.SimpleListFilter):
     parameter_name = "state"
 
     def lookups(self, request, model_admin):
-        return [("moving", "in flight"), ("waiting", "waiting for approval"), ("stopped", "stopped short"),
-                ("finished", "finished")]  # fmt: skip
+        return [
+            ("moving", "in flight"),
+            ("waiting", "waiting for approval"),
+            ("stopped", "stopped short"),
+            ("finished", "finished"),
+        ]
 
     def queryset(self, request, queryset):
         value = self.value()
@@ -57,8 +69,7 @@ class FinishedFilter(admin.SimpleListFilter):
         if value == "waiting":
             return queryset.filter(status__in=S.WAITING)
         if value == "stopped":
-            return queryset.filter(status__in=(S.ESCALATED, S.BLOCKED, S.FAILED, S.ROLLED_BACK, S.REJECTED,
-                                               S.EXPIRED))  # fmt: skip
+            return queryset.filter(status__in=(S.ESCALATED, S.BLOCKED, S.FAILED, S.ROLLED_BACK, S.REJECTED, S.EXPIRED))
         if value == "finished":
             return queryset.filter(status__in=S.TERMINAL)
         return queryset
@@ -66,8 +77,18 @@ class FinishedFilter(admin.SimpleListFilter):
 
 @admin.register(HealRun)
 class HealRunAdmin(admin.ModelAdmin):
-    list_display = ("run", "status_shown", "service", "diagnosis_code", "playbook_name", "tier", "target_short",
-                    "started", "took", "reason")  # fmt: skip
+    list_display = (
+        "run",
+        "status_shown",
+        "service",
+        "diagnosis_code",
+        "playbook_name",
+        "tier",
+        "target_short",
+        "started",
+        "took",
+        "reason",
+    )
     list_display_links = None
     list_filter = (FinishedFilter, "status", "tier", "family", "diagnosis_code", "dry_run", "shadow")
     search_fields = ("=id", "incident__title", "incident__service", "target", "status_reason")
@@ -186,14 +207,20 @@ class HealRunAdmin(admin.ModelAdmin):
         here = reverse("admin:remediation_healrun_change", args=[run.pk])
         if op == "retry":
             done = lifecycle.retry_stage(run, actor=request.user)
-            self.message_user(request, f"run #{run.pk}: stage {run.status} dispatched again" if done else
-                              f"run #{run.pk} is {run.status}: nothing to retry", messages.SUCCESS if done else
-                              messages.WARNING)  # fmt: skip
+            self.message_user(
+                request,
+                f"run #{run.pk}: stage {run.status} dispatched again"
+                if done
+                else f"run #{run.pk} is {run.status}: nothing to retry",
+                messages.SUCCESS if done else messages.WARNING,
+            )
         elif op == "cancel":
             done = lifecycle.cancel(run.pk, actor=request.user, reason=f"cancelled by {request.user} in the admin")
-            self.message_user(request, f"run #{run.pk} cancelled" if done else
-                              f"run #{run.pk} is {run.status}: too late to cancel", messages.SUCCESS if done else
-                              messages.WARNING)  # fmt: skip
+            self.message_user(
+                request,
+                f"run #{run.pk} cancelled" if done else f"run #{run.pk} is {run.status}: too late to cancel",
+                messages.SUCCESS if done else messages.WARNING,
+            )
         elif op == "rollback":
             try:
                 lifecycle.operator_rollback(run.pk, actor=request.user)
@@ -258,8 +285,11 @@ class HealRunAdmin(admin.ModelAdmin):
             if lifecycle.cancel(run.pk, actor=request.user, reason=f"cancelled by {request.user} in the admin")
         ]
         skipped = queryset.count() - len(done)
-        self.message_user(request, f"cancelled {len(done)} run(s); {skipped} were already executing or finished.",
-                          messages.SUCCESS if done else messages.WARNING)  # fmt: skip
+        self.message_user(
+            request,
+            f"cancelled {len(done)} run(s); {skipped} were already executing or finished.",
+            messages.SUCCESS if done else messages.WARNING,
+        )
 
     @admin.action(description="Roll back the selected finished runs from their snapshots", permissions=["change"])
     def roll_back_runs(self, request, queryset):

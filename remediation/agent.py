@@ -31,8 +31,13 @@ def _register(sender=None, **kwargs) -> None:
         resumed = 0
     finally:
         connection.close()
-    logger.info("agent %s of host %s consumes %s; %d waiting run(s) resumed", name, settings.GRACE_HOST,
-                ", ".join(sorted(queues)), resumed)  # fmt: skip
+    logger.info(
+        "agent %s of host %s consumes %s; %d waiting run(s) resumed",
+        name,
+        settings.GRACE_HOST,
+        ", ".join(sorted(queues)),
+        resumed,
+    )
     _stop.clear()
     threading.Thread(target=_beat, args=(name, queues), name="grace-agent-heartbeat", daemon=True).start()
 

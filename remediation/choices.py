@@ -25,8 +25,16 @@ class RunStatus(models.TextChoices):
 
 S = RunStatus
 RunStatus.TERMINAL = (
-    S.REJECTED, S.EXPIRED, S.BLOCKED, S.ESCALATED, S.SUCCEEDED, S.ROLLED_BACK, S.FAILED, S.CANCELLED, S.SIMULATED,
-)  # fmt: skip
+    S.REJECTED,
+    S.EXPIRED,
+    S.BLOCKED,
+    S.ESCALATED,
+    S.SUCCEEDED,
+    S.ROLLED_BACK,
+    S.FAILED,
+    S.CANCELLED,
+    S.SIMULATED,
+)
 # Runs that wait (for a human, or for their host's agent): the reaper leaves them alone but for deadlines.
 RunStatus.WAITING = (S.AWAITING_APPROVAL, S.BLOCKED_ON_HOST)
 # Runs a worker should be moving forward; the reaper re-dispatches stale ones.

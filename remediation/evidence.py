@@ -30,9 +30,32 @@ from remediation.actions import registry
 from remediation.actions.base import ActionError
 
 # Filesystems that are not disks: left out of the disk usage evidence.
-_PSEUDO_FS = {"proc", "sysfs", "devtmpfs", "devpts", "tmpfs", "cgroup", "cgroup2", "overlay", "squashfs", "nsfs",
-              "securityfs", "pstore", "bpf", "tracefs", "debugfs", "mqueue", "hugetlbfs", "autofs", "fusectl",
-              "configfs", "binfmt_misc", "ramfs", "efivarfs", "rpc_pipefs"}  # fmt: skip
+_PSEUDO_FS = {
+    "proc",
+    "sysfs",
+    "devtmpfs",
+    "devpts",
+    "tmpfs",
+    "cgroup",
+    "cgroup2",
+    "overlay",
+    "squashfs",
+    "nsfs",
+    "securityfs",
+    "pstore",
+    "bpf",
+    "tracefs",
+    "debugfs",
+    "mqueue",
+    "hugetlbfs",
+    "autofs",
+    "fusectl",
+    "configfs",
+    "binfmt_misc",
+    "ramfs",
+    "efivarfs",
+    "rpc_pipefs",
+}
 COMMAND_CHARS = 160
 
 
@@ -256,8 +279,12 @@ def benchmark_history(context: Context, params: dict) -> dict:
     suite, metric = labels.get("suite", ""), labels.get("metric", "")
     rows = benchmarks.history(suite, metric, limit=params["runs"])
     if not rows:
-        return {"suite": suite, "metric": metric, "results": [],
-                "summary": f"no benchmark history for suite {suite!r}, metric {metric!r}"}  # fmt: skip
+        return {
+            "suite": suite,
+            "metric": metric,
+            "results": [],
+            "summary": f"no benchmark history for suite {suite!r}, metric {metric!r}",
+        }
     over = sum(1 for r in rows if r["over_threshold"])
     latest = rows[0]
     facts = {"suite": suite, "metric": metric, "unit": latest["unit"], "results": rows}
@@ -316,8 +343,7 @@ def gather(steps: list[dict], incident: Incident) -> list[dict]:
             found.append({**entry, "error": f"could not gather {name}: {detail}"})
             continue
         summary = facts.pop("summary", "")
-        found.append({**entry, "summary": summary, "facts": facts,
-                      "seconds": round(time.perf_counter() - started, 3)})  # fmt: skip
+        found.append({**entry, "summary": summary, "facts": facts, "seconds": round(time.perf_counter() - started, 3)})
     return found
 
 

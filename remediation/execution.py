@@ -293,9 +293,13 @@ def execute(run: HealRun, *, claim: Callable[[], bool] | None = None) -> None:
             transition(run.pk, S.EXECUTING, S.BLOCKED, reason=failure.reason, data={"step": failure.step})
         else:
             transition(
-                run.pk, S.EXECUTING, S.ROLLING_BACK, reason=f"step {failure.step} failed: {failure.reason}",
-                family=run.family, host=run.host,
-            )  # fmt: skip
+                run.pk,
+                S.EXECUTING,
+                S.ROLLING_BACK,
+                reason=f"step {failure.step} failed: {failure.reason}",
+                family=run.family,
+                host=run.host,
+            )
         return
     if not moved:
         done()
@@ -313,16 +317,22 @@ def verify(run: HealRun) -> None:
             _progress(run, step, steps)
     except SoftTimeLimitExceeded:
         transition(
-            run.pk, S.VERIFYING, S.ROLLING_BACK, family=run.family, host=run.host,
+            run.pk,
+            S.VERIFYING,
+            S.ROLLING_BACK,
+            family=run.family,
+            host=run.host,
             reason="verification ran out of time (the stage's soft time limit) before the contract held",
-        )  # fmt: skip
+        )
         return
     except CannotObserve as exc:
         # Nothing can be judged, so the run never counts as SUCCEEDED: a person decides (the change is in place).
         transition(
-            run.pk, S.VERIFYING, S.BLOCKED,
+            run.pk,
+            S.VERIFYING,
+            S.BLOCKED,
             reason=f"{_unavailable(action, exc)}; the change is in place and was not verified: check it by hand",
-        )  # fmt: skip
+        )
         return
     passed = sum(1 for _, r in results if r.passed)
     confidence = passed / len(results) if results else 1.0
@@ -334,24 +344,41 @@ def verify(run: HealRun) -> None:
         # Transition first: a worker that lost the race writes nothing.
         if failed:
             moved = transition(
-                run.pk, S.VERIFYING, S.ROLLING_BACK, reason="contract not met: " + "; ".join(failed),
-                result=Verified(confidence), data=data, family=run.family, host=run.host,
-            )  # fmt: skip
+                run.pk,
+                S.VERIFYING,
+                S.ROLLING_BACK,
+                reason="contract not met: " + "; ".join(failed),
+                result=Verified(confidence),
+                data=data,
+                family=run.family,
+                host=run.host,
+            )
         else:
             moved = transition(
-                run.pk, S.VERIFYING, S.SUCCEEDED, note="contract met" if results else "no contract predicates",
-                result=Verified(confidence), data=data,
-            )  # fmt: skip
+                run.pk,
+                S.VERIFYING,
+                S.SUCCEEDED,
+                note="contract met" if results else "no contract predicates",
+                result=Verified(confidence),
+                data=data,
+            )
         if not moved:
             return
         ContractResult.objects.filter(run=run, phase=Phase.EXECUTE).delete()
         ContractResult.objects.bulk_create(
             ContractResult(
-                run=run, step_index=i, phase=Phase.EXECUTE, field=r.field, operator=r.operator,
-                expected=r.expected, actual=r.actual, passed=r.passed, detail=r.detail[:500],
+                run=run,
+                step_index=i,
+                phase=Phase.EXECUTE,
+                field=r.field,
+                operator=r.operator,
+                expected=r.expected,
+                actual=r.actual,
+                passed=r.passed,
+                detail=r.detail[:500],
             )
             for i, r in results
-        )  # fmt: skip
+        )
 
 
 def _unavailable(action, exc: ActionUnavailable) -> str:
@@ -410,9 +437,11 @@ def rollback(run: HealRun, *, from_status: str = S.ROLLING_BACK) -> None:
         attempt = _attempt(run, step, Phase.ROLLBACK, number)
         try:
             for retry in Retrying(
-                stop=stop_after_attempt(3), wait=wait_exponential_jitter(multiplier=0.2, max=2),
-                retry=retry_if_exception(_transient), reraise=True,
-            ):  # fmt: skip
+                stop=stop_after_attempt(3),
+                wait=wait_exponential_jitter(multiplier=0.2, max=2),
+                retry=retry_if_exception(_transient),
+                reraise=True,
+            ):
                 with retry:
                     result = action.rollback(step.params, snap.state, Path(snap.path))
         except ActionError as exc:

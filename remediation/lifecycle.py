@@ -26,10 +26,16 @@ logger = logging.getLogger(__name__)
 S = RunStatus
 
 OUTCOME = {
-    S.SUCCEEDED: "succeeded", S.FAILED: "failed", S.ROLLED_BACK: "rolled_back", S.ESCALATED: "escalated",
-    S.REJECTED: "rejected", S.EXPIRED: "expired", S.BLOCKED: "blocked", S.CANCELLED: "cancelled",
+    S.SUCCEEDED: "succeeded",
+    S.FAILED: "failed",
+    S.ROLLED_BACK: "rolled_back",
+    S.ESCALATED: "escalated",
+    S.REJECTED: "rejected",
+    S.EXPIRED: "expired",
+    S.BLOCKED: "blocked",
+    S.CANCELLED: "cancelled",
     S.SIMULATED: "simulated",
-}  # fmt: skip
+}
 ESCALATING = (S.ESCALATED, S.REJECTED, S.EXPIRED, S.BLOCKED, S.FAILED, S.ROLLED_BACK)
 
 
@@ -49,32 +55,53 @@ def record_outcome(run_id: int) -> None:
     incident = run.incident
     outcome = OUTCOME[run.status]
     record = learning.record_outcome(
-        run_id=run.pk, incident_id=incident.pk, diagnosis_code=run.diagnosis_code,
-        playbook=run.playbook.name if run.playbook else "", service=incident.service, target=run.target,
-        tier=run.tier, outcome=outcome, stage_durations=stage_durations(run),
-        contract_results=list(ContractResult.objects.filter(run=run).values("step_index", "field", "operator",
-                                                                            "expected", "actual", "passed")),
-        started_at=run.created_at, finished_at=run.finished_at or timezone.now(), shadow=run.shadow or run.dry_run,
-    )  # fmt: skip
+        run_id=run.pk,
+        incident_id=incident.pk,
+        diagnosis_code=run.diagnosis_code,
+        playbook=run.playbook.name if run.playbook else "",
+        service=incident.service,
+        target=run.target,
+        tier=run.tier,
+        outcome=outcome,
+        stage_durations=stage_durations(run),
+        contract_results=list(
+            ContractResult.objects.filter(run=run).values(
+                "step_index", "field", "operator", "expected", "actual", "passed"
+            )
+        ),
+        started_at=run.created_at,
+        finished_at=run.finished_at or timezone.now(),
+        shadow=run.shadow or run.dry_run,
+    )
     if record.outcome != outcome:
         # The run ended once already (it SUCCEEDED) and an operator then rolled it back: it counts as that now,
         # and its incident is open again for humans.
         with transaction.atomic():
             learning.revise_outcome(run.pk, outcome, reason=f"run #{run.pk} {run.status} after an operator rollback")
             intake.set_status(
-                incident.pk, IncidentStatus.ESCALATED, expected=(IncidentStatus.RESOLVED,),
+                incident.pk,
+                IncidentStatus.ESCALATED,
+                expected=(IncidentStatus.RESOLVED,),
                 reason=f"run #{run.pk} was rolled back by an operator ({run.status}): {run.status_reason}",
-            )  # fmt: skip
+            )
         return
     if run.status == S.SUCCEEDED:
-        intake.set_status(incident.pk, IncidentStatus.RESOLVED, reason=f"healed by run #{run.pk}",
-                          expected=(IncidentStatus.HEALING, IncidentStatus.OPEN))  # fmt: skip
+        intake.set_status(
+            incident.pk,
+            IncidentStatus.RESOLVED,
+            reason=f"healed by run #{run.pk}",
+            expected=(IncidentStatus.HEALING, IncidentStatus.OPEN),
+        )
     elif run.status in ESCALATING:
         # One transaction: a task that dies after the escalation cannot lose its notification,
         # since a redelivered one would find the incident escalated and notify nobody.
         with transaction.atomic():
-            if intake.set_status(incident.pk, IncidentStatus.ESCALATED, reason=f"run #{run.pk}: {run.status_reason}",
-                                 expected=(IncidentStatus.HEALING, IncidentStatus.OPEN)):  # fmt: skip
+            if intake.set_status(
+                incident.pk,
+                IncidentStatus.ESCALATED,
+                reason=f"run #{run.pk}: {run.status_reason}",
+                expected=(IncidentStatus.HEALING, IncidentStatus.OPEN),
+            ):
                 event = "run.failed" if run.status in (S.FAILED, S.ROLLED_BACK) else "run.escalated"
                 approvals.notify(
                     event,
@@ -88,8 +115,12 @@ def record_outcome(run_id: int) -> None:
                     },
                 )
     elif run.status in (S.SIMULATED, S.CANCELLED):
-        intake.set_status(incident.pk, IncidentStatus.OPEN, reason=f"run #{run.pk} {run.status.lower()}",
-                          expected=(IncidentStatus.HEALING,))  # fmt: skip
+        intake.set_status(
+            incident.pk,
+            IncidentStatus.OPEN,
+            reason=f"run #{run.pk} {run.status.lower()}",
+            expected=(IncidentStatus.HEALING,),
+        )
     _maybe_pause(run)
 
 
@@ -142,9 +173,14 @@ def operator_rollback(run_id: int, *, actor) -> HealRun:
         raise RollbackRefused("; ".join(problems))
     try:
         moved = transition(
-            run.pk, S.SUCCEEDED, S.ROLLING_BACK, actor=actor, reason="rollback requested by an operator",
-            family=run.family, host=run.host,
-        )  # fmt: skip
+            run.pk,
+            S.SUCCEEDED,
+            S.ROLLING_BACK,
+            actor=actor,
+            reason="rollback requested by an operator",
+            family=run.family,
+            host=run.host,
+        )
     except IntegrityError:
         raise RollbackRefused("the incident already has another live run") from None
     if not moved:
@@ -205,15 +241,23 @@ def resume_held(*, host: str | None = None, now=None) -> int:
     for run in held.order_by("heartbeat_at")[:500]:
         if fleet.live(run.host, now=now):
             resumed += transition(
-                run.pk, S.BLOCKED_ON_HOST, run.held_status, note=f"the agent of host {run.host} is back",
-                result=state.Resumed(), family=run.family, host=run.host,
-            )  # fmt: skip
+                run.pk,
+                S.BLOCKED_ON_HOST,
+                run.held_status,
+                note=f"the agent of host {run.host} is back",
+                result=state.Resumed(),
+                family=run.family,
+                host=run.host,
+            )
         elif run.heartbeat_at < deadline:
             transition(
-                run.pk, S.BLOCKED_ON_HOST, S.ESCALATED, result=state.Resumed(),
+                run.pk,
+                S.BLOCKED_ON_HOST,
+                S.ESCALATED,
+                result=state.Resumed(),
                 reason=f"no live agent for host {run.host} within {settings.GRACE_HOST_WAIT_SECONDS} s "
                 f"(it waited in {run.held_status})",
-            )  # fmt: skip
+            )
     return resumed
 
 
@@ -248,9 +292,11 @@ def reap(*, now=None) -> dict[str, int]:
                 counts["redispatched"] += 1
     # Finished runs whose outcome hand-off was lost (the incident would stay HEALING): send it again.
     unrecorded = HealRun.objects.filter(
-        status__in=S.TERMINAL, finished_at__lt=oldest, finished_at__gte=now - timedelta(days=1),
+        status__in=S.TERMINAL,
+        finished_at__lt=oldest,
+        finished_at__gte=now - timedelta(days=1),
         outcome_record__isnull=True,
-    ).values_list("pk", flat=True)[:500]  # fmt: skip
+    ).values_list("pk", flat=True)[:500]
     for run_id in unrecorded:
         send("remediation.record_outcome", run_id)
         counts["outcomes"] += 1

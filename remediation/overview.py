@@ -28,8 +28,17 @@ from remediation.models import HealRun
 
 S = RunStatus
 # The pipeline's stages in order, for "runs in flight by stage".
-IN_FLIGHT = (S.RECEIVED, S.DIAGNOSED, S.PLANNED, S.AWAITING_APPROVAL, S.APPROVED, S.SNAPSHOTTED, S.EXECUTING,
-             S.VERIFYING, S.ROLLING_BACK)  # fmt: skip
+IN_FLIGHT = (
+    S.RECEIVED,
+    S.DIAGNOSED,
+    S.PLANNED,
+    S.AWAITING_APPROVAL,
+    S.APPROVED,
+    S.SNAPSHOTTED,
+    S.EXECUTING,
+    S.VERIFYING,
+    S.ROLLING_BACK,
+)
 ACTIVE_INCIDENTS = (IncidentStatus.OPEN, IncidentStatus.HEALING, IncidentStatus.ESCALATED)
 LIST_LIMIT = 10
 WEEK = timedelta(days=7)
@@ -66,8 +75,19 @@ def _incidents(view: Overview) -> None:
         Incident.objects.filter(status__in=ACTIVE_INCIDENTS).values_list("status").annotate(n=Count("pk")).order_by()
     )
     view.incident_counts = {status: counts.get(status, 0) for status in ACTIVE_INCIDENTS}
-    fields = ("pk", "title", "service", "environment", "status", "status_reason", "diagnosis_code", "severity",
-              "occurrences", "last_seen", "latest_run_id")  # fmt: skip
+    fields = (
+        "pk",
+        "title",
+        "service",
+        "environment",
+        "status",
+        "status_reason",
+        "diagnosis_code",
+        "severity",
+        "occurrences",
+        "last_seen",
+        "latest_run_id",
+    )
     active = Incident.objects.only(*fields).order_by("-last_seen")
     view.incidents = list(active.filter(status__in=(IncidentStatus.OPEN, IncidentStatus.HEALING))[:LIST_LIMIT])
     view.escalated = list(active.filter(status=IncidentStatus.ESCALATED)[:LIST_LIMIT])
@@ -79,10 +99,20 @@ def _runs(view: Overview) -> None:
     view.runs_in_flight = list(
         HealRun.objects.filter(status__in=IN_FLIGHT)
         .select_related("incident", "playbook")
-        .only("pk", "status", "created_at", "heartbeat_at", "target", "tier", "diagnosis_code",
-              "incident__service", "incident__title", "playbook__name")
+        .only(
+            "pk",
+            "status",
+            "created_at",
+            "heartbeat_at",
+            "target",
+            "tier",
+            "diagnosis_code",
+            "incident__service",
+            "incident__title",
+            "playbook__name",
+        )
         .order_by("created_at")[:LIST_LIMIT]
-    )  # fmt: skip
+    )
 
 
 def _approvals(view: Overview) -> None:

@@ -51,25 +51,33 @@ def start_run(incident_id: int, *, dry_run: bool = False, started_by=None, manua
     try:
         with transaction.atomic():
             run = HealRun.objects.create(
-                incident=incident, diagnosis_code=incident.diagnosis_code, dry_run=dry_run,
-                started_by=started_by, status=S.RECEIVED,
-            )  # fmt: skip
+                incident=incident,
+                diagnosis_code=incident.diagnosis_code,
+                dry_run=dry_run,
+                started_by=started_by,
+                status=S.RECEIVED,
+            )
             RunEvent.objects.create(
                 run=run, to_status=S.RECEIVED, note="run created" + (" (dry run)" if dry_run else "")
             )
             intake.attach_run(incident.pk, run.pk)
             audit.record(
-                "run.created", actor=started_by, obj=run,
+                "run.created",
+                actor=started_by,
+                obj=run,
                 data={"incident": incident.pk, "dry_run": dry_run, "manual": manual},
-            )  # fmt: skip
+            )
             if not dry_run:
-                intake.set_status(incident.pk, IncidentStatus.HEALING, reason=f"heal run #{run.pk} started",
-                                  expected=allowed)  # fmt: skip
+                intake.set_status(
+                    incident.pk, IncidentStatus.HEALING, reason=f"heal run #{run.pk} started", expected=allowed
+                )
             transition(
-                run.pk, S.RECEIVED, S.DIAGNOSED,
+                run.pk,
+                S.RECEIVED,
+                S.DIAGNOSED,
                 note=f"diagnosis {incident.diagnosis_code} (confidence {incident.diagnosis_confidence:.2f})",
                 data={"evidence": incident.diagnosis_evidence},
-            )  # fmt: skip
+            )
     except IntegrityError:
         return HealRun.objects.filter(incident_id=incident_id).exclude(status__in=S.TERMINAL).first()
     return run
@@ -101,8 +109,11 @@ def _choose(code: str, candidates: dict[str, Playbook], incident: Incident):
             ),
         )
     needs = "; ".join(f"{name} needs a {' and a '.join(kinds)} resource" for name, kinds in sorted(misfits.items()))
-    missing = [{"service": service.name, "kind": kind, "playbook": name}
-               for name, kinds in sorted(misfits.items()) for kind in kinds]  # fmt: skip
+    missing = [
+        {"service": service.name, "kind": kind, "playbook": name}
+        for name, kinds in sorted(misfits.items())
+        for kind in kinds
+    ]
     return (
         None,
         None,
@@ -121,9 +132,13 @@ def _hand_over(run: HealRun, playbook: Playbook, code: str) -> None:
     if found:
         reason += f"; evidence: {evidence.summary(found)}"
     transition(
-        run.pk, S.DIAGNOSED, S.ESCALATED, reason=reason, data={"evidence": found} if found else None,
+        run.pk,
+        S.DIAGNOSED,
+        S.ESCALATED,
+        reason=reason,
+        data={"evidence": found} if found else None,
         result=state.Planned(plan={}, plan_hash="", family="", target="", playbook=playbook, shadow=False),
-    )  # fmt: skip
+    )
 
 
 def plan(run_id: int) -> None:
@@ -162,23 +177,32 @@ def plan(run_id: int) -> None:
     )
     if recent is not None and not run.dry_run:
         return transition(
-            run.pk, S.DIAGNOSED, S.BLOCKED,
+            run.pk,
+            S.DIAGNOSED,
+            S.BLOCKED,
             reason=f"cooldown: run #{recent.pk} of {playbook.name} on {built.target} ended at "
             f"{recent.finished_at:%H:%M:%S}; the playbook waits {playbook.cooldown_seconds} s between runs",
-        )  # fmt: skip
+        )
     transition(
-        run.pk, S.DIAGNOSED, S.PLANNED,
+        run.pk,
+        S.DIAGNOSED,
+        S.PLANNED,
         note=f"playbook {playbook.name} chosen (score {chosen.score:.2f}, "
         + ("exploring: too few outcomes yet)" if chosen.exploring else f"confidence {chosen.confidence:.2f})"),
         data={"ranking": [r.__dict__ for r in ranking], "plan_hash": built.hash},
         result=state.Planned(
-            plan=built.to_document(), plan_hash=built.hash, family=built.family, target=built.target,
-            host=built.host, playbook=playbook, shadow=playbook.shadow,
+            plan=built.to_document(),
+            plan_hash=built.hash,
+            family=built.family,
+            target=built.target,
+            host=built.host,
+            playbook=playbook,
+            shadow=playbook.shadow,
             # No learned confidence while the playbook is still under-tried: its declared tier stands
             # until outcomes say otherwise (then low confidence raises it through governance).
             confidence=None if chosen.exploring else chosen.confidence,
         ),
-    )  # fmt: skip
+    )
 
 
 def _facts(run: HealRun) -> governance.PlanFacts:
@@ -228,27 +252,43 @@ def gate(run_id: int) -> None:
         mode = "dry run" if run.dry_run else "shadow mode"
         needs = "runs autonomously" if tier == 1 else f"needs {tier - 1} approval(s)"
         return transition(
-            run.pk, S.PLANNED, S.SIMULATED, result=dataclasses.replace(gated, shadow=shadow),
+            run.pk,
+            S.PLANNED,
+            S.SIMULATED,
+            result=dataclasses.replace(gated, shadow=shadow),
             reason=f"{mode}: planned and gated at tier {tier} ({needs}); nothing executed",
-        )  # fmt: skip
+        )
     if tier == 1:
         ok, why = governance.consume_action_budget(facts, spender=f"run-{run.pk}")
         if not ok:
             return transition(run.pk, S.PLANNED, S.BLOCKED, reason=f"policy: {why}", result=gated)
         return transition(
-            run.pk, S.PLANNED, S.APPROVED, note="tier 1: runs autonomously", result=gated, family=run.family,
+            run.pk,
+            S.PLANNED,
+            S.APPROVED,
+            note="tier 1: runs autonomously",
+            result=gated,
+            family=run.family,
             host=run.host,
-        )  # fmt: skip
+        )
     with transaction.atomic():
         if transition(
-            run.pk, S.PLANNED, S.AWAITING_APPROVAL, advance=False, result=gated,
+            run.pk,
+            S.PLANNED,
+            S.AWAITING_APPROVAL,
+            advance=False,
+            result=gated,
             note=f"tier {tier}: waiting for {tier - 1} approval(s)",
-        ):  # fmt: skip
+        ):
             approvals.open_request(
-                run_id=run.pk, plan_hash=run.plan_hash, tier=tier, requested_by_id=run.started_by_id,
+                run_id=run.pk,
+                plan_hash=run.plan_hash,
+                tier=tier,
+                requested_by_id=run.started_by_id,
                 context=approval_context(run, reasons, decision.explanation),
-                ineligible=initiators(run), depends_on=[_audit_ref(run), _audit_ref(run.playbook)],
-            )  # fmt: skip
+                ineligible=initiators(run),
+                depends_on=[_audit_ref(run), _audit_ref(run.playbook)],
+            )
 
 
 def _audit_ref(obj) -> tuple[str, str]:
@@ -270,15 +310,24 @@ def approval_context(run: HealRun, reasons: list[str], explanation: list[dict]) 
     """What an approver sees: the incident, the exact plan, its contract and the reasons for the tier."""
     plan = planner.Plan.from_document(run.plan)
     return ApprovalContext(
-        service=plan.service, environment=plan.environment, incident=run.incident_id, title=run.incident.title,
-        diagnosis=run.diagnosis_code, playbook=run.playbook.name if run.playbook else "", plan=run.plan,
-        contract=[step.contract for step in plan.steps], snapshot_policy=plan.snapshot_policy,
-        confidence=run.confidence, tier_reasons=reasons, policy_explanation=explanation, shadow=run.shadow,
+        service=plan.service,
+        environment=plan.environment,
+        incident=run.incident_id,
+        title=run.incident.title,
+        diagnosis=run.diagnosis_code,
+        playbook=run.playbook.name if run.playbook else "",
+        plan=run.plan,
+        contract=[step.contract for step in plan.steps],
+        snapshot_policy=plan.snapshot_policy,
+        confidence=run.confidence,
+        tier_reasons=reasons,
+        policy_explanation=explanation,
+        shadow=run.shadow,
         links={
             "run": reverse("admin:remediation_healrun_change", args=[run.pk]),
             "incident": reverse("admin:incidents_incident_change", args=[run.incident_id]),
         },
-    )  # fmt: skip
+    )
 
 
 def replan_waiting(playbook: Playbook, *, actor=None) -> int:
@@ -302,13 +351,21 @@ def replan_waiting(playbook: Playbook, *, actor=None) -> int:
                 continue
             else:
                 moved = transition(
-                    run.pk, S.AWAITING_APPROVAL, S.PLANNED, actor=actor,
+                    run.pk,
+                    S.AWAITING_APPROVAL,
+                    S.PLANNED,
+                    actor=actor,
                     note=f"playbook {playbook.name} changed: planned again, to be gated again",
                     data={"old_plan_hash": run.plan_hash, "new_plan_hash": built.hash},
-                    result=state.Planned(plan=built.to_document(), plan_hash=built.hash, family=built.family,
-                                         target=built.target, host=built.host),
+                    result=state.Planned(
+                        plan=built.to_document(),
+                        plan_hash=built.hash,
+                        family=built.family,
+                        target=built.target,
+                        host=built.host,
+                    ),
                     guard={"plan_hash": run.plan_hash},
-                )  # fmt: skip
+                )
                 replanned += moved
             if moved:
                 approvals.void_pending(run.pk, reason=f"the plan changed: {why if built is None else 'new plan'}")

@@ -80,34 +80,71 @@ def _escalated_steps(run: HealRun, reason: str, data: dict) -> list[NextStep]:
     code = run.diagnosis_code
     if data.get("missing_service") is not None or "is not in the inventory" in reason:
         name = data.get("missing_service") or run.incident.service
-        steps.append(NextStep(f"Add service {name!r} and the resources GRACE may act on to the inventory "
-                              "(or `manage.py grace_inventory apply` a catalogue that lists it)",
-                              _admin("incidents_service_add", query={"name": name}), "add the service"))  # fmt: skip
+        steps.append(
+            NextStep(
+                f"Add service {name!r} and the resources GRACE may act on to the inventory "
+                "(or `manage.py grace_inventory apply` a catalogue that lists it)",
+                _admin("incidents_service_add", query={"name": name}),
+                "add the service",
+            )
+        )
     for missing in data.get("missing_resources", []):
         service = Service.objects.filter(name=missing["service"]).only("pk").first()
         query = {"kind": missing["kind"], **({"service": service.pk} if service else {})}
-        steps.append(NextStep(f"Add the {missing['kind']} resource of service {missing['service']} to the inventory "
-                              f"(playbook {missing['playbook']} needs it)",
-                              _admin("incidents_resource_add", query=query), "add the resource"))  # fmt: skip
+        steps.append(
+            NextStep(
+                f"Add the {missing['kind']} resource of service {missing['service']} to the inventory "
+                f"(playbook {missing['playbook']} needs it)",
+                _admin("incidents_resource_add", query=query),
+                "add the resource",
+            )
+        )
     if re.search(r"has no \w+ resource|names no \w+ resource|resources \(.*\); the alert must name one", reason):
-        steps.append(NextStep("Fix the inventory: add the resource, or name one with the alert's selection label",
-                              _admin("incidents_resource_changelist", query={"q": run.incident.service}),
-                              "the service's resources"))  # fmt: skip
+        steps.append(
+            NextStep(
+                "Fix the inventory: add the resource, or name one with the alert's selection label",
+                _admin("incidents_resource_changelist", query={"q": run.incident.service}),
+                "the service's resources",
+            )
+        )
     if reason.startswith("no enabled playbook") or data.get("missing_resources"):
-        steps.append(NextStep(f"Add or enable a playbook for {code}",
-                              _admin("remediation_playbook_changelist", query={"q": code}), "playbooks"))  # fmt: skip
+        steps.append(
+            NextStep(
+                f"Add or enable a playbook for {code}",
+                _admin("remediation_playbook_changelist", query={"q": code}),
+                "playbooks",
+            )
+        )
     if reason.startswith("cannot plan") and run.playbook_id:
-        steps.append(NextStep(f"Edit playbook {run.playbook.name} so it plans for this incident",
-                              _admin("remediation_playbook_change", run.playbook_id), "edit the playbook"))  # fmt: skip
+        steps.append(
+            NextStep(
+                f"Edit playbook {run.playbook.name} so it plans for this incident",
+                _admin("remediation_playbook_change", run.playbook_id),
+                "edit the playbook",
+            )
+        )
     if reason.startswith("diagnosis unknown"):
-        steps.append(NextStep("Add a diagnosis rule that recognises this signal",
-                              _admin("incidents_diagnosisrule_add"), "add a rule"))  # fmt: skip
+        steps.append(
+            NextStep(
+                "Add a diagnosis rule that recognises this signal", _admin("incidents_diagnosisrule_add"), "add a rule"
+            )
+        )
     if reason.startswith("channel "):
-        steps.append(NextStep("Widen the channel's scope if it should speak for this service",
-                              _admin("incidents_channel_change", run.incident.channel_id), "the channel"))  # fmt: skip
+        steps.append(
+            NextStep(
+                "Widen the channel's scope if it should speak for this service",
+                _admin("incidents_channel_change", run.incident.channel_id),
+                "the channel",
+            )
+        )
     if "hands" in reason and "to humans" in reason:
-        steps.append(NextStep("Read the evidence below and act by hand; resolve the incident once it is fixed",
-                              _admin("incidents_incident_change", run.incident_id), "the incident"))  # fmt: skip
+        steps.append(
+            NextStep(
+                "Read the evidence below and act by hand; resolve the incident once it is fixed",
+                _admin("incidents_incident_change", run.incident_id),
+                "the incident",
+            )
+        )
     return steps
 
 
@@ -116,21 +153,44 @@ def _blocked_steps(run: HealRun, reason: str) -> list[NextStep]:
     if reason.startswith("cooldown"):
         steps.append(NextStep("Wait for the playbook's cooldown, then start a new run", op="rerun"))
     elif reason.startswith("policy"):
-        steps.append(NextStep("A policy rule or the hourly budget stopped it: review the policy rules",
-                              _admin("approvals_policyrule_changelist"), "policy rules"))  # fmt: skip
+        steps.append(
+            NextStep(
+                "A policy rule or the hourly budget stopped it: review the policy rules",
+                _admin("approvals_policyrule_changelist"),
+                "policy rules",
+            )
+        )
     if "breaker" in reason or "rate limit" in reason:
-        steps.append(NextStep("Reset the circuit breaker once the target is healthy (audited)",
-                              _admin("remediation_resilience"), "breakers and rate limits"))  # fmt: skip
+        steps.append(
+            NextStep(
+                "Reset the circuit breaker once the target is healthy (audited)",
+                _admin("remediation_resilience"),
+                "breakers and rate limits",
+            )
+        )
     if "refused" in reason or "outside" in reason:
-        steps.append(NextStep("The action refused the target the inventory gives: check the resource",
-                              _admin("incidents_resource_changelist", query={"q": run.incident.service}),
-                              "the service's resources"))  # fmt: skip
+        steps.append(
+            NextStep(
+                "The action refused the target the inventory gives: check the resource",
+                _admin("incidents_resource_changelist", query={"q": run.incident.service}),
+                "the service's resources",
+            )
+        )
     if "unavailable" in reason:
-        steps.append(NextStep("The family is not configured or not reachable: see /api/cloud/status/",
-                              "/api/cloud/status/", "cloud status"))  # fmt: skip
+        steps.append(
+            NextStep(
+                "The family is not configured or not reachable: see /api/cloud/status/",
+                "/api/cloud/status/",
+                "cloud status",
+            )
+        )
     if reason.startswith("cannot observe") or "not verified" in reason:
-        steps.append(NextStep("GRACE cannot see what the contract needs: check the target by hand, and grant "
-                              "the privilege named above"))  # fmt: skip
+        steps.append(
+            NextStep(
+                "GRACE cannot see what the contract needs: check the target by hand, and grant "
+                "the privilege named above"
+            )
+        )
     steps.append(NextStep("Start a new run once the cause is fixed", op="rerun"))
     return steps
 
@@ -140,10 +200,15 @@ def next_steps(run: HealRun, approvals: list[ApprovalRequest], escalation: dict,
     reason = run.status_reason or ""
     pending = next((a for a in approvals if a.status == "pending"), None)
     if run.status == S.AWAITING_APPROVAL and pending is not None:
-        return [NextStep(f"Approve or reject it: request #{pending.pk} needs {pending.required_approvals} approval(s), "
-                         f"expires {timezone.localtime(pending.expires_at):%H:%M %Z}",
-                         _admin("approvals_approvalrequest_change", pending.pk), f"review request #{pending.pk}"),
-                NextStep("Cancel it instead", op="cancel")]  # fmt: skip
+        return [
+            NextStep(
+                f"Approve or reject it: request #{pending.pk} needs {pending.required_approvals} approval(s), "
+                f"expires {timezone.localtime(pending.expires_at):%H:%M %Z}",
+                _admin("approvals_approvalrequest_change", pending.pk),
+                f"review request #{pending.pk}",
+            ),
+            NextStep("Cancel it instead", op="cancel"),
+        ]
     if run.status == S.ESCALATED:
         steps = _escalated_steps(run, reason, escalation)
         steps.append(NextStep("Start a new run once the cause is fixed", op="rerun"))

@@ -128,9 +128,13 @@ def dispatch(run_id: int, status: str, *, family: str = "", host: str = "") -> N
             return  # this worker is the host's agent: the stage runs on here
         if not fleet.live(host):
             transition(
-                run_id, status, RunStatus.BLOCKED_ON_HOST, reason=f"no live agent for host {host}",
-                result=state.Held(status), advance=False,
-            )  # fmt: skip
+                run_id,
+                status,
+                RunStatus.BLOCKED_ON_HOST,
+                reason=f"no live agent for host {host}",
+                result=state.Held(status),
+                advance=False,
+            )
             return
     elif status in ACTION_STAGES and family and family != Family.LOCAL:
         queue = handoff.HEAL_CLOUD

@@ -119,8 +119,13 @@ class Planned:
     shadow: bool | None = None
 
     def fields(self) -> dict:
-        values = {"plan": self.plan, "plan_hash": self.plan_hash, "family": self.family, "target": self.target,
-                  "host": self.host}  # fmt: skip
+        values = {
+            "plan": self.plan,
+            "plan_hash": self.plan_hash,
+            "family": self.family,
+            "target": self.target,
+            "host": self.host,
+        }
         if self.playbook is not None:
             values.update(playbook=self.playbook, confidence=self.confidence, shadow=bool(self.shadow))
         return values

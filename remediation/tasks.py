@@ -76,8 +76,9 @@ def run_stage(name: str, object_id: int, *, queues: frozenset[str], long: bool, 
             try:
                 STAGES[next_name](next_id)
             except TRANSIENT as exc:
-                logger.warning("%s[%s] run on in the same task failed (%s): sent to be tried again", next_name,
-                               next_id, exc)  # fmt: skip
+                logger.warning(
+                    "%s[%s] run on in the same task failed (%s): sent to be tried again", next_name, next_id, exc
+                )
                 _send(next_name, next_id, queue, countdown=1)
                 break
             except Exception:
@@ -142,9 +143,12 @@ def execute_run(run_id: int) -> None:
     if run.status == S.SNAPSHOTTED:
         # The claim commits with the first step's attempt; the stage only reads the plan, which a transition
         # never changes.
-        execution.execute(run, claim=lambda: transition(
-            run_id, S.SNAPSHOTTED, S.EXECUTING, note="executing", advance=False, result=Started(timezone.now())
-        ))  # fmt: skip
+        execution.execute(
+            run,
+            claim=lambda: transition(
+                run_id, S.SNAPSHOTTED, S.EXECUTING, note="executing", advance=False, result=Started(timezone.now())
+            ),
+        )
     elif run.status == S.EXECUTING and enter_stage(run):
         execution.execute(run)
 

@@ -49,9 +49,16 @@ def test_adding_a_user_to_the_approver_group_is_audited_with_the_groups_before_a
 
     response = admin_client.post(
         f"/admin/auth/user/{user.pk}/change/",
-        {"username": "newbie", "is_active": "on", "groups": [senior.pk], "date_joined_0": "2026-01-01",
-         "date_joined_1": "00:00:00", "initial-date_joined_0": "2026-01-01", "initial-date_joined_1": "00:00:00"},
-    )  # fmt: skip
+        {
+            "username": "newbie",
+            "is_active": "on",
+            "groups": [senior.pk],
+            "date_joined_0": "2026-01-01",
+            "date_joined_1": "00:00:00",
+            "initial-date_joined_0": "2026-01-01",
+            "initial-date_joined_1": "00:00:00",
+        },
+    )
 
     assert response.status_code == 302, response.content.decode()[:3000]
     event = AuditEvent.objects.get(action="config.changed", object_type="auth.user", object_id=str(user.pk))
@@ -122,9 +129,17 @@ def test_editing_a_diagnosis_rule_records_the_old_and_new_values(admin_client):
 
     admin_client.post(
         f"/admin/incidents/diagnosisrule/{rule.pk}/change/",
-        {"name": "cpu", "position": 100, "enabled": "on", "code": "high_cpu", "confidence": 0.9,
-         "label_equals": "{}", "label_regex": "{}", "thresholds": "[]"},
-    )  # fmt: skip
+        {
+            "name": "cpu",
+            "position": 100,
+            "enabled": "on",
+            "code": "high_cpu",
+            "confidence": 0.9,
+            "label_equals": "{}",
+            "label_regex": "{}",
+            "thresholds": "[]",
+        },
+    )
 
     event = AuditEvent.objects.get(action="config.changed", object_type="incidents.diagnosisrule")
     assert event.data["changes"] == {"confidence": {"before": 0.5, "after": 0.9}}

@@ -15,9 +15,14 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def some_run():
     incident = Incident.objects.create(
-        fingerprint="admin", source="api", title="orders-db locked", service="orders-db",
-        first_seen=timezone.now(), last_seen=timezone.now(), diagnosis_code="database_locked",
-    )  # fmt: skip
+        fingerprint="admin",
+        source="api",
+        title="orders-db locked",
+        service="orders-db",
+        first_seen=timezone.now(),
+        last_seen=timezone.now(),
+        diagnosis_code="database_locked",
+    )
     run = HealRun.objects.create(
         incident=incident, status=RunStatus.SUCCEEDED, tier=2, target="local:orders", finished_at=timezone.now()
     )

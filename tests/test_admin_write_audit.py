@@ -41,17 +41,22 @@ class Edit:
 EDITS: dict[str, Edit] = {
     "approvals.NotificationChannel": Edit(
         lambda root: NotificationChannel.objects.create(name="walk-mail", kind="email", recipients=["ops@example.com"]),
-        "name", "walk-mail-2",
+        "name",
+        "walk-mail-2",
     ),
     "approvals.PolicyRule": Edit(
         lambda root: PolicyRule.objects.create(name="walk-rule", effect="deny", match_services=["orders"]),
-        "description", "no heals on orders",
+        "description",
+        "no heals on orders",
     ),
     "approvals.GovernanceSettings": Edit(lambda root: _governance(), "shadow_mode", True, deletable=False),
     "auth.Group": Edit(lambda root: Group.objects.create(name="walkers"), "name", "walkers-2"),
-    "auth.User": Edit(lambda root: User.objects.create_user("walk-user", password="pw-walk-123456"), "first_name", "Wanda"),  # noqa: E501
+    "auth.User": Edit(
+        lambda root: User.objects.create_user("walk-user", password="pw-walk-123456"), "first_name", "Wanda"
+    ),  # noqa: E501
     "django_celery_beat.ClockedSchedule": Edit(
-        lambda root: ClockedSchedule.objects.create(clocked_time=timezone.now()), "clocked_time",
+        lambda root: ClockedSchedule.objects.create(clocked_time=timezone.now()),
+        "clocked_time",
         "2031-01-02 03:04:05",
     ),
     "django_celery_beat.CrontabSchedule": Edit(lambda root: CrontabSchedule.objects.create(minute="5"), "minute", "17"),  # noqa: E501
@@ -62,18 +67,21 @@ EDITS: dict[str, Edit] = {
         lambda root: PeriodicTask.objects.create(
             name="walk-task", task="grace.ping", interval=IntervalSchedule.objects.create(every=5, period="seconds")
         ),
-        "description", "walked by the admin test",
+        "description",
+        "walked by the admin test",
     ),
     "django_celery_beat.SolarSchedule": Edit(
         lambda root: SolarSchedule.objects.create(event="sunrise", latitude=10, longitude=10), "latitude", "11.5"
     ),
     "incidents.DiagnosisRule": Edit(
         lambda root: DiagnosisRule.objects.create(name="walk-rule", code="walk_code", title_regex="walk"),
-        "title_regex", "walked",
+        "title_regex",
+        "walked",
     ),
     "incidents.SweepTarget": Edit(
         lambda root: SweepTarget.objects.create(name="walk-sweep", kind="http", location="http://127.0.0.1:8000/"),
-        "service", "walked-service",
+        "service",
+        "walked-service",
     ),
     "incidents.Service": Edit(lambda root: inventory.service("walk-shop"), "description", "the walked shop"),
     "incidents.Resource": Edit(
@@ -82,13 +90,15 @@ EDITS: dict[str, Edit] = {
     "incidents.Channel": Edit(lambda root: inventory.channel("walk-channel")[0], "name", "walked-channel"),
     "learning.BenchmarkSuite": Edit(
         lambda root: BenchmarkSuite.objects.create(name="walk-suite", checks=[{"kind": "database", "params": {}}]),
-        "description", "walked suite",
+        "description",
+        "walked suite",
     ),
     "remediation.Playbook": Edit(
         lambda root: Playbook.objects.create(name="walk-play", diagnosis_codes=["walk_code"], steps=[], tier=2),
-        "description", "walked playbook",
+        "description",
+        "walked playbook",
     ),
-}  # fmt: skip
+}
 
 
 # Editable pages whose every field is read-only: what they change goes through admin actions backed by audited

@@ -133,8 +133,15 @@ def test_every_serializer_that_writes_a_model_checks_its_constraints():
 @pytest.mark.django_db
 @pytest.mark.parametrize("tier", ["0", "4"])
 def test_the_admin_refuses_a_playbook_tier_outside_1_to_3_with_a_form_error(admin_client, tier):
-    form = {"name": "p", "description": "", "diagnosis_codes": '["x"]', "steps": "[]", "tier": tier,
-            "cooldown_seconds": "300", "enabled": "on"}  # fmt: skip
+    form = {
+        "name": "p",
+        "description": "",
+        "diagnosis_codes": '["x"]',
+        "steps": "[]",
+        "tier": tier,
+        "cooldown_seconds": "300",
+        "enabled": "on",
+    }
 
     response = admin_client.post("/admin/remediation/playbook/add/", form)
 

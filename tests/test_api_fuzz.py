@@ -70,16 +70,25 @@ def seeded(admin_user) -> dict[str, int | str]:
         defaults.install()
     now = timezone.now()
     incident = Incident.objects.create(
-        fingerprint="fuzz-1", source="api", service="orders-db", title="orders-db WAL is large",
-        first_seen=now, last_seen=now, diagnosis_code="sqlite_wal_bloat",
-    )  # fmt: skip
+        fingerprint="fuzz-1",
+        source="api",
+        service="orders-db",
+        title="orders-db WAL is large",
+        first_seen=now,
+        last_seen=now,
+        diagnosis_code="sqlite_wal_bloat",
+    )
     playbook = Playbook.objects.order_by("pk").first()
     waiting = HealRun.objects.create(
-        incident=incident, status="AWAITING_APPROVAL", diagnosis_code="sqlite_wal_bloat", playbook=playbook,
-        target="orders-db", family="local", plan={"steps": []},
-    )  # fmt: skip
-    approval = approvals.open_request(run_id=waiting.pk, plan_hash="0" * 64, tier=2, requested_by_id=None,
-                                      context={})  # fmt: skip
+        incident=incident,
+        status="AWAITING_APPROVAL",
+        diagnosis_code="sqlite_wal_bloat",
+        playbook=playbook,
+        target="orders-db",
+        family="local",
+        plan={"steps": []},
+    )
+    approval = approvals.open_request(run_id=waiting.pk, plan_hash="0" * 64, tier=2, requested_by_id=None, context={})
     return {
         "/api/incidents/": incident.pk,
         "/api/runs/": waiting.pk,

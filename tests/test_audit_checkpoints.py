@@ -154,8 +154,19 @@ def test_an_auditor_verifies_a_checkpoint_by_hand_with_the_printed_public_key(si
     (tmp_path / "sig.bin").write_bytes(base64.b64decode(record["signature"]))
 
     # The documented procedure (docs/governance.md): OpenSSL 3, Ed25519 over the body as it is.
-    command = ["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(pem), "-rawin",
-               "-in", str(tmp_path / "body.txt"), "-sigfile", str(tmp_path / "sig.bin")]  # fmt: skip
+    command = [
+        "openssl",
+        "pkeyutl",
+        "-verify",
+        "-pubin",
+        "-inkey",
+        str(pem),
+        "-rawin",
+        "-in",
+        str(tmp_path / "body.txt"),
+        "-sigfile",
+        str(tmp_path / "sig.bin"),
+    ]
     genuine = subprocess.run(command, capture_output=True, text=True, timeout=30)
     (tmp_path / "body.txt").write_text(record["body"].replace("size 2", "size 3"))
     altered = subprocess.run(command, capture_output=True, text=True, timeout=30)

@@ -64,9 +64,15 @@ def api(web, admin_user):
 def _incident(**fields) -> Incident:
     now = timezone.now()
     return Incident.objects.create(
-        fingerprint=f"broker-down-{now.timestamp()}", source="api", service="orders-db", title="orders-db is slow",
-        first_seen=now, last_seen=now, diagnosis_code="sqlite_wal_bloat", **fields,
-    )  # fmt: skip
+        fingerprint=f"broker-down-{now.timestamp()}",
+        source="api",
+        service="orders-db",
+        title="orders-db is slow",
+        first_seen=now,
+        last_seen=now,
+        diagnosis_code="sqlite_wal_bloat",
+        **fields,
+    )
 
 
 def test_it_fails_a_benchmark_run_it_cannot_hand_off_and_answers_503(api):
@@ -97,8 +103,9 @@ def test_it_answers_503_naming_the_run_it_could_not_hand_off_and_the_reaper_send
 
 
 def test_it_answers_503_when_a_rollback_cannot_be_handed_off(api):
-    run = HealRun.objects.create(incident=_incident(status="resolved"), status="SUCCEEDED", family="local",
-                                 finished_at=timezone.now())  # fmt: skip
+    run = HealRun.objects.create(
+        incident=_incident(status="resolved"), status="SUCCEEDED", family="local", finished_at=timezone.now()
+    )
 
     response, elapsed = api("POST", f"/api/runs/{run.pk}/rollback/")
 
@@ -163,9 +170,13 @@ def test_the_in_process_celery_check_gives_up_within_its_timeout(dead_redis_url)
         "print('elapsed', round(time.monotonic() - started, 2))"
     )
     result = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        [sys.executable, "manage.py", "shell", "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env=process_env(REDIS_URL=dead_redis_url, GRACE_BENCH_CELERY_TIMEOUT="2"),
-    )  # fmt: skip
+    )
 
     assert "error" in result.stdout, result.stdout + result.stderr
     elapsed = float(result.stdout.split("elapsed")[1])

@@ -45,8 +45,16 @@ def test_the_admin_home_is_the_overview_and_view_site_opens_it(browser, data):
 
     assert admin.site.site_url == "/admin/"
     assert browser.get("/").url == "/admin/"
-    for section in ("pending-approvals", "escalated-incidents", "runs-in-flight", "open-incidents", "breakers",
-                    "last-week", "sweeps", "benchmarks"):  # fmt: skip
+    for section in (
+        "pending-approvals",
+        "escalated-incidents",
+        "runs-in-flight",
+        "open-incidents",
+        "breakers",
+        "last-week",
+        "sweeps",
+        "benchmarks",
+    ):
         assert f'id="{section}"' in page, section
     assert f"Review #{data.request.pk}" in page
     assert "awaiting_approval" in page  # runs in flight by stage

@@ -58,9 +58,19 @@ def test_health_names_beat_when_it_has_not_ticked(client, redis_client):
 def test_health_says_plainly_when_beat_runs_a_scheduler_that_records_no_tick(client, redis_client, tmp_path):
     redis_client.delete(BEAT_TICK_KEY, BEAT_SCHEDULER_KEY)
     argv = [
-        sys.executable, "-m", "celery", "-A", "grace_site", "beat", "-l", "info", "--pidfile=",
-        f"--schedule={tmp_path / 'beat-schedule'}", "-S", "django_celery_beat.schedulers:DatabaseScheduler",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "grace_site",
+        "beat",
+        "-l",
+        "info",
+        "--pidfile=",
+        f"--schedule={tmp_path / 'beat-schedule'}",
+        "-S",
+        "django_celery_beat.schedulers:DatabaseScheduler",
+    ]
     beat = Managed(argv, process_env(), tmp_path / "beat.log")
     try:
         poll_until(lambda: redis_client.get(BEAT_SCHEDULER_KEY), timeout=30, interval=0.1, what="beat to start")
@@ -138,9 +148,15 @@ def test_health_warns_about_a_stale_audit_checkpoint(client, checkpoint_file, se
     text = checkpoints.body(settings.GRACE_AUDIT_ORIGIN, head.seq, head.hash, an_hour_ago)
     record = checkpoints.sign(text, checkpoints.signing_key())
     AuditCheckpoint.objects.create(  # signed an hour ago
-        size=head.seq, head=head.hash, issued_at=an_hour_ago, origin=settings.GRACE_AUDIT_ORIGIN,
-        key_id=record["key_id"], body=text, signature=record["signature"], sinks={},
-    )  # fmt: skip
+        size=head.seq,
+        head=head.hash,
+        issued_at=an_hour_ago,
+        origin=settings.GRACE_AUDIT_ORIGIN,
+        key_id=record["key_id"],
+        body=text,
+        signature=record["signature"],
+        sinks={},
+    )
     audit.record("test.later")  # the chain grew; nothing has vouched for it for an hour
     audit.seal()
 

@@ -99,8 +99,9 @@ def test_the_operators_group_still_reads_it(api_client, django_user_model, path)
     assert api_client.get(path).status_code == 200
 
 
-@pytest.mark.parametrize("kind", ["incidents", "playbooks", "runs", "approvals", "policy-rules", "audit",
-                                  "verification/runs"])  # fmt: skip
+@pytest.mark.parametrize(
+    "kind", ["incidents", "playbooks", "runs", "approvals", "policy-rules", "audit", "verification/runs"]
+)
 def test_reading_an_id_without_the_view_permission_is_404_whether_it_exists_or_not(
     api_client, django_user_model, objects, kind
 ):

@@ -46,7 +46,7 @@ def unix_redis(tmp_path_factory):
             "no",
             "--dir",
             str(directory),
-        ],  # fmt: skip
+        ],
         stdout=subprocess.DEVNULL,
     )
     try:

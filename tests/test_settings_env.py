@@ -105,8 +105,13 @@ def test_database_urls_map_to_django_settings(monkeypatch):
     monkeypatch.setenv("X_DB", "postgres://grace:s3cret@db.internal:6543/ops")
     pg = env.env_database("X_DB", "unused")
     assert (pg["ENGINE"], pg["NAME"], pg["USER"], pg["PASSWORD"], pg["HOST"], pg["PORT"]) == (
-        "django.db.backends.postgresql", "ops", "grace", "s3cret", "db.internal", "6543",
-    )  # fmt: skip
+        "django.db.backends.postgresql",
+        "ops",
+        "grace",
+        "s3cret",
+        "db.internal",
+        "6543",
+    )
     monkeypatch.setenv("X_DB", "sqlite:////srv/grace/db.sqlite3")
     lite = env.env_database("X_DB", "unused")
     assert lite["NAME"] == "/srv/grace/db.sqlite3"

@@ -39,16 +39,32 @@ class Write:
 
 def _incident(**extra) -> Incident:
     now = timezone.now()
-    fields = {"fingerprint": f"walk-{now.timestamp()}", "source": "api", "service": "orders", "title": "orders down",
-              "first_seen": now, "last_seen": now, "diagnosis_code": "sqlite_wal_bloat", **extra}  # fmt: skip
+    fields = {
+        "fingerprint": f"walk-{now.timestamp()}",
+        "source": "api",
+        "service": "orders",
+        "title": "orders down",
+        "first_seen": now,
+        "last_seen": now,
+        "diagnosis_code": "sqlite_wal_bloat",
+        **extra,
+    }
     return Incident.objects.create(**fields)
 
 
 def _parked_delivery() -> Delivery:
     now = timezone.now()
-    return Delivery.objects.create(kind="api", channel=channels.builtin(channels.USERS), alerts=1, received_at=now,
-                                   available_at=now, body='{"title": "walked", "service": "orders"}',
-                                   status="parked", attempts=3, error="walk-parked")  # fmt: skip
+    return Delivery.objects.create(
+        kind="api",
+        channel=channels.builtin(channels.USERS),
+        alerts=1,
+        received_at=now,
+        available_at=now,
+        body='{"title": "walked", "service": "orders"}',
+        status="parked",
+        attempts=3,
+        error="walk-parked",
+    )
 
 
 def _resource(root) -> Resource:
@@ -88,11 +104,15 @@ def _playbook() -> Playbook:
 # (METHOD, path template) -> a function of the fixtures making the object and the write.
 WRITES = {
     ("POST", "/api/approvals/{id}/approve/"): lambda f: Write(
-        f"/api/approvals/{_approval(f.make_run).pk}/approve/", {"reason": "looked at the plan"},
-        "approval.decision", "looked at the plan",
+        f"/api/approvals/{_approval(f.make_run).pk}/approve/",
+        {"reason": "looked at the plan"},
+        "approval.decision",
+        "looked at the plan",
     ),
     ("POST", "/api/approvals/{id}/reject/"): lambda f: Write(
-        f"/api/approvals/{_approval(f.make_run).pk}/reject/", {"reason": "wrong target"}, "approval.decision",
+        f"/api/approvals/{_approval(f.make_run).pk}/reject/",
+        {"reason": "wrong target"},
+        "approval.decision",
         "wrong target",
     ),
     ("POST", "/api/channels/"): lambda f: Write(
@@ -100,10 +120,14 @@ WRITES = {
     ),
     ("PUT", "/api/channels/{id}/"): lambda f: Write(
         f"/api/channels/{inventory.channel('walk-put')[0].pk}/",
-        {"name": "walk-put", "kind": "api", "source": "api", "enabled": False}, "channel.saved", '"after": false',
+        {"name": "walk-put", "kind": "api", "source": "api", "enabled": False},
+        "channel.saved",
+        '"after": false',
     ),
     ("PATCH", "/api/channels/{id}/"): lambda f: Write(
-        f"/api/channels/{inventory.channel('walk-patch')[0].pk}/", {"name": "walk-patched"}, "channel.saved",
+        f"/api/channels/{inventory.channel('walk-patch')[0].pk}/",
+        {"name": "walk-patched"},
+        "channel.saved",
         "walk-patched",
     ),
     ("DELETE", "/api/channels/{id}/"): lambda f: Write(
@@ -113,7 +137,9 @@ WRITES = {
         f"/api/channels/{inventory.channel('walk-token')[0].pk}/token/", None, "channel.token_issued", '"token": "grc_'
     ),
     ("POST", "/api/incidents/"): lambda f: Write(
-        "/api/incidents/?wait=true", {"title": "walked incident", "service": "orders"}, "incident.created",
+        "/api/incidents/?wait=true",
+        {"title": "walked incident", "service": "orders"},
+        "incident.created",
         "walked incident",
     ),
     ("POST", "/api/incidents/{id}/heal/"): lambda f: Write(
@@ -122,45 +148,60 @@ WRITES = {
     ("POST", "/api/inventory/resources/"): lambda f: Write(
         "/api/inventory/resources/",
         {"service": "orders", "name": "cache", "kind": "cache", "target": str(f.allowed_root)},
-        "inventory.resource_created", str(f.allowed_root),
+        "inventory.resource_created",
+        str(f.allowed_root),
     ),
     ("PUT", "/api/inventory/resources/{id}/"): lambda f: Write(
         f"/api/inventory/resources/{_resource(f.allowed_root).pk}/",
         {"service": "orders", "name": "main-db", "kind": "sqlite", "target": str(f.allowed_root / "orders.sqlite3")},
-        "inventory.resource_saved", "main-db",
+        "inventory.resource_saved",
+        "main-db",
     ),
     ("PATCH", "/api/inventory/resources/{id}/"): lambda f: Write(
-        f"/api/inventory/resources/{_resource(f.allowed_root).pk}/", {"name": "renamed-db"},
-        "inventory.resource_saved", "renamed-db",
+        f"/api/inventory/resources/{_resource(f.allowed_root).pk}/",
+        {"name": "renamed-db"},
+        "inventory.resource_saved",
+        "renamed-db",
     ),
     ("DELETE", "/api/inventory/resources/{id}/"): lambda f: Write(
-        f"/api/inventory/resources/{_resource(f.allowed_root).pk}/", None, "inventory.resource_deleted",
+        f"/api/inventory/resources/{_resource(f.allowed_root).pk}/",
+        None,
+        "inventory.resource_deleted",
         "orders.sqlite3",
     ),
     ("POST", "/api/inventory/services/"): lambda f: Write(
-        "/api/inventory/services/", {"name": "billing", "environment": "staging"}, "inventory.service_created",
+        "/api/inventory/services/",
+        {"name": "billing", "environment": "staging"},
+        "inventory.service_created",
         "billing",
     ),
     ("PUT", "/api/inventory/services/{id}/"): lambda f: Write(
         f"/api/inventory/services/{inventory.service('shop').pk}/",
-        {"name": "shop", "environment": "production", "tier_floor": 2}, "inventory.service_saved", "production",
+        {"name": "shop", "environment": "production", "tier_floor": 2},
+        "inventory.service_saved",
+        "production",
     ),
     ("PATCH", "/api/inventory/services/{id}/"): lambda f: Write(
-        f"/api/inventory/services/{inventory.service('shop').pk}/", {"description": "the web shop"},
-        "inventory.service_saved", "the web shop",
+        f"/api/inventory/services/{inventory.service('shop').pk}/",
+        {"description": "the web shop"},
+        "inventory.service_saved",
+        "the web shop",
     ),
     ("DELETE", "/api/inventory/services/{id}/"): lambda f: Write(
         f"/api/inventory/services/{inventory.service('old-shop').pk}/", None, "inventory.service_deleted", "old-shop"
     ),
     ("POST", "/api/playbooks/"): lambda f: Write(
-        "/api/playbooks/", {"name": "new-walk", "diagnosis_codes": ["walk_code"], "steps": [], "tier": 3},
-        "playbook.created", "new-walk",
+        "/api/playbooks/",
+        {"name": "new-walk", "diagnosis_codes": ["walk_code"], "steps": [], "tier": 3},
+        "playbook.created",
+        "new-walk",
     ),
     ("PUT", "/api/playbooks/{id}/"): lambda f: Write(
-        f"/api/playbooks/{_playbook().pk}/", {"name": "walked", "diagnosis_codes": ["walk_code"], "steps": [],
-                                              "tier": 3, "description": "put in place"},
-        "playbook.updated", "put in place",
-    ),  # fmt: skip
+        f"/api/playbooks/{_playbook().pk}/",
+        {"name": "walked", "diagnosis_codes": ["walk_code"], "steps": [], "tier": 3, "description": "put in place"},
+        "playbook.updated",
+        "put in place",
+    ),
     ("PATCH", "/api/playbooks/{id}/"): lambda f: Write(
         f"/api/playbooks/{_playbook().pk}/", {"enabled": False}, "playbook.updated", '"enabled"'
     ),
@@ -168,29 +209,40 @@ WRITES = {
         f"/api/playbooks/{_playbook().pk}/", None, "playbook.deleted", "walked"
     ),
     ("POST", "/api/resilience/reset/"): lambda f: Write(
-        "/api/resilience/reset/", {"action": "http.probe", "target": _open_breaker()}, "resilience.breaker_reset",
+        "/api/resilience/reset/",
+        {"action": "http.probe", "target": _open_breaker()},
+        "resilience.breaker_reset",
         '"previous_state": "open"',
     ),
     ("POST", "/api/runs/{id}/cancel/"): lambda f: Write(
-        f"/api/runs/{HealRun.objects.create(incident=_incident(), status='AWAITING_APPROVAL').pk}/cancel/", None,
-        "run.transition", "CANCELLED",
+        f"/api/runs/{HealRun.objects.create(incident=_incident(), status='AWAITING_APPROVAL').pk}/cancel/",
+        None,
+        "run.transition",
+        "CANCELLED",
     ),
     ("POST", "/api/runs/{id}/rollback/"): lambda f: Write(
         f"/api/runs/{HealRun.objects.create(incident=_incident(status='resolved'), status='SUCCEEDED', family='local', finished_at=timezone.now()).pk}/rollback/",  # noqa: E501
-        None, "run.transition", "ROLLING_BACK",
+        None,
+        "run.transition",
+        "ROLLING_BACK",
     ),
     ("POST", "/api/verification/benchmarks/{suite}/"): lambda f: Write(
-        f"/api/verification/benchmarks/{BenchmarkSuite.objects.create(name='walk', checks=[]).name}/", None,
-        "benchmark.run_queued", "walk",
+        f"/api/verification/benchmarks/{BenchmarkSuite.objects.create(name='walk', checks=[]).name}/",
+        None,
+        "benchmark.run_queued",
+        "walk",
     ),
     ("POST", "/api/deliveries/{id}/replay/"): lambda f: Write(
         f"/api/deliveries/{_parked_delivery().pk}/replay/", None, "delivery.replayed", '"status": "pending"'
     ),
     ("POST", "/api/webhooks/alertmanager/"): lambda f: Write(
-        "/api/webhooks/alertmanager/?wait=true", alertmanager_body(alert("WalkedAlert", service="orders")),
-        "incident.created", '"channel": "alertmanager"', headers={"HTTP_AUTHORIZATION": f"Bearer {WEBHOOK_TOKEN}"},
+        "/api/webhooks/alertmanager/?wait=true",
+        alertmanager_body(alert("WalkedAlert", service="orders")),
+        "incident.created",
+        '"channel": "alertmanager"',
+        headers={"HTTP_AUTHORIZATION": f"Bearer {WEBHOOK_TOKEN}"},
     ),
-}  # fmt: skip
+}
 
 
 def test_every_write_operation_of_the_schema_is_walked(api_client, admin_user):
@@ -214,9 +266,15 @@ class Fixtures:
 
 @pytest.mark.parametrize("operation", sorted(WRITES), ids=lambda op: f"{op[0]} {op[1]}")
 def test_each_write_records_an_audit_event_by_the_caller_with_the_new_values(
-    operation, api_client, make_user, make_run, allowed_root, settings, default_rules,
+    operation,
+    api_client,
+    make_user,
+    make_run,
+    allowed_root,
+    settings,
+    default_rules,
     django_capture_on_commit_callbacks,
-):  # fmt: skip
+):
     settings.GRACE_WEBHOOK_TOKEN = WEBHOOK_TOKEN
     inventory.service("orders")
     write = WRITES[operation](Fixtures(make_run, allowed_root))

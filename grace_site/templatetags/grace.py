@@ -146,8 +146,12 @@ def bar(fraction: float, *, width: int = 120, colour: str = "#2a6ebb", label: st
         '<svg class="grace-bar" width="{}" height="10" role="img" aria-label="{}" xmlns="http://www.w3.org/2000/svg">'
         '<rect x="0" y="1" width="{}" height="8" fill="#e8eef5"/>'
         '<rect x="0" y="1" width="{}" height="8" fill="{}"/></svg>',
-        width, label, width, f"{filled:.1f}", colour,
-    )  # fmt: skip
+        width,
+        label,
+        width,
+        f"{filled:.1f}",
+        colour,
+    )
 
 
 @register.filter

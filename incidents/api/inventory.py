@@ -108,9 +108,19 @@ class ChannelSerializer(CheckedModelSerializer):
     class Meta:
         model = Channel
         fields = [
-            "id", "name", "kind", "source", "owner", "all_services", "services", "enabled", "builtin",
-            "token_hint", "token", "created_at",
-        ]  # fmt: skip
+            "id",
+            "name",
+            "kind",
+            "source",
+            "owner",
+            "all_services",
+            "services",
+            "enabled",
+            "builtin",
+            "token_hint",
+            "token",
+            "created_at",
+        ]
         read_only_fields = ["builtin", "token_hint", "created_at"]
 
     def get_token(self, channel: Channel) -> str | None:

@@ -20,9 +20,19 @@ class ActionAttemptSerializer(serializers.ModelSerializer):
     class Meta:
         model = ActionAttempt
         fields = [
-            "step_index", "phase", "attempt", "idempotency_key", "action", "target", "params", "status",
-            "started_at", "finished_at", "result", "error",
-        ]  # fmt: skip
+            "step_index",
+            "phase",
+            "attempt",
+            "idempotency_key",
+            "action",
+            "target",
+            "params",
+            "status",
+            "started_at",
+            "finished_at",
+            "result",
+            "error",
+        ]
 
 
 class ContractResultSerializer(serializers.ModelSerializer):
@@ -34,8 +44,17 @@ class ContractResultSerializer(serializers.ModelSerializer):
 class SnapshotSerializer(serializers.ModelSerializer):
     class Meta:
         model = Snapshot
-        fields = ["step_index", "action", "target", "state", "manifest", "size_bytes", "created_at", "restored_at",
-                  "purged_at"]  # fmt: skip
+        fields = [
+            "step_index",
+            "action",
+            "target",
+            "state",
+            "manifest",
+            "size_bytes",
+            "created_at",
+            "restored_at",
+            "purged_at",
+        ]
 
 
 class HealRunSerializer(serializers.ModelSerializer):
@@ -45,10 +64,25 @@ class HealRunSerializer(serializers.ModelSerializer):
     class Meta:
         model = HealRun
         fields = [
-            "id", "incident", "service", "status", "status_reason", "diagnosis_code", "playbook", "target", "family",
-            "tier", "tier_reasons", "confidence", "verification_confidence", "dry_run", "shadow", "created_at",
-            "heartbeat_at", "finished_at",
-        ]  # fmt: skip
+            "id",
+            "incident",
+            "service",
+            "status",
+            "status_reason",
+            "diagnosis_code",
+            "playbook",
+            "target",
+            "family",
+            "tier",
+            "tier_reasons",
+            "confidence",
+            "verification_confidence",
+            "dry_run",
+            "shadow",
+            "created_at",
+            "heartbeat_at",
+            "finished_at",
+        ]
 
 
 class HealRunDetailSerializer(HealRunSerializer):
@@ -59,8 +93,14 @@ class HealRunDetailSerializer(HealRunSerializer):
 
     class Meta(HealRunSerializer.Meta):
         fields = HealRunSerializer.Meta.fields + [
-            "plan", "plan_hash", "policy_explanation", "timeline", "attempts", "contract_results", "snapshots",
-        ]  # fmt: skip
+            "plan",
+            "plan_hash",
+            "policy_explanation",
+            "timeline",
+            "attempts",
+            "contract_results",
+            "snapshots",
+        ]
 
 
 class HealRequestSerializer(serializers.Serializer):
@@ -85,9 +125,20 @@ class PlaybookSerializer(api.CheckedModelSerializer):
     class Meta:
         model = Playbook
         fields = [
-            "id", "name", "description", "diagnosis_codes", "steps", "tier", "cooldown_seconds", "escalate_only",
-            "enabled", "shadow", "paused_reason", "updated_at", "required_inputs",
-        ]  # fmt: skip
+            "id",
+            "name",
+            "description",
+            "diagnosis_codes",
+            "steps",
+            "tier",
+            "cooldown_seconds",
+            "escalate_only",
+            "enabled",
+            "shadow",
+            "paused_reason",
+            "updated_at",
+            "required_inputs",
+        ]
         read_only_fields = ["paused_reason", "updated_at"]
         # The database's playbook_tier_1_to_3 constraint, stated here so a bad tier is a 400 naming the field.
         extra_kwargs = {"tier": {"min_value": 1, "max_value": 3}}
@@ -148,8 +199,19 @@ class AgentSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Agent
-        fields = ["id", "host", "name", "queues", "version", "var_dir", "pid", "started_at", "last_seen",
-                  "stopped_at", "live"]  # fmt: skip
+        fields = [
+            "id",
+            "host",
+            "name",
+            "queues",
+            "version",
+            "var_dir",
+            "pid",
+            "started_at",
+            "last_seen",
+            "stopped_at",
+            "live",
+        ]
         read_only_fields = fields
 
     def get_live(self, agent: Agent) -> bool:

@@ -102,8 +102,9 @@ class HealIncidentView(APIView):
         body.is_valid(raise_exception=True)
         try:
             with handoff.strict():
-                run = pipeline.start_run(incident.pk, dry_run=body.validated_data["dry_run"], started_by=request.user,
-                                         manual=True)  # fmt: skip
+                run = pipeline.start_run(
+                    incident.pk, dry_run=body.validated_data["dry_run"], started_by=request.user, manual=True
+                )
         except handoff.BROKER_ERRORS as exc:
             raise _handoff_failed(incident.pk, exc) from exc
         if run is None:
@@ -156,13 +157,18 @@ def actions_catalogue(request):
     return Response(
         [
             {
-                "name": a.name, "family": a.family, "tier": a.tier, "idempotent": a.idempotent,
-                "reversible": a.reversible, "timeout": a.timeout, "description": a.description,
+                "name": a.name,
+                "family": a.family,
+                "tier": a.tier,
+                "idempotent": a.idempotent,
+                "reversible": a.reversible,
+                "timeout": a.timeout,
+                "description": a.description,
                 "params": {name: type(f).__name__ for name, f in a.params().fields.items()},
             }
             for a in registry.all()
         ]
-    )  # fmt: skip
+    )
 
 
 @extend_schema(

@@ -63,16 +63,27 @@ def test_each_cloud_action_declares_what_the_pipeline_needs(action):
     ("name", "params", "same", "other"),
     [
         ("docker.container.restart", {"container": "api-1"}, "docker:api-1", {"host": "edge-2"}),
-        ("docker.service.scale", {"project": "shop", "service": "api", "replicas": 2}, "docker:shop/api",
-         {"project": "blog"}),
-        ("k8s.deployment.scale", {"namespace": "shop", "deployment": "api", "replicas": 2}, "kubernetes:shop/api",
-         {"namespace": "blog"}),
-        ("k8s.pod.delete", {"namespace": "shop", "deployment": "api", "pod": "api-1"}, "kubernetes:shop/api",
-         {"context": "prod-eu"}),
-        ("aws.ec2.reboot", {"instance_id": "i-0123456789abcdef0"}, "aws:i-0123456789abcdef0",
-         {"region": "eu-west-1"}),
+        (
+            "docker.service.scale",
+            {"project": "shop", "service": "api", "replicas": 2},
+            "docker:shop/api",
+            {"project": "blog"},
+        ),
+        (
+            "k8s.deployment.scale",
+            {"namespace": "shop", "deployment": "api", "replicas": 2},
+            "kubernetes:shop/api",
+            {"namespace": "blog"},
+        ),
+        (
+            "k8s.pod.delete",
+            {"namespace": "shop", "deployment": "api", "pod": "api-1"},
+            "kubernetes:shop/api",
+            {"context": "prod-eu"},
+        ),
+        ("aws.ec2.reboot", {"instance_id": "i-0123456789abcdef0"}, "aws:i-0123456789abcdef0", {"region": "eu-west-1"}),
     ],
-)  # fmt: skip
+)
 def test_same_named_things_elsewhere_are_other_targets(name, params, same, other):
     """Breakers, rate limits, cooldowns and hourly budgets are per target: a deployment called
     api in another namespace, or a container on another engine, is not the same thing."""

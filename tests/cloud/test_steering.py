@@ -41,9 +41,14 @@ def assert_nothing_executed(run: HealRun) -> None:
 def test_a_container_alert_cannot_restart_another_services_container(cloud_worker, docker_engine):
     def start(name: str):
         return docker_engine.containers.run(
-            docker_engine.test_image, ["sleep", "1000"], name=name, detach=True, init=True, network_mode="none",
+            docker_engine.test_image,
+            ["sleep", "1000"],
+            name=name,
+            detach=True,
+            init=True,
+            network_mode="none",
             labels={docker_engine.test_label: "1"},
-        )  # fmt: skip
+        )
 
     start("shop-api"), start("shop-worker")
     database = start("billing-db")
@@ -99,16 +104,21 @@ def test_a_capacity_alert_cannot_scale_another_auto_scaling_group(cloud_worker, 
     asg = aws_client("autoscaling")
     for name in ("shop-web", "billing-batch"):
         asg.create_auto_scaling_group(
-            AutoScalingGroupName=name, LaunchTemplate={"LaunchTemplateName": "shop-lt"}, MinSize=1, MaxSize=5,
-            DesiredCapacity=1, AvailabilityZones=["us-east-1a"],
-        )  # fmt: skip
+            AutoScalingGroupName=name,
+            LaunchTemplate={"LaunchTemplateName": "shop-lt"},
+            MinSize=1,
+            MaxSize=5,
+            DesiredCapacity=1,
+            AvailabilityZones=["us-east-1a"],
+        )
     inventory.resource("shop", "aws_asg", "shop-web", name="web")
     inventory.resource("shop", "aws_rds", "shop-db", name="db")
     install("aws-asg-scale-out", tier=1)
     attempts = [{"auto_scaling_group_name": "billing-batch", "resource": "batch"}, {"resource": "billing-batch"}]
 
-    runs = [wait_for_run(incident("asg_capacity_low", f"capacity low {i}", labels).pk) for i, labels in
-            enumerate(attempts)]  # fmt: skip
+    runs = [
+        wait_for_run(incident("asg_capacity_low", f"capacity low {i}", labels).pk) for i, labels in enumerate(attempts)
+    ]
 
     for run in runs:
         assert_nothing_executed(run)

@@ -38,11 +38,18 @@ class Host:
 
     def start(self, queues: str = "") -> None:
         self.agent, self.worker_name = start_worker(
-            self.var, queues=queues or f"heal.local.{self.name}", concurrency=1, GRACE_HOST=self.name,
-            GRACE_VAR_DIR=str(self.var), GRACE_ALLOWED_ROOTS=str(self.managed),
-        )  # fmt: skip
-        wait_for(lambda: Agent.objects.filter(name=self.worker_name, stopped_at=None).exists(), fresh_reads=True,
-                 what=f"agent of {self.name} registered")  # fmt: skip
+            self.var,
+            queues=queues or f"heal.local.{self.name}",
+            concurrency=1,
+            GRACE_HOST=self.name,
+            GRACE_VAR_DIR=str(self.var),
+            GRACE_ALLOWED_ROOTS=str(self.managed),
+        )
+        wait_for(
+            lambda: Agent.objects.filter(name=self.worker_name, stopped_at=None).exists(),
+            fresh_reads=True,
+            what=f"agent of {self.name} registered",
+        )
 
     def stop(self) -> None:
         if self.agent is not None:
@@ -97,8 +104,11 @@ def test_a_run_for_a_resource_on_host_b_is_snapshotted_executed_and_verified_by_
 
 
 def test_a_rollback_restores_bs_file_from_bs_snapshot(celery_worker, hosts, orders):
-    make_playbook("wal-impossible", "database_wal_bloat", checkpoint_steps(contract=[
-        {"field": "wal_bytes", "op": "<", "value": 0}]))  # fmt: skip
+    make_playbook(
+        "wal-impossible",
+        "database_wal_bloat",
+        checkpoint_steps(contract=[{"field": "wal_bytes", "op": "<", "value": 0}]),
+    )
     a_before = file_digest(orders["host-a"])
 
     run = wait_for_run(raise_for("db-b").pk)

@@ -23,8 +23,9 @@ S = RunStatus
 
 def _run(status: str, *, age: float, started: bool) -> HealRun:
     now = timezone.now()
-    incident = Incident.objects.create(fingerprint=f"fp-{status}-{started}", source="api", title="t",
-                                       first_seen=now, last_seen=now)  # fmt: skip
+    incident = Incident.objects.create(
+        fingerprint=f"fp-{status}-{started}", source="api", title="t", first_seen=now, last_seen=now
+    )
     run = HealRun.objects.create(incident=incident, status=status)
     then = now - timedelta(seconds=age)
     HealRun.objects.filter(pk=run.pk).update(heartbeat_at=then, stage_started_at=then if started else None)

@@ -52,9 +52,12 @@ def burst_inventory(allowed_root):
         inventory.resource(f"burst-{i}", "sqlite", db, name="db")
     DiagnosisRule.objects.create(name="test: burst", code="burst_probe", position=1, title_regex=r"^burst probe")
     Playbook.objects.create(
-        name="burst-analyze", diagnosis_codes=["burst_probe"], tier=1, cooldown_seconds=0,
+        name="burst-analyze",
+        diagnosis_codes=["burst_probe"],
+        tier=1,
+        cooldown_seconds=0,
         steps=[{"action": "sqlite.analyze", "contract": [{"field": "integrity", "op": "==", "value": "ok"}]}],
-    )  # fmt: skip
+    )
     return allowed_root
 
 
@@ -88,9 +91,11 @@ def test_every_acknowledged_incident_is_final_within_120_s_of_redis_returning_an
         def post(i: int) -> None:
             with requests.Session() as session:
                 response = session.post(
-                    f"{base}/api/incidents/?wait=true", timeout=30, headers={"Authorization": f"Token {key}"},
+                    f"{base}/api/incidents/?wait=true",
+                    timeout=30,
+                    headers={"Authorization": f"Token {key}"},
                     json={"service": f"burst-{i}", "title": f"burst probe {i}", "severity": "warning"},
-                )  # fmt: skip
+                )
             with lock:
                 answers[response.status_code] += 1
                 if response.status_code in (200, 201, 202):
@@ -120,10 +125,17 @@ def test_every_acknowledged_incident_is_final_within_120_s_of_redis_returning_an
             return set(acknowledged) - final
 
         remaining = RECOVERY - (time.monotonic() - returned_at[0])
-        wait_for(lambda: not unfinished(), timeout=max(remaining, 1), interval=0.5, fresh_reads=True,
-                 what="every acknowledged incident's run to finish",
-                 detail=lambda: f"unfinished: {sorted(unfinished())[:20]}; answers {dict(answers)}; "
-                                f"runs {Counter(HealRun.objects.values_list('status', flat=True))}")  # fmt: skip
+        wait_for(
+            lambda: not unfinished(),
+            timeout=max(remaining, 1),
+            interval=0.5,
+            fresh_reads=True,
+            what="every acknowledged incident's run to finish",
+            detail=lambda: (
+                f"unfinished: {sorted(unfinished())[:20]}; answers {dict(answers)}; "
+                f"runs {Counter(HealRun.objects.values_list('status', flat=True))}"
+            ),
+        )
     finally:
         for process in reversed(processes):
             process.stop()

@@ -97,9 +97,12 @@ def test_every_console_page_fits_1400_px_without_errors_or_raw_json(live_server,
 
     with sync_playwright() as p:
         browser = p.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            str(tmp_path / "chromium-profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
             viewport={"width": WIDTH, "height": 900},
-        )  # fmt: skip
+        )
         page = browser.new_page()
         page.set_default_timeout(30_000)
         page.goto(f"{live_server.url}/admin/login/?next=/admin/")

@@ -180,9 +180,12 @@ def test_alert_text_reaches_slack_escaped_never_as_mentions_or_links(hook, make_
     run = make_run()
     channel = NotificationChannel.objects.create(name="slack", kind="webhook", url=endpoint.url)
     notification = Notification.objects.create(
-        channel=channel, event="run.failed", run=run, summary=HOSTILE,
+        channel=channel,
+        event="run.failed",
+        run=run,
+        summary=HOSTILE,
         payload={"link": f"/admin/remediation/healrun/{run.pk}/change/"},
-    )  # fmt: skip
+    )
 
     assert notifications.deliver(notification.pk) == "sent"
 

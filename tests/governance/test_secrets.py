@@ -51,9 +51,11 @@ def test_audit_rows_written_before_masking_are_masked_when_read_and_the_chain_st
     client, api_client, admin_user
 ):
     audit.record(
-        "config.changed", actor="old", obj=("approvals.notificationchannel", "1"),
+        "config.changed",
+        actor="old",
+        obj=("approvals.notificationchannel", "1"),
         data={"fields": {"name": "slack", "url": SLACK}},
-    )  # fmt: skip
+    )
     audit.record("config.created", actor="old", data={"password": "hunter2", "dsn_url": "postgres://a:hunter2@db/x"})
     client.force_login(admin_user)
     api_client.force_authenticate(admin_user)

@@ -104,9 +104,12 @@ def receiver():
 
 def _wait_for(predicate, timeout: float = 60.0, what: str = "condition", worker=None):
     return poll_until(
-        predicate, timeout=timeout, what=what, fresh_reads=True,
+        predicate,
+        timeout=timeout,
+        what=what,
+        fresh_reads=True,
         detail=(lambda: f"worker log:\n{worker.log()}") if worker else None,
-    )  # fmt: skip
+    )
 
 
 def _open(run, tier=2):

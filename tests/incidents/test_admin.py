@@ -18,10 +18,14 @@ def admin_client(client, admin_user):
 
 @pytest.fixture
 def two_incidents(default_rules):
-    locked = services.ingest(Signal(source="alertmanager", title="orders-db locked", service="orders-db",
-                                    labels={"alertname": "DatabaseLocked"})).incident  # fmt: skip
-    cpu = services.ingest(Signal(source="alertmanager", title="cpu hot", service="web",
-                                 labels={"alertname": "HighCPU"})).incident  # fmt: skip
+    locked = services.ingest(
+        Signal(
+            source="alertmanager", title="orders-db locked", service="orders-db", labels={"alertname": "DatabaseLocked"}
+        )
+    ).incident
+    cpu = services.ingest(
+        Signal(source="alertmanager", title="cpu hot", service="web", labels={"alertname": "HighCPU"})
+    ).incident
     return locked, cpu
 
 
@@ -55,9 +59,18 @@ def test_test_this_rule_against_the_selected_incidents(admin_client, two_inciden
 def test_a_rule_with_a_bad_regex_is_refused_in_the_admin_naming_the_field(admin_client):
     response = admin_client.post(
         "/admin/incidents/diagnosisrule/add/",
-        {"name": "bad", "position": 1, "enabled": "on", "code": "high_cpu", "confidence": 0.5,
-         "label_equals": "{}", "label_regex": "{}", "thresholds": "[]", "title_regex": "(unclosed"},
-    )  # fmt: skip
+        {
+            "name": "bad",
+            "position": 1,
+            "enabled": "on",
+            "code": "high_cpu",
+            "confidence": 0.5,
+            "label_equals": "{}",
+            "label_regex": "{}",
+            "thresholds": "[]",
+            "title_regex": "(unclosed",
+        },
+    )
 
     assert response.status_code == 200
     assert "title_regex" in response.context["adminform"].form.errors
@@ -67,9 +80,17 @@ def test_a_rule_with_a_bad_regex_is_refused_in_the_admin_naming_the_field(admin_
 def test_rule_edits_in_the_admin_are_audited(admin_client):
     response = admin_client.post(
         "/admin/incidents/diagnosisrule/add/",
-        {"name": "cpu", "position": 1, "enabled": "on", "code": "high_cpu", "confidence": 0.5,
-         "label_equals": '{"alertname": "Cpu"}', "label_regex": "{}", "thresholds": "[]"},
-    )  # fmt: skip
+        {
+            "name": "cpu",
+            "position": 1,
+            "enabled": "on",
+            "code": "high_cpu",
+            "confidence": 0.5,
+            "label_equals": '{"alertname": "Cpu"}',
+            "label_regex": "{}",
+            "thresholds": "[]",
+        },
+    )
 
     assert response.status_code == 302
     rule = DiagnosisRule.objects.get()

@@ -66,8 +66,13 @@ def alertmanagers(live_server, tmp_path):
         storage = tmp_path / name
         storage.mkdir()
         log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed below
-        argv = [BINARY, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",
-                "--cluster.listen-address=", f"--storage.path={storage}"]  # fmt: skip
+        argv = [
+            BINARY,
+            f"--config.file={config}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+            f"--storage.path={storage}",
+        ]
         procs.append((subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT), log))
         urls.append(f"http://127.0.0.1:{port}")
     try:

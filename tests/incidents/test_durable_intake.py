@@ -408,8 +408,15 @@ def test_the_admin_lists_deliveries_read_only_and_replays_parked_ones_through_th
 def test_nothing_in_the_body_chooses_the_channel_source_or_environment(api_client, default_rules):
     inventory.service("orders", environment="staging")
     api, token = inventory.channel("ci-client")
-    body = {"title": "WAL bloat", "service": "orders", "source": "sweep", "environment": "production",
-            "channel": "alertmanager", "raised_by": 1, "labels": {"channel": "grace-sweeps"}}  # fmt: skip
+    body = {
+        "title": "WAL bloat",
+        "service": "orders",
+        "source": "sweep",
+        "environment": "production",
+        "channel": "alertmanager",
+        "raised_by": 1,
+        "labels": {"channel": "grace-sweeps"},
+    }
 
     response = api_client.post("/api/incidents/", body, format="json", HTTP_AUTHORIZATION=f"Bearer {token}")
     assert response.status_code == 202, response.content

@@ -83,11 +83,38 @@ JSON_VALUES = st.recursive(
     max_leaves=6,
 )
 ALERT_KEYS = ["status", "labels", "annotations", "startsAt", "endsAt", "generatorURL", "fingerprint"]
-TOP_KEYS = ["version", "status", "receiver", "alerts", "groupLabels", "commonLabels", "commonAnnotations",
-            "externalURL", "groupKey", "truncatedAlerts"]  # fmt: skip
-STRINGS = st.sampled_from(["", " ", " padded ", "fp-1\n", "4", "firing", "resolved", "critical", "CRITICAL",
-                           "apocalyptic", "yesterday", "2026-11-25T10:14:11Z", "2026-11-25T10:14:11+05:30",
-                           "2026-13-45T99:00:00Z", "x" * 70, "a" * 2001])  # fmt: skip
+TOP_KEYS = [
+    "version",
+    "status",
+    "receiver",
+    "alerts",
+    "groupLabels",
+    "commonLabels",
+    "commonAnnotations",
+    "externalURL",
+    "groupKey",
+    "truncatedAlerts",
+]
+STRINGS = st.sampled_from(
+    [
+        "",
+        " ",
+        " padded ",
+        "fp-1\n",
+        "4",
+        "firing",
+        "resolved",
+        "critical",
+        "CRITICAL",
+        "apocalyptic",
+        "yesterday",
+        "2026-11-25T10:14:11Z",
+        "2026-11-25T10:14:11+05:30",
+        "2026-13-45T99:00:00Z",
+        "x" * 70,
+        "a" * 2001,
+    ]
+)
 
 
 @st.composite
@@ -96,8 +123,11 @@ def mutated_webhook_bodies(draw):
     body["alerts"] = [copy.deepcopy(body["alerts"][0]) for _ in range(draw(st.integers(0, 3)))]
     for _ in range(draw(st.integers(1, 4))):
         target, keys = body, TOP_KEYS
-        alerts = [item for item in body.get("alerts") or [] if isinstance(item, dict)] if isinstance(
-            body.get("alerts"), list) else []  # fmt: skip
+        alerts = (
+            [item for item in body.get("alerts") or [] if isinstance(item, dict)]
+            if isinstance(body.get("alerts"), list)
+            else []
+        )
         if alerts and draw(st.booleans()):
             target, keys = draw(st.sampled_from(alerts)), ALERT_KEYS
             if isinstance(target.get("labels"), dict) and draw(st.booleans()):
@@ -127,7 +157,7 @@ def test_the_fast_check_accepts_only_webhook_bodies_the_serializer_accepts_and_r
     st.dictionaries(
         st.sampled_from(
             ["title", "service", "environment", "message", "severity", "source", "labels", "fingerprint", "extra"]
-        ),  # fmt: skip
+        ),
         STRINGS | JSON_VALUES | st.just({"alertname": "X"}),
         max_size=6,
     )

@@ -93,9 +93,17 @@ def test_suite_charts_show_each_metric_with_its_baseline_band_and_regressions(ad
     for i, (value, regression) in enumerate([(1.0, False), (1.1, False), (4.0, True)]):
         run = BenchmarkRun.objects.create(suite=suite, status="regressed" if regression else "passed")
         BenchmarkResult.objects.create(
-            run=run, suite=suite, check_kind="database", metric="database.roundtrip_ms", unit="ms", ok=True,
-            value=value, baseline_median=1.0 if i else None, threshold=2.0 if i else None, regression=regression,
-        )  # fmt: skip
+            run=run,
+            suite=suite,
+            check_kind="database",
+            metric="database.roundtrip_ms",
+            unit="ms",
+            ok=True,
+            value=value,
+            baseline_median=1.0 if i else None,
+            threshold=2.0 if i else None,
+            regression=regression,
+        )
 
     html = admin_client_logged.get(reverse("admin:learning_suite_charts", args=[suite.pk])).content.decode()
 

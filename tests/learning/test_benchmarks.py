@@ -95,8 +95,11 @@ def test_a_lasting_slowdown_is_a_regression_at_its_kth_run_and_opens_one_inciden
 
     assert (once.status, twice.status) == ("passed", "passed")  # over the threshold, not yet k of the last n
     assert BenchmarkResult.objects.get(run=twice).details["judgement"] == {
-        "over_threshold": True, "recent_over": 2, "window": 5, "needed": 3,
-    }  # fmt: skip
+        "over_threshold": True,
+        "recent_over": 2,
+        "window": 5,
+        "needed": 3,
+    }
     assert third.status == "regressed", list(third.results.values("value", "baseline_median", "threshold"))
     [regression] = benchmarks.regressions(third)
     assert regression["metric"] == "http.api_ms"

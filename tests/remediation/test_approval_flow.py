@@ -59,8 +59,10 @@ def test_editing_the_playbook_replaces_the_plan_and_voids_its_approvals(waiting_
     response = client.patch(f"/api/playbooks/{run.playbook_id}/", {"steps": steps}, format="json")
 
     assert response.status_code == 200, response.json()
-    new = wait_for(lambda: ApprovalRequest.objects.filter(run=run, status="pending").exclude(pk=old.pk).first(),
-                   what="the new plan's approval request")  # fmt: skip
+    new = wait_for(
+        lambda: ApprovalRequest.objects.filter(run=run, status="pending").exclude(pk=old.pk).first(),
+        what="the new plan's approval request",
+    )
     run.refresh_from_db()
     old.refresh_from_db()
     assert old.status == "void"
@@ -76,12 +78,17 @@ def test_raising_the_playbooks_tier_while_a_run_waits_needs_the_new_tiers_approv
     client = APIClient()
     client.force_authenticate(admin_user)
 
-    response = client.patch(f"/api/playbooks/{run.playbook_id}/", {"tier": 3, "steps": checkpoint_steps(
-        contract=[{"field": "wal_bytes", "op": "<=", "value": 2048}])}, format="json")  # fmt: skip
+    response = client.patch(
+        f"/api/playbooks/{run.playbook_id}/",
+        {"tier": 3, "steps": checkpoint_steps(contract=[{"field": "wal_bytes", "op": "<=", "value": 2048}])},
+        format="json",
+    )
 
     assert response.status_code == 200, response.json()
-    new = wait_for(lambda: ApprovalRequest.objects.filter(run=run, status="pending", tier=3).first(),
-                   what="a tier-3 request for the new plan")  # fmt: skip
+    new = wait_for(
+        lambda: ApprovalRequest.objects.filter(run=run, status="pending", tier=3).first(),
+        what="a tier-3 request for the new plan",
+    )
     assert new.required_approvals == 2
 
 

@@ -13,15 +13,21 @@ from tests.support.runs import bloated_wal_db, wait_for_run
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_a_contract_runs_the_benchmark_suite_and_records_its_verdict(celery_worker, live_server, allowed_root,
-                                                                     wal_rule):  # fmt: skip
+def test_a_contract_runs_the_benchmark_suite_and_records_its_verdict(
+    celery_worker, live_server, allowed_root, wal_rule
+):
     BenchmarkSuite.objects.create(
         name="post-heal",
-        checks=[{"kind": "database", "params": {}}, {"kind": "redis", "params": {}},
-                {"kind": "http", "params": {"url": f"{live_server.url}/admin/login/"}}],
-    )  # fmt: skip
-    contract = [{"field": "wal_bytes", "op": "<=", "value": 1048576},
-                {"field": "benchmark.post-heal.passed", "op": "==", "value": True}]  # fmt: skip
+        checks=[
+            {"kind": "database", "params": {}},
+            {"kind": "redis", "params": {}},
+            {"kind": "http", "params": {"url": f"{live_server.url}/admin/login/"}},
+        ],
+    )
+    contract = [
+        {"field": "wal_bytes", "op": "<=", "value": 1048576},
+        {"field": "benchmark.post-heal.passed", "op": "==", "value": True},
+    ]
     make_playbook("wal-then-bench", "database_wal_bloat", checkpoint_steps(contract=contract))
     db = allowed_root / "bench.sqlite3"
     keeper = bloated_wal_db(db, rows=1500)
@@ -60,8 +66,10 @@ def test_a_benchmark_predicate_is_evaluated_once_after_the_polled_ones_hold(cele
     """Polling a contract re-observes the action's facts; the benchmark suite is never run on every poll, and
     not at all when the action's own predicates never held."""
     BenchmarkSuite.objects.create(name="post-heal-once", checks=[{"kind": "redis", "params": {}}])
-    contract = [{"field": "wal_bytes", "op": "<", "value": 0, "within": 2},  # can never hold: polled for 2 s
-                {"field": "benchmark.post-heal-once.passed", "op": "==", "value": True}]  # fmt: skip
+    contract = [
+        {"field": "wal_bytes", "op": "<", "value": 0, "within": 2},  # can never hold: polled for 2 s
+        {"field": "benchmark.post-heal-once.passed", "op": "==", "value": True},
+    ]
     make_playbook("wal-never", "database_wal_bloat", checkpoint_steps(contract=contract))
     db = allowed_root / "once.sqlite3"
     keeper = bloated_wal_db(db, rows=200)

@@ -26,9 +26,16 @@ S = RunStatus
 
 def _incident(service: str, code: str, labels: dict | None = None, title: str = "t") -> Incident:
     return Incident.objects.create(
-        fingerprint=uuid.uuid4().hex, source="api", service=service, title=title, labels=labels or {},
-        diagnosis_code=code, diagnosis_confidence=0.9, first_seen="2026-01-01T00:00Z", last_seen="2026-01-01T00:00Z",
-    )  # fmt: skip
+        fingerprint=uuid.uuid4().hex,
+        source="api",
+        service=service,
+        title=title,
+        labels=labels or {},
+        diagnosis_code=code,
+        diagnosis_confidence=0.9,
+        first_seen="2026-01-01T00:00Z",
+        last_seen="2026-01-01T00:00Z",
+    )
 
 
 def _planned(incident: Incident) -> HealRun:
@@ -149,8 +156,17 @@ def test_a_benchmark_regression_escalates_with_the_metrics_history():
     suite = BenchmarkSuite.objects.create(name="smoke-test", checks=[{"kind": "redis", "params": {}}])
     for value in (1.0, 1.1, 9.0):
         run = BenchmarkRun.objects.create(suite=suite, status="passed")
-        BenchmarkResult.objects.create(run=run, suite=suite, check_kind="redis", metric="redis.roundtrip_ms",
-                                       unit="ms", ok=True, value=value, baseline_median=1.0, threshold=6.0)  # fmt: skip
+        BenchmarkResult.objects.create(
+            run=run,
+            suite=suite,
+            check_kind="redis",
+            metric="redis.roundtrip_ms",
+            unit="ms",
+            ok=True,
+            value=value,
+            baseline_median=1.0,
+            threshold=6.0,
+        )
 
     run = _planned(_incident("grace", "benchmark_regression", {"suite": "smoke-test", "metric": "redis.roundtrip_ms"}))
 
@@ -179,18 +195,27 @@ def test_get_playbooks_lists_what_each_needs_from_the_inventory(api_client, admi
     ]
     assert rows["k8s-pod-crashloop"]["required_inputs"][0]["labels"] == ["pod"]
     assert rows["benchmark-regression-evidence"]["required_inputs"][0] == {
-        "step": 0, "evidence": "benchmark.history", "resource_kind": "", "resource_label": "",
+        "step": 0,
+        "evidence": "benchmark.history",
+        "resource_kind": "",
+        "resource_label": "",
         "labels": ["suite", "metric"],
-    }  # fmt: skip
+    }
 
 
 def test_an_escalate_only_playbook_with_an_action_step_is_refused_by_the_api(api_client, admin_user):
     api_client.force_authenticate(admin_user)
 
-    response = api_client.post("/api/playbooks/", {
-        "name": "sneaky", "diagnosis_codes": ["high_cpu"], "escalate_only": True,
-        "steps": [{"action": "service.restart"}],
-    }, format="json")  # fmt: skip
+    response = api_client.post(
+        "/api/playbooks/",
+        {
+            "name": "sneaky",
+            "diagnosis_codes": ["high_cpu"],
+            "escalate_only": True,
+            "steps": [{"action": "service.restart"}],
+        },
+        format="json",
+    )
 
     assert response.status_code == 400
     assert "may only gather evidence" in str(response.json())

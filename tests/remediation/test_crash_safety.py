@@ -62,10 +62,18 @@ def supervised_service(allowed_root):
     services_file.parent.mkdir(parents=True, exist_ok=True)
     services_file.write_text(
         json.dumps(
-            {"payments": {"kind": "pidfile", "argv": SERVICE_ARGV, "pidfile": str(pidfile), "restart": "supervisor",
-                          "start_timeout": 30, "stop_timeout": 5}}
+            {
+                "payments": {
+                    "kind": "pidfile",
+                    "argv": SERVICE_ARGV,
+                    "pidfile": str(pidfile),
+                    "restart": "supervisor",
+                    "start_timeout": 30,
+                    "stop_timeout": 5,
+                }
+            }
         )
-    )  # fmt: skip
+    )
     supervisor = Supervisor(pidfile, delay=3.0).start()
     yield supervisor
     supervisor.stop()
@@ -76,25 +84,42 @@ def test_a_worker_killed_during_a_restart_is_finished_by_the_reaper_exactly_once
     worker_pool, celery_worker, supervised_service
 ):
     make_playbook(
-        "restart-payments", "service_down",
-        [{"action": "service.restart",
-          "contract": [{"field": "pid", "op": "!=", "value": "{snapshot.pid}"},
-                       {"field": "running", "op": "==", "value": True, "within": 20}]}],
-    )  # fmt: skip
+        "restart-payments",
+        "service_down",
+        [
+            {
+                "action": "service.restart",
+                "contract": [
+                    {"field": "pid", "op": "!=", "value": "{snapshot.pid}"},
+                    {"field": "running", "op": "==", "value": True, "within": 20},
+                ],
+            }
+        ],
+    )
     inventory.resource("payments", "service", "payments")
     incident = Incident.objects.create(
-        fingerprint="payments-down", source="api", title="payments is down", service="payments",
-        environment="staging", diagnosis_code="service_down", first_seen=timezone.now(), last_seen=timezone.now(),
-    )  # fmt: skip
+        fingerprint="payments-down",
+        source="api",
+        title="payments is down",
+        service="payments",
+        environment="staging",
+        diagnosis_code="service_down",
+        first_seen=timezone.now(),
+        last_seen=timezone.now(),
+    )
     original_pid = supervised_service.starts[0]
     lifecycle.reap(now=timezone.now() + timedelta(hours=1))  # the hand-off: start the run of the open incident
 
     # The action has stopped the old process and waits for the supervisor to bring a new one up.
     wait_for(
-        lambda: ActionAttempt.objects.filter(run__incident=incident, status=AttemptStatus.STARTED).exists()
-        and len(supervised_service.starts) == 1 and supervised_service._proc.poll() is not None,
-        timeout=60, what="the restart to be under way",
-    )  # fmt: skip
+        lambda: (
+            ActionAttempt.objects.filter(run__incident=incident, status=AttemptStatus.STARTED).exists()
+            and len(supervised_service.starts) == 1
+            and supervised_service._proc.poll() is not None
+        ),
+        timeout=60,
+        what="the restart to be under way",
+    )
     worker_pool.kill_hard()
     wait_for(lambda: len(supervised_service.starts) == 2, timeout=30, what="the supervisor to restart the service")
     run = HealRun.objects.get(incident=incident)
@@ -116,9 +141,14 @@ def test_the_reaper_gives_up_after_its_tries_and_hands_the_run_to_humans(worker_
     worker_pool.stop()  # no worker: every re-dispatch is lost, as when the queue is unreachable
     worker_pool.worker = None
     incident = Incident.objects.create(
-        fingerprint="stuck", source="api", title="stuck", service="x", first_seen=timezone.now(),
-        last_seen=timezone.now(), status="healing",
-    )  # fmt: skip
+        fingerprint="stuck",
+        source="api",
+        title="stuck",
+        service="x",
+        first_seen=timezone.now(),
+        last_seen=timezone.now(),
+        status="healing",
+    )
     planned = HealRun.objects.create(incident=incident, status=RunStatus.PLANNED)
     later = timezone.now() + timedelta(hours=1)
 
@@ -137,9 +167,14 @@ def test_a_run_stuck_after_changing_something_is_rolled_back_not_abandoned(worke
     worker_pool.stop()
     worker_pool.worker = None
     incident = Incident.objects.create(
-        fingerprint="stuck-verify", source="api", title="stuck", service="x", first_seen=timezone.now(),
-        last_seen=timezone.now(), status="healing",
-    )  # fmt: skip
+        fingerprint="stuck-verify",
+        source="api",
+        title="stuck",
+        service="x",
+        first_seen=timezone.now(),
+        last_seen=timezone.now(),
+        status="healing",
+    )
     run = HealRun.objects.create(incident=incident, status=RunStatus.VERIFYING)
     later = timezone.now() + timedelta(hours=1)
 
@@ -165,9 +200,12 @@ def test_progress_between_the_reapers_passes_keeps_the_run_from_being_given_up(w
     HealRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())  # the worker made progress meanwhile
 
     moved = transition(
-        run.pk, RunStatus.PLANNED, RunStatus.ESCALATED, reason="stuck",
+        run.pk,
+        RunStatus.PLANNED,
+        RunStatus.ESCALATED,
+        reason="stuck",
         guard={"heartbeat_at": seen.heartbeat_at, "reaper_tries": seen.reaper_tries},
-    )  # fmt: skip
+    )
 
     app.control.purge()
     assert moved is False
@@ -176,9 +214,14 @@ def test_progress_between_the_reapers_passes_keeps_the_run_from_being_given_up(w
 
 def test_a_finished_run_whose_outcome_hand_off_was_lost_gets_it_again(celery_worker):
     incident = Incident.objects.create(
-        fingerprint="lost-outcome", source="api", title="lost", service="x", first_seen=timezone.now(),
-        last_seen=timezone.now(), status="healing",
-    )  # fmt: skip
+        fingerprint="lost-outcome",
+        source="api",
+        title="lost",
+        service="x",
+        first_seen=timezone.now(),
+        last_seen=timezone.now(),
+        status="healing",
+    )
     run = HealRun.objects.create(incident=incident, status=RunStatus.SUCCEEDED, finished_at=timezone.now())
     HealRun.objects.filter(pk=run.pk).update(finished_at=timezone.now())  # finished, its outcome never recorded
 

@@ -17,8 +17,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def _run(status: str) -> HealRun:
     now = timezone.now()
-    incident = Incident.objects.create(fingerprint=f"fp-{status}", source="api", title="t", first_seen=now,
-                                       last_seen=now)  # fmt: skip
+    incident = Incident.objects.create(
+        fingerprint=f"fp-{status}", source="api", title="t", first_seen=now, last_seen=now
+    )
     return HealRun.objects.create(
         incident=incident, status=status, finished_at=now if status in RunStatus.TERMINAL else None
     )

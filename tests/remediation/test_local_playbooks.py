@@ -89,8 +89,14 @@ def observed_fields(name: str) -> set[str]:
 def test_the_playbooks_cover_every_default_diagnosis_with_a_local_remedy():
     covered = {code for p in PLAYBOOKS for code in p["diagnosis_codes"]}
 
-    assert covered == {"database_wal_bloat", "database_locked", "cache_corruption", "service_down", "error_rate_spike",
-                       "disk_pressure"}  # fmt: skip
+    assert covered == {
+        "database_wal_bloat",
+        "database_locked",
+        "cache_corruption",
+        "service_down",
+        "error_rate_spike",
+        "disk_pressure",
+    }
     assert len({p["name"] for p in PLAYBOOKS}) == len(PLAYBOOKS)
 
 

@@ -144,9 +144,16 @@ def test_a_config_file_outside_the_allowed_roots_is_refused(managed, configure, 
     link.symlink_to(outside)
     for path in (outside, link):
         configure(
-            {"x": {"kind": "pidfile", "argv": SLEEPER, "pidfile": str(managed / "x.pid"), "config_path": str(path),
-                   "log_level_pattern": r"^level\s*=\s*(\w+)"}}
-        )  # fmt: skip
+            {
+                "x": {
+                    "kind": "pidfile",
+                    "argv": SLEEPER,
+                    "pidfile": str(managed / "x.pid"),
+                    "config_path": str(path),
+                    "log_level_pattern": r"^level\s*=\s*(\w+)",
+                }
+            }
+        )
 
         with pytest.raises(ActionRefused, match="outside the allowed roots"):
             SET_LEVEL.execute({"service": "x", "level": "DEBUG"})
@@ -212,9 +219,16 @@ def test_a_spawned_service_gets_its_configured_environment_not_graces(managed, c
     monkeypatch.setenv("DJANGO_SECRET_KEY", "x" * 40)
     pidfile = managed / "env.pid"
     configure(
-        {"env": {"kind": "pidfile", "argv": SLEEPER, "pidfile": str(pidfile), "restart": "spawn",
-                 "env": {"ORDERS_MODE": "primary"}}}
-    )  # fmt: skip
+        {
+            "env": {
+                "kind": "pidfile",
+                "argv": SLEEPER,
+                "pidfile": str(pidfile),
+                "restart": "spawn",
+                "env": {"ORDERS_MODE": "primary"},
+            }
+        }
+    )
 
     result = RESTART.execute({"service": "env"})
     cleanup.append(result["pid"])

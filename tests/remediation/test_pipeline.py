@@ -47,8 +47,16 @@ def test_a_wal_bloat_incident_is_checkpointed_and_its_contract_verified(celery_w
     assert (result.field, result.passed) == ("wal_bytes", True)
     assert result.actual <= 1024 * 1024
     timeline = list(RunEvent.objects.filter(run=run).exclude(to_status="").values_list("to_status", flat=True))
-    assert timeline == ["RECEIVED", "DIAGNOSED", "PLANNED", "APPROVED", "SNAPSHOTTED", "EXECUTING", "VERIFYING",
-                        "SUCCEEDED"]  # fmt: skip
+    assert timeline == [
+        "RECEIVED",
+        "DIAGNOSED",
+        "PLANNED",
+        "APPROVED",
+        "SNAPSHOTTED",
+        "EXECUTING",
+        "VERIFYING",
+        "SUCCEEDED",
+    ]
     assert AuditEvent.objects.filter(action="run.transition", object_id=str(run.pk)).count() == len(timeline) - 1
     wait_for(lambda: Incident.objects.get(pk=incident.pk).status == IncidentStatus.RESOLVED, what="incident resolved")
     keeper.close()
@@ -140,9 +148,15 @@ def test_a_dry_run_plans_and_gates_but_executes_nothing(celery_worker, api_clien
     make_playbook("wal-checkpoint", "database_wal_bloat", checkpoint_steps())
     inventory.resource("dry", "sqlite", db)
     incident = Incident.objects.create(
-        fingerprint="dry", source="api", title="dry WAL", service="dry", environment="staging",
-        diagnosis_code="database_wal_bloat", first_seen="2026-01-01T00:00Z", last_seen="2026-01-01T00:00Z",
-    )  # fmt: skip
+        fingerprint="dry",
+        source="api",
+        title="dry WAL",
+        service="dry",
+        environment="staging",
+        diagnosis_code="database_wal_bloat",
+        first_seen="2026-01-01T00:00Z",
+        last_seen="2026-01-01T00:00Z",
+    )
     api_client.force_authenticate(admin_user)
 
     response = api_client.post(f"/api/incidents/{incident.pk}/heal/", {"dry_run": True}, format="json")

@@ -71,10 +71,16 @@ def _block(dsn: str, application: str) -> psycopg.Connection:
 def test_a_lock_blocker_is_terminated_and_the_blocked_statement_completes(celery_worker, orders_db):
     DiagnosisRule.objects.create(name="test: locked", code="database_locked", position=1, title_regex=r"(?i)locked")
     make_playbook(
-        "pg-unblock", "database_locked",
-        [{"action": "postgres.terminate_blockers", "params": {"min_blocked_seconds": 1},
-          "contract": [{"field": "longest_block_seconds", "op": "<", "value": 1, "within": 15}]}],
-    )  # fmt: skip
+        "pg-unblock",
+        "database_locked",
+        [
+            {
+                "action": "postgres.terminate_blockers",
+                "params": {"min_blocked_seconds": 1},
+                "contract": [{"field": "longest_block_seconds", "op": "<", "value": 1, "within": 15}],
+            }
+        ],
+    )
     blocker = _block(orders_db, "batch-job")
     victim_result: list = []
 
@@ -92,8 +98,9 @@ def test_a_lock_blocker_is_terminated_and_the_blocked_statement_completes(celery
                 "SELECT 1 FROM pg_stat_activity WHERE application_name = 'checkout' AND wait_event_type = 'Lock'"
                 " AND now() - state_change > interval '1.2 seconds'"
             ).fetchone(),
-            timeout=20, what="checkout to be blocked for over a second",
-        )  # fmt: skip
+            timeout=20,
+            what="checkout to be blocked for over a second",
+        )
 
     inventory.resource("orders-db", "postgres", "orders")
     incident = ingest(Signal(source="api", title="orders-db locked", service="orders-db")).incident
@@ -111,8 +118,11 @@ def test_a_lock_blocker_is_terminated_and_the_blocked_statement_completes(celery
 def test_an_alert_claiming_another_database_terminates_nothing_there(celery_worker, databases):
     """The blocker termination acts on the incident's service's own database, whatever the alert names."""
     DiagnosisRule.objects.create(name="test: locked", code="database_locked", position=1, title_regex=r"(?i)locked")
-    make_playbook("pg-unblock", "database_locked", [{"action": "postgres.terminate_blockers",
-                                                     "params": {"min_blocked_seconds": 1}}])  # fmt: skip
+    make_playbook(
+        "pg-unblock",
+        "database_locked",
+        [{"action": "postgres.terminate_blockers", "params": {"min_blocked_seconds": 1}}],
+    )
     databases("orders")
     billing = databases("billing")
     inventory.resource("orders-db", "postgres", "orders", name="db")
@@ -122,10 +132,11 @@ def test_an_alert_claiming_another_database_terminates_nothing_there(celery_work
     pid = blocker.info.backend_pid
 
     runs = [
-        wait_for_run(ingest(Signal(source="api", title=f"orders-db locked {i}", service="orders-db",
-                                   labels=labels)).incident.pk)
+        wait_for_run(
+            ingest(Signal(source="api", title=f"orders-db locked {i}", service="orders-db", labels=labels)).incident.pk
+        )
         for i, labels in enumerate([{"pg_target": "billing"}, {"resource": "billing"}, {"target": "billing"}])
-    ]  # fmt: skip
+    ]
 
     for run in runs:
         assert run.status == RunStatus.ESCALATED, run.status_reason
@@ -156,10 +167,16 @@ def test_a_role_that_cannot_see_the_blocker_blocks_the_run_instead_of_succeeding
 ):
     DiagnosisRule.objects.create(name="test: locked", code="database_locked", position=1, title_regex=r"(?i)locked")
     make_playbook(
-        "pg-unblock", "database_locked",
-        [{"action": "postgres.terminate_blockers", "params": {"min_blocked_seconds": 1},
-          "contract": [{"field": "longest_block_seconds", "op": "<", "value": 1, "within": 15}]}],
-    )  # fmt: skip
+        "pg-unblock",
+        "database_locked",
+        [
+            {
+                "action": "postgres.terminate_blockers",
+                "params": {"min_blocked_seconds": 1},
+                "contract": [{"field": "longest_block_seconds", "op": "<", "value": 1, "within": 15}],
+            }
+        ],
+    )
     inventory.resource("orders-db", "postgres", "orders")
     blocker = _block(orders_db, "batch-job")
     try:

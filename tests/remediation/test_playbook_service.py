@@ -116,11 +116,13 @@ def test_a_label_filled_parameter_must_declare_what_it_allows(api_client, admin_
     api_client.force_authenticate(admin_user)
     steps = [{"action": "service.set_log_level", "params": {"level": "{labels.level}"}}]
 
-    refused = api_client.post("/api/playbooks/", {"name": "lvl", "diagnosis_codes": ["x"], "steps": steps},
-                              format="json")  # fmt: skip
+    refused = api_client.post(
+        "/api/playbooks/", {"name": "lvl", "diagnosis_codes": ["x"], "steps": steps}, format="json"
+    )
     steps[0]["allow"] = {"level": {"values": ["INFO", "DEBUG"]}}
-    accepted = api_client.post("/api/playbooks/", {"name": "lvl", "diagnosis_codes": ["x"], "steps": steps},
-                               format="json")  # fmt: skip
+    accepted = api_client.post(
+        "/api/playbooks/", {"name": "lvl", "diagnosis_codes": ["x"], "steps": steps}, format="json"
+    )
 
     assert refused.status_code == 400 and "must declare what it allows" in str(refused.json())
     assert accepted.status_code == 201, accepted.json()

@@ -66,8 +66,9 @@ def test_an_operator_rollback_counts_the_run_as_rolled_back_and_reopens_its_inci
     wait_for_run(run.incident_id, statuses=(RunStatus.ROLLED_BACK,))
     record = wait_for(
         lambda: OutcomeRecord.objects.filter(run=run, outcome="rolled_back").first(),
-        what="the outcome revised", fresh_reads=True,
-    )  # fmt: skip
+        what="the outcome revised",
+        fresh_reads=True,
+    )
 
     stats.refresh_from_db()
     assert (stats.attempts, stats.successes, stats.rollbacks) == (1, 0, 1)
@@ -93,8 +94,9 @@ def test_a_snapshot_altered_on_disk_refuses_the_rollback_and_says_why(healed_run
     assert run.status == RunStatus.SUCCEEDED
 
 
-def test_retention_purges_old_snapshot_files_and_a_purged_snapshot_cannot_be_restored(healed_run, api_client,
-                                                                                      admin_user):  # fmt: skip
+def test_retention_purges_old_snapshot_files_and_a_purged_snapshot_cannot_be_restored(
+    healed_run, api_client, admin_user
+):
     run, _ = healed_run
     snap = Snapshot.objects.get(run=run)
     Snapshot.objects.filter(pk=snap.pk).update(created_at=timezone.now() - timedelta(days=30))

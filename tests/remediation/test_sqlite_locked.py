@@ -40,8 +40,10 @@ def journal_db(path, mode: str = "delete"):
 
 def commit_while_reading(path) -> str:
     """A reader holds a read transaction while a writer commits: "ok", or the writer's error."""
-    with closing(sqlite3.connect(path, isolation_level=None)) as reader, \
-            closing(sqlite3.connect(path, isolation_level=None, timeout=0.2)) as writer:  # fmt: skip
+    with (
+        closing(sqlite3.connect(path, isolation_level=None)) as reader,
+        closing(sqlite3.connect(path, isolation_level=None, timeout=0.2)) as writer,
+    ):
         reader.execute("BEGIN")
         reader.execute("SELECT count(*) FROM orders").fetchone()
         try:
@@ -97,8 +99,14 @@ def test_a_locked_sqlite_database_is_switched_to_wal_by_the_shipped_playbook(cel
     db = journal_db(allowed_root / "shop.sqlite3")
     inventory.resource("shop", "sqlite", db, name="db")
 
-    incident = ingest(Signal(source="api", title="shop: writes fail", service="shop",
-                             message="sqlite3.OperationalError: database is locked")).incident  # fmt: skip
+    incident = ingest(
+        Signal(
+            source="api",
+            title="shop: writes fail",
+            service="shop",
+            message="sqlite3.OperationalError: database is locked",
+        )
+    ).incident
     run = wait_for_run(incident.pk)
 
     assert incident.diagnosis_code == "database_locked"

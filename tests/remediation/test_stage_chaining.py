@@ -26,8 +26,7 @@ from tests.support.runs import bloated_wal_db, wait_for, wait_for_run
 pytestmark = pytest.mark.django_db(transaction=True)
 
 S = RunStatus
-TIER1_TIMELINE = ["RECEIVED", "DIAGNOSED", "PLANNED", "APPROVED", "SNAPSHOTTED", "EXECUTING", "VERIFYING",
-                  "SUCCEEDED"]  # fmt: skip
+TIER1_TIMELINE = ["RECEIVED", "DIAGNOSED", "PLANNED", "APPROVED", "SNAPSHOTTED", "EXECUTING", "VERIFYING", "SUCCEEDED"]
 SHARED = frozenset(QUEUES)
 
 
@@ -110,8 +109,17 @@ def test_stages_run_on_in_one_task_enter_by_their_claims_and_messages_delivered_
     # Every stage's message delivered again (a redelivery after a lost acknowledgement, a reaper's re-send):
     for name in tasks.STAGES:
         object_id = incident.pk if name == "remediation.start_run" else run.pk
-        run_stage(name, object_id, long=name in ("remediation.snapshot_run", "remediation.execute_run",
-                                                 "remediation.verify_run", "remediation.rollback_run"))  # fmt: skip
+        run_stage(
+            name,
+            object_id,
+            long=name
+            in (
+                "remediation.snapshot_run",
+                "remediation.execute_run",
+                "remediation.verify_run",
+                "remediation.rollback_run",
+            ),
+        )
 
     assert HealRun.objects.get(pk=run.pk).status == S.SUCCEEDED
     assert rows == {
@@ -139,8 +147,7 @@ def test_a_hosts_stages_run_on_only_in_that_hosts_agent(wal_target, published):
 
     # host-x's light agent (only its own queue): snapshot, execute and verify, then the outcome goes to the
     # shared queue, which it does not consume.
-    run_stage("remediation.snapshot_run", run.pk, queues=frozenset({"heal.local.host-x"}), long=True,
-              soft_limit=1200)  # fmt: skip
+    run_stage("remediation.snapshot_run", run.pk, queues=frozenset({"heal.local.host-x"}), long=True, soft_limit=1200)
 
     run.refresh_from_db()
     assert run.status == S.SUCCEEDED, run.status_reason

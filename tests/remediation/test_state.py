@@ -18,8 +18,9 @@ S = RunStatus
 
 def _run(status: str) -> HealRun:
     now = timezone.now()
-    incident = Incident.objects.create(fingerprint=f"fp-{status}-{now.timestamp()}", source="api", title="t",
-                                       first_seen=now, last_seen=now)  # fmt: skip
+    incident = Incident.objects.create(
+        fingerprint=f"fp-{status}-{now.timestamp()}", source="api", title="t", first_seen=now, last_seen=now
+    )
     return HealRun.objects.create(incident=incident, status=status, finished_at=now if status in S.TERMINAL else None)
 
 

@@ -84,8 +84,9 @@ def _heal(title: str, service: str, *, environment: str = "", **labels) -> HealR
 def _benchmarks() -> BenchmarkRun:
     """A suite whose Redis round trip is steady for 20 runs, then three times slower for three: over the
     threshold twice, then a regression (k = 3 of the last 5)."""
-    suite, _ = BenchmarkSuite.objects.get_or_create(name="console-smoke", defaults={"checks": [
-        {"kind": "database", "params": {}}, {"kind": "redis", "params": {}}]})  # fmt: skip
+    suite, _ = BenchmarkSuite.objects.get_or_create(
+        name="console-smoke", defaults={"checks": [{"kind": "database", "params": {}}, {"kind": "redis", "params": {}}]}
+    )
     redis_metric, db_metric = Metric("redis.roundtrip_ms", floor=0.5), Metric("database.roundtrip_ms", floor=0.5)
     values = [0.62, 0.58, 0.66, 0.7, 0.61, 0.64, 0.59, 0.63, 0.6, 0.65] * 2 + [2.4, 2.2, 2.6]
     run = None
@@ -122,8 +123,9 @@ def populate(tmp_root: Path, *, user=None) -> Console:
     keepers.append(bloated_wal_db(billing, rows=600))
     inventory.resource("billing-db", "sqlite", billing, name="db", environment="production", tier_floor=3)
     healed = _heal("orders-db: SQLite WAL is 1.6 MiB", "orders-db", alertname="SQLiteWALBloat", resource="db")
-    waiting = _heal("billing-db: SQLite WAL is 0.7 MiB", "billing-db", alertname="SQLiteWALBloat",
-                    environment="staging")  # fmt: skip
+    waiting = _heal(
+        "billing-db: SQLite WAL is 0.7 MiB", "billing-db", alertname="SQLiteWALBloat", environment="staging"
+    )
     blocked = _heal("orders-db: SQLite WAL grows again", "orders-db", alertname="SQLiteWALBloat", resource="db")
 
     # No resource the remedies of database_locked need; and busy CPU, handed over with the busiest processes.
@@ -141,9 +143,17 @@ def populate(tmp_root: Path, *, user=None) -> Console:
     # This host's agent, a delivery parked after its tries, and a signed checkpoint of the sealed log.
     fleet.register(f"console@{settings.GRACE_HOST}", queues=["heal.local", host_queue(settings.GRACE_HOST)])
     now = timezone.now()
-    Delivery.objects.create(kind="alertmanager", channel=channel, body='{"alerts": []}', alerts=0, received_at=now,
-                            available_at=now, status="parked", attempts=3,
-                            error="OperationalError: could not serialize access")  # fmt: skip
+    Delivery.objects.create(
+        kind="alertmanager",
+        channel=channel,
+        body='{"alerts": []}',
+        alerts=0,
+        received_at=now,
+        available_at=now,
+        status="parked",
+        attempts=3,
+        error="OperationalError: could not serialize access",
+    )
     audit.seal()
     checkpoints.issue(requested_by="test")
     for keeper in keepers:

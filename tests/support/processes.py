@@ -78,10 +78,23 @@ def start_worker(
     if broker_url:
         env["REDIS_URL"] = broker_url
     argv = [
-        sys.executable, "-m", "celery", "-A", "grace_site", "worker",
-        "-Q", queues, "-c", str(concurrency), "-n", name,
-        "--without-mingle", "--without-gossip", "-l", "info",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "grace_site",
+        "worker",
+        "-Q",
+        queues,
+        "-c",
+        str(concurrency),
+        "-n",
+        name,
+        "--without-mingle",
+        "--without-gossip",
+        "-l",
+        "info",
+    ]
     worker = Managed(argv, process_env(**env), tmp_dir / f"{name}.log")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -102,9 +115,19 @@ def start_worker(
 
 def start_beat(tmp_dir: Path, **env: str) -> Managed:
     argv = [
-        sys.executable, "-m", "celery", "-A", "grace_site", "beat", "-l", "info",
-        "--pidfile=", f"--schedule={tmp_dir / 'beat-schedule'}", "--max-interval", "1",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "grace_site",
+        "beat",
+        "-l",
+        "info",
+        "--pidfile=",
+        f"--schedule={tmp_dir / 'beat-schedule'}",
+        "--max-interval",
+        "1",
+    ]
     return Managed(argv, process_env(**env), tmp_dir / f"beat-{uuid.uuid4().hex[:8]}.log")
 
 
@@ -133,8 +156,19 @@ def _wait_for_port(port: int, proc: Managed, what: str, timeout: float = 30.0) -
 
 def start_redis(tmp_dir: Path, port: int) -> Managed:
     """A throwaway redis-server on ``port`` (no persistence): stop it to have a Redis that is down."""
-    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", str(tmp_dir)]  # fmt: skip
+    argv = [
+        "redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(tmp_dir),
+    ]
     server = Managed(argv, dict(os.environ), tmp_dir / f"redis-{port}.log")
     _wait_for_port(port, server, "redis-server")
     return server
@@ -144,9 +178,19 @@ def start_web(tmp_dir: Path, **env: str) -> tuple[Managed, str]:
     """gunicorn serving GRACE on the test database (one worker), as `make run` does; returns it and its URL."""
     port = free_port()
     argv = [
-        sys.executable, "-m", "gunicorn", "grace_site.wsgi", "--bind", f"127.0.0.1:{port}",
-        "--workers", "1", "--threads", "4", "--timeout", "60",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "grace_site.wsgi",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "1",
+        "--threads",
+        "4",
+        "--timeout",
+        "60",
+    ]
     web = Managed(argv, process_env(**env), tmp_dir / f"web-{port}.log")
     _wait_for_port(port, web, "gunicorn")
     return web, f"http://127.0.0.1:{port}"

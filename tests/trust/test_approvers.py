@@ -21,9 +21,14 @@ pytestmark = pytest.mark.django_db
 
 def _open(run, *, tier=2, ineligible=(), depends_on=()):
     return services.open_request(
-        run_id=run.pk, plan_hash=run.plan_hash, tier=tier, requested_by_id=None, context={},
-        ineligible=list(ineligible), depends_on=list(depends_on),
-    )  # fmt: skip
+        run_id=run.pk,
+        plan_hash=run.plan_hash,
+        tier=tier,
+        requested_by_id=None,
+        context={},
+        ineligible=list(ineligible),
+        depends_on=list(depends_on),
+    )
 
 
 def test_the_user_who_raised_the_incident_cannot_approve_its_run(make_run, make_user, api_client):
@@ -88,9 +93,15 @@ def test_a_policy_rule_edited_while_the_request_waits_bars_its_editor(make_run, 
     admin_client.force_login(editor)
     edited = admin_client.post(
         f"/admin/approvals/policyrule/{rule.pk}/change/",
-        {"name": "prod-tier", "enabled": "", "priority": 100, "effect": "require_tier", "tier": 2,
-         "window_timezone": "UTC"},
-    )  # fmt: skip
+        {
+            "name": "prod-tier",
+            "enabled": "",
+            "priority": 100,
+            "effect": "require_tier",
+            "tier": 2,
+            "window_timezone": "UTC",
+        },
+    )
 
     assert edited.status_code == 302
     assert "changed policy rule" in services.may_decide(request, editor)
@@ -105,12 +116,16 @@ def test_an_incident_raised_through_the_api_is_not_approvable_by_its_raiser(
     db = allowed_root / "raised.sqlite3"
     keeper = bloated_wal_db(db, rows=200)
     inventory.resource("raised", "sqlite", db, environment="production")
-    Playbook.objects.create(name="wal", diagnosis_codes=["database_wal_bloat"], steps=checkpoint_steps(),
-                            cooldown_seconds=0)  # fmt: skip
+    Playbook.objects.create(
+        name="wal", diagnosis_codes=["database_wal_bloat"], steps=checkpoint_steps(), cooldown_seconds=0
+    )
     api_client.force_authenticate(raiser)
 
-    posted = api_client.post("/api/incidents/?wait=true", {"title": "raised WAL", "service": "raised",
-                                                 "environment": "staging"}, format="json")  # fmt: skip
+    posted = api_client.post(
+        "/api/incidents/?wait=true",
+        {"title": "raised WAL", "service": "raised", "environment": "staging"},
+        format="json",
+    )
     run = wait_for_run(posted.json()["id"], statuses=(RunStatus.AWAITING_APPROVAL,))
     request = run.approval_requests.get(status="pending")
     refused = api_client.post(f"/api/approvals/{request.pk}/approve/", {"reason": "mine"}, format="json")

@@ -58,8 +58,9 @@ def test_a_pre_registered_fingerprint_of_another_channel_does_not_absorb_a_real_
     )
     assert squat.status_code == 201
 
-    response = api_client.post("/api/webhooks/alertmanager/?wait=true", alertmanager_body(real), format="json",
-                               **bearer(WEBHOOK_TOKEN))  # fmt: skip
+    response = api_client.post(
+        "/api/webhooks/alertmanager/?wait=true", alertmanager_body(real), format="json", **bearer(WEBHOOK_TOKEN)
+    )
 
     assert response.status_code == 200, response.json()
     assert response.json()["created"] == 1
@@ -83,8 +84,9 @@ def test_a_resolution_from_one_channel_cannot_resolve_anothers_incident(api_clie
 def test_an_alert_for_a_service_outside_the_channels_scope_is_kept_and_never_acted_on(api_client, default_rules):
     inventory.service("orders-db")
     inventory.service("payments")
-    _, token = inventory.channel("payments-am", kind=ChannelKind.ALERTMANAGER, source="alertmanager",
-                                 services=["payments"])  # fmt: skip
+    _, token = inventory.channel(
+        "payments-am", kind=ChannelKind.ALERTMANAGER, source="alertmanager", services=["payments"]
+    )
 
     response = api_client.post(
         "/api/webhooks/alertmanager/?wait=true",
@@ -161,10 +163,10 @@ def test_an_api_channel_may_only_raise_incidents(api_client):
 def test_operators_cannot_create_channels_stamping_grace_only_sources(api_client, admin_user):
     api_client.force_authenticate(admin_user)
 
-    sweep = api_client.post("/api/channels/", {"name": "fake-sweeper", "kind": "api", "source": "sweep"},
-                            format="json")  # fmt: skip
-    internal = api_client.post("/api/channels/", {"name": "fake-internal", "kind": "internal", "source": "api"},
-                               format="json")  # fmt: skip
+    sweep = api_client.post("/api/channels/", {"name": "fake-sweeper", "kind": "api", "source": "sweep"}, format="json")
+    internal = api_client.post(
+        "/api/channels/", {"name": "fake-internal", "kind": "internal", "source": "api"}, format="json"
+    )
 
     assert sweep.status_code == 400 and "source" in sweep.json()
     assert internal.status_code == 400 and "kind" in internal.json()
@@ -193,8 +195,12 @@ def test_a_built_in_channel_or_one_that_raised_incidents_is_kept_with_a_409_and_
     api_client.post("/api/incidents/?wait=true", {"title": "t", "service": "orders"}, format="json", **bearer(token))
     assert Incident.objects.filter(channel=used).exists()
     # stored and acknowledged, not applied yet: its delivery names the channel
-    assert api_client.post("/api/incidents/", {"title": "p", "service": "orders"}, format="json",
-                           **bearer(pending_token)).status_code == 202  # fmt: skip
+    assert (
+        api_client.post(
+            "/api/incidents/", {"title": "p", "service": "orders"}, format="json", **bearer(pending_token)
+        ).status_code
+        == 202
+    )
     api_client.force_authenticate(admin_user)
 
     answers = {c.name: api_client.delete(f"/api/channels/{c.pk}/") for c in (builtin, used, pending, unused)}

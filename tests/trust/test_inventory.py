@@ -26,8 +26,11 @@ def apply(path, *flags: str) -> str:
 
 def snapshot_rows() -> list:
     services = list(Service.objects.order_by("name").values("name", "owner", "environment", "tier_floor", "hosts"))
-    resources = list(Resource.objects.order_by("service__name", "name").values("service__name", "name", "kind",
-                                                                                "target", "scope", "host"))  # fmt: skip
+    resources = list(
+        Resource.objects.order_by("service__name", "name").values(
+            "service__name", "name", "kind", "target", "scope", "host"
+        )
+    )
     return [services, resources]
 
 
@@ -74,24 +77,34 @@ def test_every_change_the_catalogue_makes_is_audited_with_before_and_after(tmp_p
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda d: d["services"][1]["resources"][0].update(namespace="Not_A_Label"),
-         "services[1] (shop-web).resources[0] (web).scope: namespace must be a namespace"),
-        (lambda d: d["services"][0]["resources"][0].update(target="relative/orders.sqlite3"),
-         "services[0] (orders).resources[0] (db).target: must be an absolute path"),
-        (lambda d: d["services"][0]["resources"][1].update(target="/srv/../etc"),
-         "services[0] (orders).resources[1] (cache).target: must not contain '..'"),
-        (lambda d: d["services"][0].update(tier_floor=0),
-         "services[0] (orders).tier_floor:"),
-        (lambda d: d["services"][0]["resources"][0].update(kind="mainframe"),
-         "services[0] (orders).resources[0] (db).kind:"),
-        (lambda d: d["services"][0]["resources"][0].update(host="db-9"),
-         "services[0] (orders).resources[0] (db).host: 'db-9' is not one of the service's hosts"),
-        (lambda d: d["services"][0].update(colour="blue"),
-         "services[0] (orders).colour: unknown field"),
-        (lambda d: d["services"][1]["resources"].append({"name": "web", "kind": "http", "target": "http://x/"}),
-         "services[1] (shop-web).resources[4] (web).name: 'web' is listed twice"),
+        (
+            lambda d: d["services"][1]["resources"][0].update(namespace="Not_A_Label"),
+            "services[1] (shop-web).resources[0] (web).scope: namespace must be a namespace",
+        ),
+        (
+            lambda d: d["services"][0]["resources"][0].update(target="relative/orders.sqlite3"),
+            "services[0] (orders).resources[0] (db).target: must be an absolute path",
+        ),
+        (
+            lambda d: d["services"][0]["resources"][1].update(target="/srv/../etc"),
+            "services[0] (orders).resources[1] (cache).target: must not contain '..'",
+        ),
+        (lambda d: d["services"][0].update(tier_floor=0), "services[0] (orders).tier_floor:"),
+        (
+            lambda d: d["services"][0]["resources"][0].update(kind="mainframe"),
+            "services[0] (orders).resources[0] (db).kind:",
+        ),
+        (
+            lambda d: d["services"][0]["resources"][0].update(host="db-9"),
+            "services[0] (orders).resources[0] (db).host: 'db-9' is not one of the service's hosts",
+        ),
+        (lambda d: d["services"][0].update(colour="blue"), "services[0] (orders).colour: unknown field"),
+        (
+            lambda d: d["services"][1]["resources"].append({"name": "web", "kind": "http", "target": "http://x/"}),
+            "services[1] (shop-web).resources[4] (web).name: 'web' is listed twice",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_bad_catalogue_names_the_entry_and_field_and_changes_nothing(tmp_path, change, message):
     apply(EXAMPLE)
     rows = snapshot_rows()

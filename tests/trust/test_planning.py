@@ -16,9 +16,14 @@ pytestmark = pytest.mark.django_db
 
 def incident(service: str, labels: dict | None = None) -> Incident:
     return Incident.objects.create(
-        fingerprint=uuid.uuid4().hex, source="api", service=service, title="t",
-        labels=labels or {}, first_seen="2026-01-01T00:00Z", last_seen="2026-01-01T00:00Z",
-    )  # fmt: skip
+        fingerprint=uuid.uuid4().hex,
+        source="api",
+        service=service,
+        title="t",
+        labels=labels or {},
+        first_seen="2026-01-01T00:00Z",
+        last_seen="2026-01-01T00:00Z",
+    )
 
 
 def playbook(*steps: dict, name: str = "p") -> Playbook:
@@ -26,8 +31,9 @@ def playbook(*steps: dict, name: str = "p") -> Playbook:
 
 
 def test_the_plan_records_the_inventory_environment_tier_floor_and_resource(allowed_root):
-    inventory.resource("orders", "sqlite", allowed_root / "o.sqlite3", name="db", environment="production",
-                       tier_floor=3)  # fmt: skip
+    inventory.resource(
+        "orders", "sqlite", allowed_root / "o.sqlite3", name="db", environment="production", tier_floor=3
+    )
 
     plan = planner.build(playbook({"action": "sqlite.analyze"}), incident("orders", {"environment": "staging"}))
 
@@ -44,8 +50,9 @@ def test_a_label_selects_among_the_services_own_resources_by_name(allowed_root):
     inventory.resource("orders", "cache", allowed_root / "b", name="cold")
 
     chosen = planner.build(playbook({"action": "cache.clear"}), incident("orders", {"resource": "cold"}))
-    custom = planner.build(playbook({"action": "cache.clear", "resource_label": "tier"}),
-                           incident("orders", {"tier": "hot"}))  # fmt: skip
+    custom = planner.build(
+        playbook({"action": "cache.clear", "resource_label": "tier"}), incident("orders", {"tier": "hot"})
+    )
 
     assert chosen.steps[0].params["path"] == str(allowed_root / "b")
     assert custom.steps[0].params["path"] == str(allowed_root / "a")
@@ -63,8 +70,11 @@ def test_a_label_selects_among_the_services_own_resources_by_name(allowed_root):
 )
 def test_a_label_filled_parameter_takes_only_the_values_the_step_allows(labels, error):
     inventory.resource("orders", "service", "orders-api")
-    step = {"action": "service.set_log_level", "params": {"level": "{labels.level}"},
-            "allow": {"level": {"values": ["INFO", "DEBUG"]}}}  # fmt: skip
+    step = {
+        "action": "service.set_log_level",
+        "params": {"level": "{labels.level}"},
+        "allow": {"level": {"values": ["INFO", "DEBUG"]}},
+    }
 
     with pytest.raises(planner.PlanError, match=error):
         planner.build(playbook(step), incident("orders", labels))

@@ -151,8 +151,14 @@ def two_services(allowed_root):
         argv = [sys.executable, "-c", "import time; time.sleep(600)", name]
         procs[name] = subprocess.Popen(argv, start_new_session=True)
         pidfile.write_text(str(procs[name].pid))
-        config[name] = {"kind": "pidfile", "argv": argv, "pidfile": str(pidfile), "restart": "spawn",
-                        "stop_timeout": 5, "start_timeout": 20}  # fmt: skip
+        config[name] = {
+            "kind": "pidfile",
+            "argv": argv,
+            "pidfile": str(pidfile),
+            "restart": "spawn",
+            "stop_timeout": 5,
+            "start_timeout": 20,
+        }
     path.write_text(json.dumps(config))
     inventory.resource("web", "service", "web-svc", name="process")
     inventory.resource("db", "service", "db-svc", name="process")

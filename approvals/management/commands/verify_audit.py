@@ -46,9 +46,10 @@ class Command(BaseCommand):
             )
         if report.problems:
             raise CommandError(
-                f"audit chain intact ({report.count} events), but: " + "; ".join(report.problems[:20])
+                f"audit chain intact ({report.count} events), but: "
+                + "; ".join(report.problems[:20])
                 + (f" (and {len(report.problems) - 20} more)" if len(report.problems) > 20 else "")
-            )  # fmt: skip
+            )
         summary = f"audit chain intact: {report.count} events verified"
         if report.pending:
             summary += f", {report.pending} more waiting to be sealed"

@@ -205,8 +205,22 @@ def analyze(params: dict) -> dict:
 
 
 # WAL mode needs the processes using the database to share memory on one host: never on these.
-NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smbfs", "smb3", "9p", "afs", "ceph", "glusterfs", "fuse.glusterfs",
-                       "fuse.sshfs", "lustre", "davfs", "fuse.s3fs"}  # fmt: skip
+NETWORK_FILESYSTEMS = {
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smbfs",
+    "smb3",
+    "9p",
+    "afs",
+    "ceph",
+    "glusterfs",
+    "fuse.glusterfs",
+    "fuse.sshfs",
+    "lustre",
+    "davfs",
+    "fuse.s3fs",
+}
 
 
 def _filesystem(path: Path) -> str:
@@ -284,8 +298,12 @@ def wal_rollback(params: dict, state: dict, directory: Path) -> dict:
         raise ActionError(f"snapshot holds no journal mode to restore ({before!r})")
     with _connect(path) as conn:
         now = conn.execute(f"PRAGMA journal_mode={before}").fetchone()[0]  # one of the names above
-    return {"restored": now == before, "journal_mode": now, "verified": now == before,
-            "detail": "" if now == before else f"still in {now} mode"}  # fmt: skip
+    return {
+        "restored": now == before,
+        "journal_mode": now,
+        "verified": now == before,
+        "detail": "" if now == before else f"still in {now} mode",
+    }
 
 
 _COMMON = {

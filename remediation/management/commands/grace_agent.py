@@ -23,9 +23,21 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         host = settings.GRACE_HOST
         argv = [
-            sys.executable, "-m", "celery", "-A", "grace_site", "worker",
-            "-Q", host_queue(host), "-n", f"agent@{host}", "-c", str(opts["concurrency"]), "-l", opts["loglevel"],
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "grace_site",
+            "worker",
+            "-Q",
+            host_queue(host),
+            "-n",
+            f"agent@{host}",
+            "-c",
+            str(opts["concurrency"]),
+            "-l",
+            opts["loglevel"],
+        ]
         self.stdout.write(f"agent of host {host}: {' '.join(argv[1:])}")
         self.stdout.flush()
         os.execv(sys.executable, argv)  # noqa: S606 - replaces this process with the worker (argv list)

@@ -42,11 +42,17 @@ class Command(BaseCommand):
     help = "Grow a real SQLite WAL, raise an incident through the API, and follow GRACE healing it."
 
     def add_arguments(self, parser):
-        parser.add_argument("--url", default=None,
-                            help=f"GRACE's base URL (default: $GRACE_PORT, else what `make run` wrote to "
-                                 f"$GRACE_VAR_DIR/{URL_FILE}, else port {settings.GRACE_PORT})")  # fmt: skip
-        parser.add_argument("--token", default=os.environ.get("GRACE_API_TOKEN", ""),
-                            help="API token (default: the first superuser's, created if needed)")  # fmt: skip
+        parser.add_argument(
+            "--url",
+            default=None,
+            help=f"GRACE's base URL (default: $GRACE_PORT, else what `make run` wrote to "
+            f"$GRACE_VAR_DIR/{URL_FILE}, else port {settings.GRACE_PORT})",
+        )
+        parser.add_argument(
+            "--token",
+            default=os.environ.get("GRACE_API_TOKEN", ""),
+            help="API token (default: the first superuser's, created if needed)",
+        )
         parser.add_argument("--wal-mib", type=int, default=4, help="grow the WAL to at least this many MiB")
         parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the run to end")
 
@@ -69,12 +75,13 @@ class Command(BaseCommand):
         response = session.post(
             f"{url}/api/incidents/?wait=true",  # the synchronous mode: the answer is the incident
             json={
-                "service": DEMO_SERVICE, "severity": "warning",
+                "service": DEMO_SERVICE,
+                "severity": "warning",
                 "title": f"{DEMO_SERVICE}: SQLite WAL is {wal / 1048576:.1f} MiB",
                 "labels": {"alertname": "SQLiteWALBloat", "resource": "db", "wal_bytes": str(wal)},
             },
             timeout=10,
-        )  # fmt: skip
+        )
         if response.status_code not in (200, 201):
             raise CommandError(f"the API refused the incident: {response.status_code} {response.text}")
         incident = response.json()
@@ -189,13 +196,15 @@ class Command(BaseCommand):
         request = pending[0]
         left = max(0, int(deadline - time.monotonic()))
         needs = request.get("required_approvals", 1)
-        self.stdout.write(self.style.WARNING(
-            f"run #{run['id']} waits for approval: tier {request.get('tier')}, {needs} approval(s) needed "
-            f"(request #{request['id']}). Approve it, as a user with the approver permission who did not raise "
-            f"this incident, in the admin:\n    {url}/admin/approvals/approvalrequest/{request['id']}/change/\n"
-            f"  or with the API:\n    curl -X POST -H 'Authorization: Token <an approver's token>' "
-            f"-H 'Content-Type: application/json' -d '{{\"reason\": \"demo\"}}' "
-            f"{url}/api/approvals/{request['id']}/approve/\n"
-            f"  Waiting {left} s more (--timeout)."
-        ))  # fmt: skip
+        self.stdout.write(
+            self.style.WARNING(
+                f"run #{run['id']} waits for approval: tier {request.get('tier')}, {needs} approval(s) needed "
+                f"(request #{request['id']}). Approve it, as a user with the approver permission who did not raise "
+                f"this incident, in the admin:\n    {url}/admin/approvals/approvalrequest/{request['id']}/change/\n"
+                f"  or with the API:\n    curl -X POST -H 'Authorization: Token <an approver's token>' "
+                f"-H 'Content-Type: application/json' -d '{{\"reason\": \"demo\"}}' "
+                f"{url}/api/approvals/{request['id']}/approve/\n"
+                f"  Waiting {left} s more (--timeout)."
+            )
+        )
         return True
