@@ -24,6 +24,7 @@ from approvals.choices import RequestStatus
 from approvals.context import ApprovalContext
 from approvals.models import ApprovalRequest
 from approvals.policy import shadow_mode
+from grace_site.admin import ReadOnlyAdmin
 
 
 def _ctx(obj: ApprovalRequest) -> ApprovalContext:
@@ -68,7 +69,7 @@ class StatusFilter(admin.SimpleListFilter):
 
 
 @admin.register(ApprovalRequest)
-class ApprovalRequestAdmin(admin.ModelAdmin):
+class ApprovalRequestAdmin(ReadOnlyAdmin):
     """Approval queue. Rows open a review page with the plan, its contract, and the decision form."""
 
     list_display = (
@@ -105,15 +106,6 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
 
     def get_ordering(self, request):
         return ("pending_first", "created_at")
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     def changelist_view(self, request, extra_context=None):
         extra_context = {"title": "Approval queue (pending first)", **(extra_context or {})}
