@@ -16,14 +16,14 @@ common case and hands every other request to Django untouched (its body replayed
 What it keeps of the full path: the channel is the one the token authenticates (nothing in the body can name
 another), the body is bounded and decoded by ``grace_site.decoding`` rules, the brute-force lockout is checked,
 the backlog bound answers 429, and the delivery is stored with one INSERT before the 202: the same statement
-reads the channel the token's digest names (one round trip, its own transaction). Two things are shared per
+reads the channel the token's digest names (one round trip, its own transaction; on SQLite the rows of the
+requests that wait together share one, ``GroupedWrites``). Two things are shared per
 process instead of done per request: the wake-up of a consumer (``Waker``, after the commit) and, for a second,
 the answer that a client address is not locked out (``LOCKOUT_RECHECK``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import io
 import json
@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection
+from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.http.request import split_domain_port, validate_host
 
 from grace_site import auth_limits
@@ -87,19 +87,76 @@ def store(kind: str, channel_kind: str, token: str, body: str, alerts: int, rece
         return None
     at = _AT.get_db_prep_save(received_at, connection)
     params = [kind, body, alerts, at, at, channel_kind, digest or None, env_match, channels.DEFAULT_ALERTMANAGER]
-    with _one_writer(), connection.cursor() as cursor:
+    if connection.vendor == "sqlite":
+        return _grouped.store(params)
+    with connection.cursor() as cursor:
         cursor.execute(_STORE, params)
         row = cursor.fetchone()
     return row[0] if row else None
 
 
-_sqlite_writer = threading.Lock()
+class _Slot:
+    __slots__ = ("params", "done", "delivery_id", "error")
+
+    def __init__(self, params: list) -> None:
+        self.params, self.done, self.delivery_id, self.error = params, False, None, None
 
 
-def _one_writer():
-    """SQLite has one writer, and its busy handler makes waiting writers sleep and retry: the request threads of
-    a process take turns on a lock of their own instead, and only one of them waits for SQLite's."""
-    return _sqlite_writer if connection.vendor == "sqlite" else contextlib.nullcontext()
+class GroupedWrites:
+    """SQLite has one writer, and its busy handler makes a waiting writer sleep and retry: the request threads of
+    a process store their deliveries together instead. Each request queues its row and waits for this process's
+    turn at the writer; whichever request gets the turn inserts every queued row in one transaction, and each
+    request answers once its own row is committed. When that transaction fails, each row is tried again in a
+    transaction of its own, so a failure is only its own request's (a 503: nothing of it was stored). One
+    request per process waits for SQLite's lock, and takes it once for them all."""
+
+    def __init__(self) -> None:
+        self._turn = threading.Lock()
+        self._queued: list[_Slot] = []
+        self._queue_lock = threading.Lock()
+
+    def store(self, params: list) -> int | None:
+        slot = _Slot(params)
+        with self._queue_lock:
+            self._queued.append(slot)
+        with self._turn:
+            if not slot.done:
+                with self._queue_lock:
+                    batch, self._queued = self._queued, []
+                self._write(batch)
+        if slot.error is not None:
+            raise slot.error
+        return slot.delivery_id
+
+    def _write(self, batch: list[_Slot]) -> None:
+        try:
+            self._insert(batch)
+        except DatabaseError:
+            if len(batch) == 1:
+                batch[0].error = sys.exc_info()[1]
+            else:  # one row's failure does not fail the others: each is tried again on its own
+                for slot in batch:
+                    try:
+                        self._insert([slot])
+                    except DatabaseError as exc:
+                        slot.error = exc
+        finally:
+            for slot in batch:
+                slot.done = True
+
+    @staticmethod
+    def _insert(batch: list[_Slot]) -> None:
+        ids = []
+        with transaction.atomic(), connection.cursor() as cursor:
+            for slot in batch:
+                cursor.execute(_STORE, slot.params)
+                row = cursor.fetchone()
+                ids.append(row[0] if row else None)
+        for slot, delivery_id in zip(batch, ids, strict=True):  # only once committed
+            slot.delivery_id = delivery_id
+
+
+_grouped = GroupedWrites()
 
 
 # --- what the request path hands off ------------------------------------------------------------------------------

@@ -358,3 +358,69 @@ def test_gunicorn_serves_the_light_path_and_the_worker_applies_it(tmp_path, defa
         what="every delivery applied to one incident",
     )
     assert set(Delivery.objects.values_list("status", flat=True)) == {"done"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_light_path_writes_each_store_their_own_delivery_or_none():
+    """On SQLite the request threads of a process store together (one transaction per turn at the writer): every
+    request still gets its own committed row, and a token no channel has stores nothing."""
+    import threading
+    from datetime import UTC, datetime
+
+    from django.db import connection
+
+    _, token = inventory.channel("burst-client")
+    barrier = threading.Barrier(24)
+    results: dict[int, int | None] = {}
+
+    def post(i: int) -> None:
+        try:
+            barrier.wait()
+            sent = token if i % 4 else "grc_" + "0" * 40  # every fourth one: a token no channel has
+            body = json.dumps({"title": f"burst {i}"})
+            results[i] = fastpath.store("incident", "api", sent, body, 1, datetime.now(UTC))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    stored = {i: d for i, d in results.items() if d is not None}
+    assert len(results) == 24 and sorted(stored) == [i for i in range(24) if i % 4]
+    assert len(set(stored.values())) == 18
+    bodies = dict(Delivery.objects.values_list("pk", "body"))
+    assert {i: json.loads(bodies[d])["title"] for i, d in stored.items()} == {i: f"burst {i}" for i in stored}
+    assert len(bodies) == 18
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_row_that_fails_in_a_shared_write_fails_only_its_own_request():
+    from datetime import UTC, datetime
+
+    from django.db import DatabaseError
+
+    _, token = inventory.channel("shared-client")
+    at = datetime.now(UTC)
+    good = fastpath._Slot(_params(token, "good", at))
+    bad = fastpath._Slot(_params(token, "bad", at, alerts=-1))  # the alerts column takes no negative count
+    writes = fastpath.GroupedWrites()
+
+    writes._write([good, bad])
+
+    assert good.done and bad.done
+    assert good.error is None and good.delivery_id is not None
+    assert isinstance(bad.error, DatabaseError) and bad.delivery_id is None
+    assert list(Delivery.objects.values_list("pk", flat=True)) == [good.delivery_id]
+
+
+def _params(token: str, title: str, at, *, alerts: int = 1) -> list:
+    from django.db import connection
+
+    from incidents import channels
+
+    stamp = Delivery._meta.get_field("received_at").get_db_prep_save(at, connection)
+    body = json.dumps({"title": title})
+    return ["incident", body, alerts, stamp, stamp, "api", channels.digest(token), False, channels.DEFAULT_ALERTMANAGER]
