@@ -405,48 +405,8 @@ def run_grace(label: str) -> dict:
         raise RuntimeError("the benchmark needs a database without incidents")
     OUT.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    env = {**os.environ, "GRACE_WEBHOOK_TOKEN": TOKEN, "GRACE_INTAKE_MAX_BACKLOG": "10000000"}
     web_log, worker_log = OUT / f"ingest-{label}-web.log", OUT / f"ingest-{label}-worker.log"
-    web = start(
-        [
-            str(ROOT / ".venv/bin/gunicorn"),
-            "bench.bench_ingest:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            WEB_WORKERS,
-            "--threads",
-            WEB_THREADS,
-            "--worker-class",
-            "gthread",
-            "--log-level",
-            "warning",
-            "--backlog",
-            "2048",
-        ],
-        web_log,
-        env,
-    )
-    worker = start(
-        [
-            str(ROOT / ".venv/bin/celery"),
-            "-A",
-            "grace_site",
-            "worker",
-            "-Q",
-            "intake",
-            "-c",
-            CONSUMERS,
-            "-n",
-            f"bench-intake-{os.getpid()}@localhost",
-            "--without-mingle",
-            "--without-gossip",
-            "-l",
-            "warning",
-        ],
-        worker_log,
-        env,
-    )
+    web, worker = start_grace(port, web_log, worker_log, name=f"bench-intake-{os.getpid()}")
     base = f"http://127.0.0.1:{port}"
     hook, floor = f"{base}/api/webhooks/alertmanager/", f"{base}/bench/baseline/"
     results: dict = {}
@@ -578,12 +538,9 @@ def start_eda(binary: Path, java_home: str) -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{port}/endpoint"
 
 
-def run_side_by_side(binary: Path, java_home: str) -> dict:
-    """Alternating rounds: GRACE's single new alerts at 16 connections, then EDA's webhook, ``EDA_ROUNDS`` times."""
-    import django
-
-    django.setup()
-    port = free_port()
+def start_grace(port: int, web_log: Path, worker_log: Path, *, name: str):
+    """GRACE's gunicorn (the light path in front of Django) on ``port`` and a Celery worker consuming ``intake``
+    (the consumers), with the benchmark's webhook token and no backlog bound."""
     env = {**os.environ, "GRACE_WEBHOOK_TOKEN": TOKEN, "GRACE_INTAKE_MAX_BACKLOG": "10000000"}
     web = start(
         [
@@ -602,7 +559,7 @@ def run_side_by_side(binary: Path, java_home: str) -> dict:
             "--backlog",
             "2048",
         ],
-        OUT / "ingest-eda-grace-web.log",
+        web_log,
         env,
     )
     worker = start(
@@ -616,14 +573,26 @@ def run_side_by_side(binary: Path, java_home: str) -> dict:
             "-c",
             CONSUMERS,
             "-n",
-            f"bench-eda-{os.getpid()}@localhost",
+            f"{name}@localhost",
             "--without-mingle",
             "--without-gossip",
             "-l",
             "warning",
         ],
-        OUT / "ingest-eda-grace-worker.log",
+        worker_log,
         env,
+    )
+    return web, worker
+
+
+def run_side_by_side(binary: Path, java_home: str) -> dict:
+    """Alternating rounds: GRACE's single new alerts at 16 connections, then EDA's webhook, ``EDA_ROUNDS`` times."""
+    import django
+
+    django.setup()
+    port = free_port()
+    web, worker = start_grace(
+        port, OUT / "ingest-eda-grace-web.log", OUT / "ingest-eda-grace-worker.log", name=f"bench-eda-{os.getpid()}"
     )
     eda, eda_url = start_eda(binary, java_home)
     rounds = []
