@@ -53,18 +53,8 @@ def _incident(**extra) -> Incident:
 
 
 def _parked_delivery() -> Delivery:
-    now = timezone.now()
-    return Delivery.objects.create(
-        kind="api",
-        channel=channels.builtin(channels.USERS),
-        alerts=1,
-        received_at=now,
-        available_at=now,
-        body='{"title": "walked", "service": "orders"}',
-        status="parked",
-        attempts=3,
-        error="walk-parked",
-    )
+    body = '{"title": "walked", "service": "orders"}'
+    return inventory.parked_delivery(channels.builtin(channels.USERS), body, kind="api", error="walk-parked")
 
 
 def _resource(root) -> Resource:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.utils import timezone
 
 from approvals import audit, checkpoints, tokens
 from approvals import defaults as approval_defaults
@@ -22,7 +21,7 @@ from approvals.models import ApprovalRequest, GovernanceSettings, NotificationCh
 from grace_site.handoff import host_queue
 from incidents import channels, sweeps
 from incidents import defaults as incident_defaults
-from incidents.models import Delivery, Incident, SweepTarget
+from incidents.models import Incident, SweepTarget
 from incidents.services import Signal, ingest
 from learning import benchmarks
 from learning.checks import Measurement, Metric
@@ -142,18 +141,8 @@ def populate(tmp_root: Path, *, user=None) -> Console:
     channels.issue_token(channel, actor="test")
     # This host's agent, a delivery parked after its tries, and a signed checkpoint of the sealed log.
     fleet.register(f"console@{settings.GRACE_HOST}", queues=["heal.local", host_queue(settings.GRACE_HOST)])
-    now = timezone.now()
-    Delivery.objects.create(
-        kind="alertmanager",
-        channel=channel,
-        body='{"alerts": []}',
-        alerts=0,
-        received_at=now,
-        available_at=now,
-        status="parked",
-        attempts=3,
-        error="OperationalError: could not serialize access",
-    )
+    error = "OperationalError: could not serialize access"
+    inventory.parked_delivery(channel, '{"alerts": []}', kind="alertmanager", alerts=0, error=error)
     audit.seal()
     checkpoints.issue(requested_by="test")
     for keeper in keepers:

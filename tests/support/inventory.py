@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from django.utils import timezone
+
 from incidents import channels, inventory
 from incidents.choices import ChannelKind
-from incidents.models import Channel, Resource, Service
+from incidents.models import Channel, Delivery, Resource, Service
 
 
 def service(name: str, *, environment: str = "staging", tier_floor: int = 1, hosts: list | None = None) -> Service:
@@ -43,3 +45,19 @@ def channel(name: str, *, kind: str = ChannelKind.API, source: str = "api", serv
         actor="test",
     )
     return made, channels.issue_token(made, actor="test")
+
+
+def parked_delivery(channel: Channel, body: str, *, kind: str, alerts: int = 1, error: str) -> Delivery:
+    """A delivery the consumers gave up on after its tries, as they leave it: parked with its error."""
+    now = timezone.now()
+    return Delivery.objects.create(
+        kind=kind,
+        channel=channel,
+        body=body,
+        alerts=alerts,
+        received_at=now,
+        available_at=now,
+        status="parked",
+        attempts=3,
+        error=error,
+    )
