@@ -320,7 +320,15 @@ GRACE_DIAGNOSIS_RECHECK_SECONDS = env_float("GRACE_DIAGNOSIS_RECHECK_SECONDS", 1
 # Durable intake (docs/intake.md): deliveries are stored with one INSERT and acknowledged (202); consumers on
 # queue "intake" turn them into incidents in batches.
 GRACE_INTAKE_BATCH = env_int("GRACE_INTAKE_BATCH", 100, minimum=1, maximum=5000)
-GRACE_INTAKE_CONSUMERS = env_int("GRACE_INTAKE_CONSUMERS", 2, minimum=1, maximum=64)
+# Consumers woken in parallel when batches come back full. SQLite has one writer, which a second consumer could
+# only wait for (doing the same work with more overhead): one there, two on PostgreSQL.
+GRACE_INTAKE_CONSUMERS = env_int(
+    "GRACE_INTAKE_CONSUMERS", 1 if DATABASES["default"]["ENGINE"].endswith("sqlite3") else 2, minimum=1, maximum=64
+)
+# A consumer whose batch was not full waits this long before claiming again, so that the deliveries arriving
+# meanwhile are applied together (one transaction and hand-off for several, not one each); at most this much
+# is added to an alert's way to its incident.
+GRACE_INTAKE_LINGER_SECONDS = env_float("GRACE_INTAKE_LINGER_SECONDS", 0.05, minimum=0.0)
 # Past this many pending deliveries intake answers 429 with Retry-After (rechecked at most this often).
 GRACE_INTAKE_MAX_BACKLOG = env_int("GRACE_INTAKE_MAX_BACKLOG", 100_000, minimum=1)
 GRACE_INTAKE_BACKLOG_RECHECK_SECONDS = env_float("GRACE_INTAKE_BACKLOG_RECHECK_SECONDS", 0.5, minimum=0.0)

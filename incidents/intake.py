@@ -42,7 +42,7 @@ from django.utils import timezone
 from rest_framework.exceptions import ValidationError as DRFValidationError
 
 from approvals import audit
-from grace_site import handoff
+from grace_site import handoff, writer_lock
 from incidents import alertmanager, bodies, services
 from incidents.choices import DeliveryKind, DeliveryStatus
 from incidents.models import Channel, Delivery
@@ -62,9 +62,6 @@ PURGE_BUDGET_SECONDS = 2.0
 # transactions stay short, so the requests that store deliveries meanwhile do not wait long for the lock.
 CHUNK_ALERTS = {"postgresql": 1000}
 CHUNK_ALERTS_DEFAULT = 100
-# SQLite's busy handler is not fair: a writer that waits sleeps between tries while another takes the lock again.
-# Between its transactions a consumer on SQLite leaves the lock free this long, for the requests storing deliveries.
-WRITER_PAUSE = {"sqlite": 0.005}
 
 
 class Backlogged(Exception):
@@ -85,7 +82,7 @@ class Backlogged(Exception):
 def accept(kind: str, channel: Channel, body: str, *, alerts: int = 1, raised_by=None) -> Delivery:
     """Store one validated delivery (one INSERT, no lock) and wake a consumer after commit."""
     now = timezone.now()
-    with transaction.atomic():
+    with writer_lock.turn(), transaction.atomic():
         delivery = Delivery.objects.create(
             kind=kind,
             channel=channel,
@@ -277,7 +274,7 @@ def process_now(kind: str, channel: Channel, data: Any, *, raised_by=None) -> tu
         status=DeliveryStatus.DONE,
         attempts=1,
     )
-    with transaction.atomic():
+    with writer_lock.turn(), transaction.atomic():
         parsed = parse(delivery, data)
         delivery.alerts = parsed.count
         outcome = apply([parsed])[0]
@@ -294,7 +291,7 @@ def claim(limit: int, token: str, *, skip: set[int] | frozenset = frozenset()) -
     """Claim up to ``limit`` pending deliveries, oldest first, for ``token`` (committed, with a lease);
     ``skip``: ids this consumer saw fail already (they wait for a later pass, whatever their backoff)."""
     now = timezone.now()
-    with transaction.atomic():
+    with writer_lock.turn(), transaction.atomic():
         pending = Delivery.objects.filter(status=DeliveryStatus.PENDING, available_at__lte=now)
         if skip:
             pending = pending.exclude(pk__in=skip)
@@ -315,18 +312,21 @@ def claim(limit: int, token: str, *, skip: set[int] | frozenset = frozenset()) -
 
 
 def _finish(deliveries: list[Delivery], token: str) -> int:
-    """Apply the deliveries this consumer still holds and mark them done, in one transaction."""
-    with transaction.atomic():
+    """Apply the deliveries this consumer still holds and mark them done, in one transaction. The bodies are
+    parsed and validated before it begins (no database work), so the transaction holds the writer only for
+    the writes."""
+    parsed = [parse(d) for d in deliveries]
+    with writer_lock.turn(), transaction.atomic():
         held = set(
             Delivery.objects.select_for_update()
             .filter(pk__in=[d.pk for d in deliveries], claim=token, status=DeliveryStatus.PROCESSING)
             .values_list("pk", flat=True)
         )
-        mine = [d for d in deliveries if d.pk in held]
+        mine = [item for item in parsed if item.delivery.pk in held]
         if not mine:
             return 0
-        outcomes = apply([parse(d) for d in mine])
-        _mark_done([(d.pk, outcomes[position].result) for position, d in enumerate(mine)])
+        outcomes = apply(mine)
+        _mark_done([(item.delivery.pk, outcomes[position].result) for position, item in enumerate(mine)])
     return len(mine)
 
 
@@ -365,7 +365,7 @@ def _failed(delivery: Delivery, token: str, exc: BaseException) -> None:
     )
     now = timezone.now()
     mine = Delivery.objects.filter(pk=delivery.pk, claim=token, status=DeliveryStatus.PROCESSING)
-    with transaction.atomic():
+    with writer_lock.turn(), transaction.atomic():
         if park:
             if mine.update(status=DeliveryStatus.PARKED, claim="", lease_until=None, error=error):
                 _audit_parked(delivery.pk, delivery.attempts, error)
@@ -387,12 +387,6 @@ def _audit_parked(delivery_id: int, attempts: int, error: str) -> None:
         obj=("incidents.delivery", delivery_id),
         data={"attempts": attempts, "error": error},
     )
-
-
-def _let_writers_in() -> None:
-    pause = WRITER_PAUSE.get(connection.vendor)
-    if pause:
-        time.sleep(pause)
 
 
 def _chunks(deliveries: list[Delivery]) -> list[list[Delivery]]:
@@ -421,7 +415,6 @@ def process(deliveries: list[Delivery], token: str, *, failed: set[int] | None =
             continue
         try:
             done += services.retry_transient(_finish)(chunk, token)
-            _let_writers_in()
         except Exception as exc:  # noqa: BLE001 - the chunk is retried delivery by delivery, each failure recorded
             logger.warning("intake: a batch of %s deliveries failed (%s); applying them one by one", len(chunk), exc)
             alone.extend(chunk)
@@ -459,13 +452,14 @@ def consume(slot: int = 0, *, budget: float = CONSUME_BUDGET_SECONDS) -> dict:
                 break
         if len(batch) == batch_size and slot + 1 < settings.GRACE_INTAKE_CONSUMERS:
             wake(slot + 1)
-        _let_writers_in()
         applied += process(batch, token, failed=failed)
         batches += 1
         if time.monotonic() > deadline:
             handoff.release(key)
             wake(slot)
             break
+        if len(batch) < batch_size:
+            time.sleep(settings.GRACE_INTAKE_LINGER_SECONDS)  # let the next deliveries gather into one batch
     return {"applied": applied, "batches": batches, "failed": len(failed)}
 
 

@@ -14,10 +14,12 @@ from grace_site import env
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _import_settings(tmp_path, **overrides):
-    child_env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_SECRET_KEY")}
+def _import_settings(tmp_path, show="SECRET_KEY", **overrides):
+    """Start Django in a child with the environment ``overrides``; it prints the setting ``show``."""
+    unset = ("DATABASE_URL", "DJANGO_SECRET_KEY", "GRACE_INTAKE_CONSUMERS")
+    child_env = {k: v for k, v in os.environ.items() if k not in unset}
     child_env.update({"GRACE_VAR_DIR": str(tmp_path), **overrides})
-    code = "import django; from django.conf import settings; django.setup(); print(settings.SECRET_KEY)"
+    code = f"import django; from django.conf import settings; django.setup(); print(settings.{show})"
     return subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=child_env, capture_output=True, text=True, timeout=60
     )
@@ -61,6 +63,8 @@ def _import_settings(tmp_path, **overrides):
         ("GRACE_AUDIT_S3_LOCK_MODE", "LEGAL_HOLD"),
         ("GRACE_AUDIT_ORIGIN", "two words"),
         ("GRACE_AUDIT_CHECKPOINT_SECONDS", "0"),
+        ("GRACE_INTAKE_LINGER_SECONDS", "-0.5"),
+        ("GRACE_INTAKE_CONSUMERS", "0"),
     ],
 )
 def test_a_bad_setting_stops_start_up_naming_the_variable(tmp_path, name, value):
@@ -69,6 +73,19 @@ def test_a_bad_setting_stops_start_up_naming_the_variable(tmp_path, name, value)
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
     assert name in result.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("database_url", "consumers"),
+    [(None, "1"), ("sqlite:///grace.sqlite3", "1"), ("postgres://grace@127.0.0.1:5432/grace", "2")],
+)
+def test_sqlite_has_one_intake_consumer_by_default_and_postgresql_two(tmp_path, database_url, consumers):
+    """SQLite's single writer takes one consumer; the variable still decides when it is set."""
+    overrides = {} if database_url is None else {"DATABASE_URL": database_url}
+    result = _import_settings(tmp_path, show="GRACE_INTAKE_CONSUMERS", **overrides)
+    assert result.stdout.strip() == consumers, result.stderr
+    result = _import_settings(tmp_path, show="GRACE_INTAKE_CONSUMERS", GRACE_INTAKE_CONSUMERS="3", **overrides)
+    assert result.stdout.strip() == "3", result.stderr
 
 
 def test_the_secret_key_is_generated_once_and_kept_private(tmp_path):

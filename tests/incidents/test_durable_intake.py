@@ -4,6 +4,8 @@ back-pressure (429), parking after failures and replay, the beat re-send of a lo
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections import Counter
 from datetime import timedelta
 
@@ -202,6 +204,32 @@ def test_a_batch_applies_deliveries_in_order_firing_then_resolved_then_firing_ag
     again.refresh_from_db()
     assert resolved.result == {"alerts": 1, "created": 0, "absorbed": 0, "resolved": 1, "incidents": [first.pk]}
     assert again.result["created"] == 1 and again.result["incidents"] == [second.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("linger", "applied"), [(0.6, 2), (0.0, 1)])
+def test_a_consumer_lingers_for_the_deliveries_that_arrive_after_its_batch(default_rules, settings, linger, applied):
+    """GRACE_INTAKE_LINGER_SECONDS: a consumer whose batch was not full waits before claiming again, and takes
+    what arrived meanwhile; without it, it stops once it finds nothing left."""
+    settings.GRACE_INTAKE_LINGER_SECONDS = linger
+    store(alertmanager_body(alert("LingerFirst")))
+    result: dict = {}
+
+    def consumer() -> None:
+        try:
+            result.update(intake.consume())
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=consumer)
+    thread.start()
+    wait_for(lambda: Delivery.objects.filter(status=DeliveryStatus.DONE).exists(), timeout=10)
+    time.sleep(0.15)  # the first batch is applied; the consumer lingers (or has stopped)
+    store(alertmanager_body(alert("LingerSecond")))
+    thread.join(10)
+
+    assert result["applied"] == applied
+    assert Delivery.objects.filter(status=DeliveryStatus.PENDING).count() == 2 - applied
 
 
 @pytest.mark.django_db
