@@ -648,12 +648,15 @@ def main() -> None:
     databases = []
     if "postgresql" in wanted and os.environ.get("DATABASE_URL", "").startswith("postgres"):
         databases.append(("postgresql", os.environ["DATABASE_URL"]))
+    scratch = Path(tempfile.mkdtemp(prefix="grace-bench-"))  # the SQLite run's database, removed afterwards
     if "sqlite" in wanted:
-        sqlite_path = Path(tempfile.mkdtemp(prefix="grace-bench-")) / "bench.sqlite3"
-        databases.append(("sqlite", f"sqlite:///{sqlite_path}"))
-    for label, url in databases:
-        print(f"--- {label}", flush=True)
-        summary["runs"][label] = _child(label, url)
+        databases.append(("sqlite", f"sqlite:///{scratch / 'bench.sqlite3'}"))
+    try:
+        for label, url in databases:
+            print(f"--- {label}", flush=True)
+            summary["runs"][label] = _child(label, url)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     if os.environ.get("BENCH_EDA", "1") == "1":
         binary, why = eda_binary()
         if binary is None:
