@@ -216,6 +216,9 @@ class Incident(models.Model):
             models.Index(fields=["diagnosis_code", "-last_seen"], name="incident_diagnosis_idx"),
             # the reaper: open incidents without a run
             models.Index(fields=["status", "created_at"], name="incident_status_created_idx"),
+            # dedupe: a channel's incidents of given fingerprints and statuses. The partial unique constraint
+            # above cannot serve it on SQLite, whose planner does not match a status list given as parameters.
+            models.Index(fields=["channel", "fingerprint", "status"], name="incident_channel_fp_status_idx"),
         ]
 
     def __str__(self) -> str:

@@ -201,8 +201,13 @@ def _claim(channel: Channel, fingerprints: list[str]) -> None:
         cursor.execute("SELECT " + ", ".join(["pg_advisory_xact_lock(%s)"] * len(keys)), keys)
 
 
+def active_of(channel: Channel, fingerprints: list[str]):
+    """The channel's active incidents of ``fingerprints`` (the dedupe lookup: an index search)."""
+    return Incident.objects.filter(channel=channel, fingerprint__in=fingerprints, status__in=IncidentStatus.ACTIVE)
+
+
 def _active(channel: Channel, fingerprints: list[str], *, lock: bool = False) -> dict[str, Incident]:
-    incidents = Incident.objects.filter(channel=channel, fingerprint__in=fingerprints, status__in=IncidentStatus.ACTIVE)
+    incidents = active_of(channel, fingerprints)
     if lock:
         incidents = incidents.select_for_update().order_by("fingerprint")
     return {incident.fingerprint: incident for incident in incidents}

@@ -2,6 +2,7 @@
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import connection
 
 from approvals.models import AuditEvent
 from incidents import services
@@ -184,3 +185,19 @@ def test_intake_diagnoses_with_the_rules_its_transaction_sees_even_between_reche
     incident = services.ingest(wal_signal()).incident
 
     assert incident.diagnosis_code == "database_wal_bloat"
+
+
+def test_the_dedupe_lookup_searches_an_index_by_fingerprint_on_both_databases(default_rules):
+    """Every alert looks up its channel's active incident: scanning the channel's incidents instead would make
+    intake slower the more incidents a channel has ever had."""
+    incident = services.ingest(wal_signal()).incident
+    query = services.active_of(incident.channel, [incident.fingerprint, "f" * 64])
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:  # a tiny table: make the planner show the index it would use
+            cursor.execute("SET LOCAL enable_seqscan = off")
+        plan = query.explain()
+        assert "Index Cond" in plan and "fingerprint" in plan.split("Index Cond", 1)[1], plan
+    else:
+        plan = query.explain()
+        assert "fingerprint=?" in plan, plan
+    assert list(query) == [incident]
