@@ -80,7 +80,7 @@ class Backlogged(Exception):
 
 
 def accept(kind: str, channel: Channel, body: str, *, alerts: int = 1, raised_by=None) -> Delivery:
-    """Store one validated delivery (one INSERT, no lock) and wake a consumer after commit."""
+    """Store one validated delivery (one INSERT; on SQLite, at its writer turn) and wake a consumer after commit."""
     now = timezone.now()
     with writer_lock.turn(), transaction.atomic():
         delivery = Delivery.objects.create(
