@@ -22,7 +22,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from django.db import connections
+from django.db import connections, transaction
 
 _local = threading.local()
 
@@ -59,6 +59,14 @@ def turn(using: str = "default") -> Iterator[None]:
         yield
         return
     with held(path):
+        yield
+
+
+@contextmanager
+def atomic(using: str = "default") -> Iterator[None]:
+    """A transaction begun at this database's writer turn (the turn first: waiting for it inside the transaction
+    could only stall, since the database lock may already be ours)."""
+    with turn(using), transaction.atomic(using=using):
         yield
 
 

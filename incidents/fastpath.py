@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.db import DatabaseError, close_old_connections, connection
 from django.http.request import split_domain_port, validate_host
 
 from grace_site import auth_limits, writer_lock
@@ -147,7 +147,7 @@ class GroupedWrites:
     @staticmethod
     def _insert(batch: list[_Slot]) -> None:
         ids = []
-        with writer_lock.turn(), transaction.atomic(), connection.cursor() as cursor:
+        with writer_lock.atomic(), connection.cursor() as cursor:
             for slot in batch:
                 cursor.execute(_STORE, slot.params)
                 row = cursor.fetchone()

@@ -82,7 +82,7 @@ class Backlogged(Exception):
 def accept(kind: str, channel: Channel, body: str, *, alerts: int = 1, raised_by=None) -> Delivery:
     """Store one validated delivery (one INSERT; on SQLite, at its writer turn) and wake a consumer after commit."""
     now = timezone.now()
-    with writer_lock.turn(), transaction.atomic():
+    with writer_lock.atomic():
         delivery = Delivery.objects.create(
             kind=kind,
             channel=channel,
@@ -274,7 +274,7 @@ def process_now(kind: str, channel: Channel, data: Any, *, raised_by=None) -> tu
         status=DeliveryStatus.DONE,
         attempts=1,
     )
-    with writer_lock.turn(), transaction.atomic():
+    with writer_lock.atomic():
         parsed = parse(delivery, data)
         delivery.alerts = parsed.count
         outcome = apply([parsed])[0]
@@ -291,7 +291,7 @@ def claim(limit: int, token: str, *, skip: set[int] | frozenset = frozenset()) -
     """Claim up to ``limit`` pending deliveries, oldest first, for ``token`` (committed, with a lease);
     ``skip``: ids this consumer saw fail already (they wait for a later pass, whatever their backoff)."""
     now = timezone.now()
-    with writer_lock.turn(), transaction.atomic():
+    with writer_lock.atomic():
         pending = Delivery.objects.filter(status=DeliveryStatus.PENDING, available_at__lte=now)
         if skip:
             pending = pending.exclude(pk__in=skip)
@@ -316,7 +316,7 @@ def _finish(deliveries: list[Delivery], token: str) -> int:
     parsed and validated before it begins (no database work), so the transaction holds the writer only for
     the writes."""
     parsed = [parse(d) for d in deliveries]
-    with writer_lock.turn(), transaction.atomic():
+    with writer_lock.atomic():
         held = set(
             Delivery.objects.select_for_update()
             .filter(pk__in=[d.pk for d in deliveries], claim=token, status=DeliveryStatus.PROCESSING)
@@ -365,7 +365,7 @@ def _failed(delivery: Delivery, token: str, exc: BaseException) -> None:
     )
     now = timezone.now()
     mine = Delivery.objects.filter(pk=delivery.pk, claim=token, status=DeliveryStatus.PROCESSING)
-    with writer_lock.turn(), transaction.atomic():
+    with writer_lock.atomic():
         if park:
             if mine.update(status=DeliveryStatus.PARKED, claim="", lease_until=None, error=error):
                 _audit_parked(delivery.pk, delivery.attempts, error)
