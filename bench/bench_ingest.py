@@ -53,6 +53,13 @@ PACED_RATE = int(os.environ.get("BENCH_PACED_RATE", "1000"))
 EDA_ROUNDS = int(os.environ.get("BENCH_EDA_ROUNDS", "2"))
 # Scenario names to run (comma-separated, e.g. ``single_new_16,single_duplicate_16``); empty: all of them.
 ONLY = {name for name in os.environ.get("BENCH_INGEST_SCENARIOS", "").split(",") if name}
+
+
+def wanted(scenario: str) -> bool:
+    """Whether ``BENCH_INGEST_SCENARIOS`` asks for this scenario (baselines always run)."""
+    return not ONLY or scenario in ONLY or scenario.startswith("baseline")
+
+
 EDA_DIR = Path(os.environ.get("BENCH_EDA_DIR", str(Path(tempfile.gettempdir()) / "grace-bench-eda")))
 TOKEN = "bench-webhook-token-" + uuid.uuid4().hex
 EDA_TOKEN = "bench-eda-token-" + uuid.uuid4().hex
@@ -430,8 +437,7 @@ def run_grace(label: str) -> dict:
             ("batch100_new_16", hook, 16, 100, True),
             ("batch100_duplicate_16", hook, 16, 100, False),
         ]
-        if ONLY:
-            scenarios = [row for row in scenarios if row[0] in ONLY or row[0].startswith("baseline")]
+        scenarios = [row for row in scenarios if wanted(row[0])]
         mark = books(0)["last_delivery"]
         for name, url, connections, batch, new in scenarios:
             row = wrk(url, connections=connections, batch=batch, new=new)
@@ -449,7 +455,7 @@ def run_grace(label: str) -> dict:
                 flush=True,
             )
         # Alert accepted to incident visible, at a paced rate (16 connections, one alert each).
-        if not ONLY or "paced_single_new_16" in ONLY:
+        if wanted("paced_single_new_16"):
             before = books(0)["last_delivery"]
             steady = paced(hook, rate=PACED_RATE, seconds=max(SECONDS, 10))
             steady["drained_in_s"] = drain()
