@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -20,6 +21,18 @@ fcntl.flock(fd, fcntl.LOCK_EX)
 print("held", flush=True)
 time.sleep(60)
 """
+
+
+def _taken(path: str) -> bool:
+    """Whether someone holds the turn: asked from a descriptor of its own, without waiting."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the lock if it was taken here
+    return False
 
 
 def _enters(path: str, entered: list[float], release: threading.Event | None = None) -> threading.Thread:
@@ -41,25 +54,25 @@ def test_a_second_thread_waits_for_the_turn_and_gets_it_when_the_first_lets_go(t
     holder = _enters(path, first, release)
     while not first:
         time.sleep(0.001)
+    assert _taken(path)
     waiter = _enters(path, second)
-    time.sleep(0.2)
-    assert second == [], "the second thread entered while the first held the turn"
     let_go = time.monotonic()
+    assert second == [], "the second thread entered while the first held the turn"
     release.set()
     holder.join(5)
     waiter.join(5)
     assert second and second[0] >= let_go
     # Woken by the kernel, not by a polling interval.
     assert second[0] - let_go < 0.1
+    assert not _taken(path)
 
 
 def test_the_turn_is_let_go_when_the_block_fails(tmp_path):
     path = str(tmp_path / "db.sqlite3-writer")
     with pytest.raises(RuntimeError), writer_lock.held(path):
+        assert _taken(path)
         raise RuntimeError("the transaction failed")
-    entered: list[float] = []
-    _enters(path, entered).join(5)
-    assert entered, "the turn stayed taken after the block raised"
+    assert not _taken(path), "the turn stayed taken after the block raised"
 
 
 def test_another_process_waits_and_a_killed_holder_frees_the_turn(tmp_path):
@@ -67,13 +80,11 @@ def test_another_process_waits_and_a_killed_holder_frees_the_turn(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", HOLD, path], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        entered: list[float] = []
-        waiter = _enters(path, entered)
-        time.sleep(0.2)
-        assert entered == [], "a thread entered while another process held the turn"
+        assert _taken(path), "another process's turn is not seen here"
         holder.kill()
         holder.wait(5)
-        waiter.join(5)
+        entered: list[float] = []
+        _enters(path, entered).join(5)
         assert entered, "the turn of a killed process was not freed"
     finally:
         holder.kill()
@@ -88,19 +99,20 @@ def test_a_forked_child_opens_its_own_lock(tmp_path):
     read, write = os.pipe()
     with writer_lock.held(path):
         pid = os.fork()
-        if pid == 0:  # the child: its turn must wait for the parent's
+        if pid == 0:  # the child asks for the turn its parent holds, through the module's own descriptor
             os.close(read)
-            started = time.monotonic()
-            with writer_lock.held(path):
-                waited = time.monotonic() - started
-            os.write(write, f"{waited:.3f}".encode())
+            try:
+                fcntl.flock(writer_lock._descriptor(path), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                answer = b"granted"
+            except BlockingIOError:
+                answer = b"waits"
+            os.write(write, answer)
             os._exit(0)
-        time.sleep(0.3)
-    os.close(write)
-    waited = float(os.read(read, 64).decode())
-    os.waitpid(pid, 0)
+        os.close(write)
+        answer = os.read(read, 16)
+        os.waitpid(pid, 0)
     os.close(read)
-    assert waited >= 0.2, "the child took the turn its parent held"
+    assert answer == b"waits", "the child took the turn its parent held"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -112,15 +124,11 @@ def test_turns_are_taken_on_sqlite_only_and_never_inside_a_transaction():
         with writer_lock.turn():
             return
     assert path == f"{connection.settings_dict['NAME']}-writer"
-    entered: list[float] = []
     with writer_lock.turn():
-        thread = _enters(path, entered)
-        time.sleep(0.2)
-        assert entered == [], "the turn was not held"
-    thread.join(5)
-    assert entered
+        assert _taken(path), "the turn was not held"
+    assert not _taken(path)
+    with writer_lock.atomic():
+        assert _taken(path) and connection.in_atomic_block
     # Inside a transaction the database lock may already be ours: waiting for a turn then could only stall.
-    entered.clear()
     with transaction.atomic(), writer_lock.turn():
-        _enters(path, entered).join(5)
-        assert entered, "a turn was taken inside a transaction"
+        assert not _taken(path), "a turn was taken inside a transaction"
