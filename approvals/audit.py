@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from approvals import audit_actions
 from approvals.models import AuditEvent
+from grace_site import rows
 from grace_site.changes import diff  # noqa: F401 - part of this module's interface
 
 
@@ -146,7 +147,7 @@ def _insert(events: list[AuditEvent]) -> None:
     with connection.cursor() as cursor:
         for start in range(0, len(events), _ROWS_PER_INSERT):
             chunk = events[start : start + _ROWS_PER_INSERT]
-            params = [f.get_db_prep_save(getattr(event, f.attname), connection) for event in chunk for f in fields]
+            params = rows.params(chunk, fields, connection)
             values = ", ".join([placeholder] * len(chunk))  # placeholders only: the values are parameters
             # RETURNING (SQLite 3.35+, PostgreSQL) gives the ids in the order of the VALUES.
             cursor.execute(f"{_INSERT_SQL} VALUES {values} RETURNING id", params)

@@ -35,14 +35,15 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Count, F, Min
+from django.db.models import Count, Min
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError as DRFValidationError
 
 from approvals import audit
-from grace_site import handoff, writer_lock
+from grace_site import handoff, rows, writer_lock
 from incidents import alertmanager, bodies, services
 from incidents.choices import DeliveryKind, DeliveryStatus
 from incidents.models import Channel, Delivery
@@ -287,47 +288,84 @@ def process_now(kind: str, channel: Channel, data: Any, *, raised_by=None) -> tu
 # --- the consumer -----------------------------------------------------------------------------------------
 
 
+# The claim in one statement: the oldest pending deliveries that are due are marked as this consumer's, with a
+# lease, and come back with what processing reads (the other columns load if asked for). PostgreSQL locks them
+# with SKIP LOCKED, so parallel consumers take different ones; SQLite's single writer takes claims in turn.
+_CLAIMED = [
+    f.attname
+    for f in Delivery._meta.concrete_fields
+    if f.attname in {"id", "kind", "channel_id", "raised_by_id", "body", "alerts", "status", "attempts", "claim"}
+]
+# Filled in with placeholders and the model's own column names only: every value is a parameter.
+_CLAIM_SQL = (
+    "UPDATE incidents_delivery SET status = 'processing', claim = %s, lease_until = %s, attempts = attempts + 1 "
+    "WHERE status = 'pending' AND id IN (SELECT id FROM incidents_delivery "
+    "WHERE status = 'pending' AND available_at <= %s{skip} ORDER BY id LIMIT %s{lock}) RETURNING {columns}"
+)
+_AVAILABLE_AT = Delivery._meta.get_field("available_at")
+
+
 def claim(limit: int, token: str, *, skip: set[int] | frozenset = frozenset()) -> list[Delivery]:
     """Claim up to ``limit`` pending deliveries, oldest first, for ``token`` (committed, with a lease);
     ``skip``: ids this consumer saw fail already (they wait for a later pass, whatever their backoff)."""
     now = timezone.now()
-    with writer_lock.atomic():
-        pending = Delivery.objects.filter(status=DeliveryStatus.PENDING, available_at__lte=now)
-        if skip:
-            pending = pending.exclude(pk__in=skip)
-        ids = list(pending.order_by("pk").select_for_update(skip_locked=True).values_list("pk", flat=True)[:limit])
-        if not ids:
-            return []
-        Delivery.objects.filter(pk__in=ids, status=DeliveryStatus.PENDING).update(
-            status=DeliveryStatus.PROCESSING,
-            claim=token,
-            lease_until=now + timedelta(seconds=settings.GRACE_INTAKE_LEASE_SECONDS),
-            attempts=F("attempts") + 1,
-        )
-    return list(
-        Delivery.objects.filter(pk__in=ids, claim=token, status=DeliveryStatus.PROCESSING)
-        .select_related("channel", "raised_by")
-        .order_by("pk")
+    prepare = rows.preparer(_AVAILABLE_AT, connection)
+    lease = now + timedelta(seconds=settings.GRACE_INTAKE_LEASE_SECONDS)
+    ids = sorted(int(pk) for pk in skip)
+    sql = _CLAIM_SQL.format(
+        skip=f" AND id NOT IN ({', '.join(['%s'] * len(ids))})" if ids else "",  # placeholders only
+        lock=" FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else "",
+        columns=", ".join(_CLAIMED),
     )
+    with writer_lock.atomic(), connection.cursor() as cursor:
+        cursor.execute(sql, [token, prepare(lease), prepare(now), *ids, int(limit)])
+        claimed = sorted(cursor.fetchall())
+    deliveries = [Delivery.from_db(connection.alias, _CLAIMED, row) for row in claimed]
+    _attach(deliveries)
+    return deliveries
+
+
+def _attach(deliveries: list[Delivery]) -> None:
+    """Each delivery's channel and poster, read once per batch (as they are now, like the join did)."""
+    if not deliveries:
+        return
+    found = Channel.objects.in_bulk({d.channel_id for d in deliveries})
+    posters = {d.raised_by_id for d in deliveries if d.raised_by_id}
+    users = get_user_model().objects.in_bulk(posters) if posters else {}
+    for delivery in deliveries:
+        delivery.channel = found[delivery.channel_id]  # PROTECT: a channel with deliveries is never deleted
+        if delivery.raised_by_id:
+            delivery.raised_by = users.get(delivery.raised_by_id)
+
+
+class _Lost(Exception):
+    """Some deliveries of a batch were no longer this consumer's at commit time (their lease ran out and another
+    consumer took them): the transaction is rolled back and the rest applied again."""
+
+    def __init__(self, held: set[int]):
+        super().__init__(f"{len(held)} deliveries still held")
+        self.held = held
 
 
 def _finish(deliveries: list[Delivery], token: str) -> int:
     """Apply the deliveries this consumer still holds and mark them done, in one transaction. The bodies are
     parsed and validated before it begins (no database work), so the transaction holds the writer only for
-    the writes."""
-    parsed = [parse(d) for d in deliveries]
-    with writer_lock.atomic():
-        held = set(
-            Delivery.objects.select_for_update()
-            .filter(pk__in=[d.pk for d in deliveries], claim=token, status=DeliveryStatus.PROCESSING)
-            .values_list("pk", flat=True)
-        )
-        mine = [item for item in parsed if item.delivery.pk in held]
-        if not mine:
-            return 0
-        outcomes = apply(mine)
-        _mark_done([(item.delivery.pk, outcomes[position].result) for position, item in enumerate(mine)])
-    return len(mine)
+    the writes. The last statement marks them done only where this consumer's claim still stands; when one of
+    them was taken back meanwhile (a lease that ran out: rare), everything is rolled back and the deliveries
+    still held are applied again, so a delivery is applied once whoever holds it."""
+    mine = [parse(d) for d in deliveries]
+    while mine:
+        try:
+            with writer_lock.atomic():
+                outcomes = apply(mine)
+                results = [(item.delivery.pk, outcomes[position].result) for position, item in enumerate(mine)]
+                held = _mark_done(results, token)
+                if len(held) != len(mine):
+                    raise _Lost(held)
+            return len(mine)
+        except _Lost as lost:
+            mine = [item for item in mine if item.delivery.pk in lost.held]
+    return 0
 
 
 _DONE_SQL = (
@@ -335,20 +373,25 @@ _DONE_SQL = (
 )
 
 
-def _mark_done(results: list[tuple[int, dict]]) -> None:
-    """One UPDATE: each delivery done, with its result."""
-    processed_at = Delivery._meta.get_field("processed_at").get_db_prep_save(timezone.now(), connection)
+def _mark_done(results: list[tuple[int, dict]], token: str) -> set[int]:
+    """One UPDATE: each delivery still claimed by ``token`` done, with its result. Returns their ids."""
+    processed_at = rows.preparer(Delivery._meta.get_field("processed_at"), connection)(timezone.now())
     cast = "::jsonb" if connection.vendor == "postgresql" else ""
     cases = " ".join([f"WHEN %s THEN %s{cast}"] * len(results))
     params: list = [processed_at]
     for pk, result in results:
         params += [pk, json.dumps(result, separators=(",", ":"))]
     params += [pk for pk, _ in results]
+    params.append(token)
     ids = ", ".join(["%s"] * len(results))
     # Placeholders only: every value is a parameter.
-    sql = f"{_DONE_SQL} result = CASE id {cases} END WHERE id IN ({ids})"
+    sql = (
+        f"{_DONE_SQL} result = CASE id {cases} END "
+        f"WHERE id IN ({ids}) AND claim = %s AND status = 'processing' RETURNING id"
+    )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+        return {pk for (pk,) in cursor.fetchall()}
 
 
 def _failed(delivery: Delivery, token: str, exc: BaseException) -> None:

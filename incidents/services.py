@@ -19,6 +19,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from approvals import audit
+from grace_site import rows
 from incidents import channels, normalize, transitions
 from incidents.choices import UNKNOWN_DIAGNOSIS, IncidentStatus
 from incidents.diagnosis import Diagnosis, RuleSet, current_ruleset
@@ -146,6 +147,7 @@ def record_batch(
         wanted = sorted(set(firing) | set(resolutions))
         active = _active(channel, wanted)
         writer = any(fp not in active for fp in firing) or any(fp in active for fp in resolutions)
+        moved = False
         if not writer:
             try:
                 with transaction.atomic():  # a savepoint: rolling it back releases its row locks
@@ -153,14 +155,17 @@ def record_batch(
                         raise transitions.Moved
             except transitions.Moved:
                 # An incident was resolved between our read and our bump: start over as a writer.
-                writer = True
+                writer = moved = True
                 outcome.clear()
         if writer:
             # The rule table's version is checked once per creating batch (one cheap query, before any lock),
             # so a new incident is always diagnosed with the rules this transaction sees.
             rules = current_ruleset(max_age=0)
             _claim(channel, wanted)
-            active = _active(channel, wanted, lock=True)
+            if moved or connection.vendor == "postgresql":
+                active = _active(channel, wanted, lock=True)
+            # SQLite: every transaction begins IMMEDIATE (grace_site.env), so the first read was already made
+            # under the database's write lock and nothing can have changed what it found.
             for fingerprint in sorted(resolutions):
                 incident = active.get(fingerprint)
                 if incident is not None and resolve(incident.pk, actor=actor, reason=resolutions[fingerprint]):
@@ -337,9 +342,10 @@ _ROWS_PER_INSERT = 200
 
 
 def _insert(incidents: list[Incident]) -> None:
-    """``bulk_create`` as plain multi-row INSERTs: intake's hot write. Each value goes through its field's own
-    preparation (``auto_now`` stamps included), so rows are stored exactly as the ORM stores them; PostgreSQL's
-    ``bulk_create`` would first pack every column into an array, which costs more than the insert itself."""
+    """``bulk_create`` as plain multi-row INSERTs: intake's hot write. Each value is prepared as its field
+    prepares it (``auto_now`` stamps included, see ``grace_site.rows``), so rows are stored exactly as the ORM
+    stores them; PostgreSQL's ``bulk_create`` would first pack every column into an array, which costs more than
+    the insert itself."""
     fields = [field for field in Incident._meta.concrete_fields if not field.primary_key]
     columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
     insert = "INSERT INTO incidents_incident (" + columns + ") VALUES "  # noqa: S608 - the model's own columns
@@ -347,11 +353,7 @@ def _insert(incidents: list[Incident]) -> None:
     with connection.cursor() as cursor:
         for start in range(0, len(incidents), _ROWS_PER_INSERT):
             chunk = incidents[start : start + _ROWS_PER_INSERT]
-            params = [
-                field.get_db_prep_save(field.pre_save(incident, True), connection)
-                for incident in chunk
-                for field in fields
-            ]
+            params = rows.params(chunk, fields, connection)
             values = ", ".join([placeholder] * len(chunk))  # placeholders only: the values are parameters
             # RETURNING (SQLite 3.35+, PostgreSQL) gives the ids in the order of the VALUES.
             cursor.execute(insert + values + " RETURNING id", params)  # noqa: S608 - placeholders only

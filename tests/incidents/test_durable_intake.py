@@ -248,6 +248,26 @@ def test_a_consumer_whose_lease_ran_out_applies_nothing_the_next_one_did(default
 
 
 @pytest.mark.django_db
+def test_a_consumer_that_lost_part_of_its_batch_applies_the_rest_once(default_rules):
+    kept, lost = store(alertmanager_body(alert("Kept"))), store(alertmanager_body(alert("Lost")))
+    slow = intake.claim(10, "slow-consumer")
+    assert [d.pk for d in slow] == [kept.pk, lost.pk]
+    Delivery.objects.filter(pk=lost.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
+    assert intake.recover() == {"released": 1, "parked": 0}
+    assert intake.consume()["applied"] == 1  # the lost one, by another consumer
+
+    assert intake.process(slow, "slow-consumer") == 1  # the one it still held, and only that one
+
+    assert total_occurrences() == 2
+    assert sorted(Incident.objects.values_list("occurrences", flat=True)) == [1, 1]
+    assert AuditEvent.objects.filter(action="incident.created").count() == 2
+    for delivery, attempts in ((kept, 1), (lost, 2)):
+        delivery.refresh_from_db()
+        assert (delivery.status, delivery.attempts, delivery.claim) == ("done", attempts, "")
+        assert delivery.result["created"] == 1
+
+
+@pytest.mark.django_db
 def test_a_redelivered_consumer_task_finds_nothing_left(default_rules):
     for i in range(3):
         store(alertmanager_body(alert(f"Once{i}")))
