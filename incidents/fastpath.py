@@ -238,9 +238,6 @@ class IntakeApp:
 
     def __init__(self, fallback: Callable) -> None:
         self.fallback = fallback
-        # Request threads mostly wait on I/O (Redis, the database): hand the interpreter over sooner than every
-        # 5 ms, so a thread whose answer has arrived is not kept waiting by the others.
-        sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
 
     def __call__(self, environ: dict, start_response):
         route = ROUTES.get(environ.get("PATH_INFO", ""))
