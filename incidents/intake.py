@@ -290,7 +290,9 @@ def process_now(kind: str, channel: Channel, data: Any, *, raised_by=None) -> tu
 
 # The claim in one statement: the oldest pending deliveries that are due are marked as this consumer's, with a
 # lease, and come back with what processing reads (the other columns load if asked for). PostgreSQL locks them
-# with SKIP LOCKED, so parallel consumers take different ones; SQLite's single writer takes claims in turn.
+# with SKIP LOCKED, so parallel consumers take different ones; SQLite's single writer takes claims in turn. The
+# ids are picked once, in a materialized CTE: as ``id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)``,
+# PostgreSQL may plan a semi-join that runs the subquery again for each row and claims far more than ``n``.
 _CLAIMED = [
     f.attname
     for f in Delivery._meta.concrete_fields
@@ -298,9 +300,10 @@ _CLAIMED = [
 ]
 # Filled in with placeholders and the model's own column names only: every value is a parameter.
 _CLAIM_SQL = (
+    "WITH picked AS MATERIALIZED (SELECT id FROM incidents_delivery "
+    "WHERE status = 'pending' AND available_at <= %s{skip} ORDER BY id LIMIT %s{lock}) "
     "UPDATE incidents_delivery SET status = 'processing', claim = %s, lease_until = %s, attempts = attempts + 1 "
-    "WHERE status = 'pending' AND id IN (SELECT id FROM incidents_delivery "
-    "WHERE status = 'pending' AND available_at <= %s{skip} ORDER BY id LIMIT %s{lock}) RETURNING {columns}"
+    "WHERE status = 'pending' AND id IN (SELECT id FROM picked) RETURNING {columns}"
 )
 _AVAILABLE_AT = Delivery._meta.get_field("available_at")
 
@@ -318,7 +321,7 @@ def claim(limit: int, token: str, *, skip: set[int] | frozenset = frozenset()) -
         columns=", ".join(_CLAIMED),
     )
     with writer_lock.atomic(), connection.cursor() as cursor:
-        cursor.execute(sql, [token, prepare(lease), prepare(now), *ids, int(limit)])
+        cursor.execute(sql, [prepare(now), *ids, int(limit), token, prepare(lease)])
         claimed = sorted(cursor.fetchall())
     deliveries = [Delivery.from_db(connection.alias, _CLAIMED, row) for row in claimed]
     _attach(deliveries)
