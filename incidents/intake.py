@@ -6,11 +6,12 @@ deliveries into incidents in batches, exactly once each.
 - ``process_now``: the synchronous mode (``?wait=true``): the delivery is stored and processed in one
   transaction, and the caller gets the incidents as before.
 - ``consume``: the consumer (Celery task ``incidents.consume_deliveries`` on queue ``intake``). It claims a batch
-  of pending deliveries (``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's single writer lock
-  serializes claims), committing the claim with a lease, then processes the batch in one transaction that first
-  re-checks it still holds every delivery. So a delivery is applied once whatever happens: two consumers never
-  claim the same delivery, a redelivered task finds nothing left to claim, and a consumer whose lease ran out
-  (and whose batch was claimed again) applies nothing.
+  of pending deliveries in one statement (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's single writer lock
+  serializes claims), committing the claim with a lease, then processes the batch in one transaction whose last
+  statement marks the deliveries done only where its claim still stands (if one was taken back, the transaction
+  is rolled back and the rest applied again). So a delivery is applied once whatever happens: two consumers
+  never claim the same delivery, a redelivered task finds nothing left to claim, and a consumer whose lease ran
+  out (and whose batch was claimed again) applies nothing of that batch.
 - Failures: a batch that fails is retried delivery by delivery, so one bad delivery cannot hold back the others;
   a delivery that fails ``GRACE_INTAKE_MAX_ATTEMPTS`` times (or can never succeed: its body no longer validates)
   is parked with its error, audited, and waits for an operator's ``replay``. Never lost.
