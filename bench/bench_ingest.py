@@ -356,13 +356,44 @@ def backlog() -> int:
     return Delivery.objects.exclude(status="done").count()
 
 
-def drain(timeout: float = 600) -> float:
-    started = time.monotonic()
-    while backlog():
-        if time.monotonic() - started > timeout:
-            raise RuntimeError(f"the intake backlog did not drain within {timeout} s")
+def drain(timeout: float = 600, *, stalled: float = 120) -> float:
+    """Wait until every stored delivery is done; says how it goes every 30 s, and fails when the backlog has not
+    moved for ``stalled`` seconds (a consumer stuck, or deliveries held by one that died: this run has no beat
+    to take its lease back) or after ``timeout``."""
+    started = changed = said = time.monotonic()
+    last = None
+    while left := backlog():
+        now = time.monotonic()
+        if left != last:
+            last, changed = left, now
+        if now - said >= 30:
+            print(f"  draining: {left} deliveries not done after {now - started:.0f} s ({undone()})", flush=True)
+            said = now
+        if now - changed > stalled or now - started > timeout:
+            raise RuntimeError(
+                f"the intake backlog did not drain: {left} deliveries not done, unchanged for {now - changed:.0f} s "
+                f"({undone()}); the consumers' log is {OUT}/ingest-*-worker.log"
+            )
         time.sleep(0.2)
     return round(time.monotonic() - started, 1)
+
+
+def undone() -> str:
+    """The deliveries not done, by status: how many, under how many claims, the oldest received."""
+    from django.db.models import Count, Min
+
+    from incidents.models import Delivery
+
+    rows = (
+        Delivery.objects.exclude(status="done")
+        .values("status")
+        .annotate(n=Count("id"), claims=Count("claim", distinct=True), oldest=Min("received_at"))
+        .order_by("status")
+    )
+    return "; ".join(
+        f"{row['status']} {row['n']} under {row['claims']} claims, oldest received {row['oldest']:%H:%M:%S}"
+        for row in rows
+    )
 
 
 def books(since_id: int) -> dict:
