@@ -319,7 +319,7 @@ GRACE_INTAKE_RAW_MAX_BYTES = env_int("GRACE_INTAKE_RAW_MAX_BYTES", 16 * 1024, mi
 GRACE_DIAGNOSIS_RECHECK_SECONDS = env_float("GRACE_DIAGNOSIS_RECHECK_SECONDS", 1.0, minimum=0.0)
 # Durable intake (docs/intake.md): deliveries are stored with one INSERT and acknowledged (202); consumers on
 # queue "intake" turn them into incidents in batches.
-GRACE_INTAKE_BATCH = env_int("GRACE_INTAKE_BATCH", 100, minimum=1, maximum=5000)
+GRACE_INTAKE_BATCH = env_int("GRACE_INTAKE_BATCH", 500, minimum=1, maximum=5000)
 # Consumers woken in parallel when batches come back full. SQLite has one writer, which a second consumer could
 # only wait for (doing the same work with more overhead): one there, two on PostgreSQL.
 GRACE_INTAKE_CONSUMERS = env_int(
