@@ -31,7 +31,7 @@ _cache: dict[tuple, Callable[[Any], Any]] = {}
 
 def preparer(field: Field, connection) -> Callable[[Any], Any]:
     """``value -> field.get_db_prep_save(value, connection)``, with the common values taken the short way."""
-    key = (field.model, field.attname, connection.alias, connection.vendor)
+    key = (field.model, field.attname, connection.alias)
     found = _cache.get(key)
     if found is None:
         found = _cache[key] = _make(field, connection)

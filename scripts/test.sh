@@ -17,9 +17,10 @@ if [ "${GRACE_TEST_PASSES:-parallel}" = serial ]; then
     exec bash scripts/with-services.sh bash scripts/test-inner.sh postgresql "$@"
 fi
 
+passes=(sqlite postgresql)
 LOGS="$(mktemp -d /tmp/grace-test-logs.XXXXXX)"
 pids=()
-for pass in sqlite postgresql; do
+for pass in "${passes[@]}"; do
     # Each line is shown as it comes, tagged with its pass; the pass's own log keeps it whole.
     (bash scripts/with-services.sh bash scripts/test-inner.sh "$pass" "$@" 2>&1 \
         | tee "$LOGS/$pass.log" | sed -u "s/^/[$pass] /"; exit "${PIPESTATUS[0]}") &
@@ -28,11 +29,10 @@ done
 trap 'kill "${pids[@]}" 2>/dev/null; wait; exit 130' INT TERM
 
 failed=()
-for i in 0 1; do
-    pass=$([ "$i" = 0 ] && echo sqlite || echo postgresql)
-    wait "${pids[$i]}" || failed+=("$pass")
+for i in "${!passes[@]}"; do
+    wait "${pids[$i]}" || failed+=("${passes[$i]}")
 done
-for pass in sqlite postgresql; do
+for pass in "${passes[@]}"; do
     say "pytest on $pass: $(grep -E '^=+ .*(passed|failed|error).* in ' "$LOGS/$pass.log" | tail -n 1 | tr -d '=' | sed 's/^ *//')"
 done
 rm -rf "$LOGS"
