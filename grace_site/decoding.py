@@ -22,6 +22,7 @@ import re
 from typing import Any
 
 from django.conf import settings
+from django.http import JsonResponse
 from rest_framework import parsers, status
 from rest_framework.exceptions import APIException, ParseError, ValidationError
 
@@ -33,6 +34,27 @@ class PayloadTooLarge(APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_detail = "Request body is too large."
     default_code = "payload_too_large"
+
+
+def _too_large(limit: int) -> str:
+    return f"Request body is over {limit} bytes."
+
+
+class DeclaredBodyLimit:
+    """Middleware: an API request whose ``Content-Length`` is over ``GRACE_API_MAX_BODY_BYTES`` is answered 413
+    before anything reads its body. DRF reads a JSON body whole before its parser runs, so the parser's own
+    check alone would first wait for, and hold, a body of up to Django's ``DATA_UPLOAD_MAX_MEMORY_SIZE``; and
+    one over that would get Django's bare 400 instead of the API's 413."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        declared = request.META.get("CONTENT_LENGTH") or ""
+        limit = settings.GRACE_API_MAX_BODY_BYTES
+        if declared.isdigit() and int(declared) > limit and request.path_info.startswith("/api/"):
+            return JsonResponse({"detail": _too_large(limit)}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+        return self.get_response(request)
 
 
 def text_problem(text: str) -> str | None:
@@ -137,10 +159,10 @@ class JSONParser(parsers.JSONParser):
         request = (parser_context or {}).get("request")
         declared = request.META.get("CONTENT_LENGTH") if request is not None else None
         if declared and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(f"Request body is over {limit} bytes.")
+            raise PayloadTooLarge(_too_large(limit))
         body = stream.read(limit + 1) if stream is not None else b""
         if len(body) > limit:
-            raise PayloadTooLarge(f"Request body is over {limit} bytes.")
+            raise PayloadTooLarge(_too_large(limit))
         try:
             data = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
         except RecursionError:

@@ -81,6 +81,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "grace_site.decoding.DeclaredBodyLimit",  # an API body declared over the limit: 413 before it is read
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -226,6 +227,8 @@ GRACE_API_MAX_BODY_BYTES = env_int(
     "GRACE_API_MAX_BODY_BYTES", env_int("GRACE_INTAKE_MAX_BODY_BYTES", 1024 * 1024, minimum=1024), minimum=1024
 )
 GRACE_INTAKE_MAX_BODY_BYTES = GRACE_API_MAX_BODY_BYTES  # the former name, for code that still reads it
+# Django's own cap on a body it reads, never below the API's: a body the API accepts is never Django's 400.
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, GRACE_API_MAX_BODY_BYTES)
 GRACE_API_MAX_JSON_DEPTH = env_int("GRACE_API_MAX_JSON_DEPTH", 32, minimum=4, maximum=500)
 GRACE_API_MAX_KEY_LENGTH = env_int("GRACE_API_MAX_KEY_LENGTH", 256, minimum=16)
 

@@ -114,6 +114,17 @@ def test_a_body_over_the_limit_is_413_on_every_endpoint(client_for, settings):
     assert "over 4096 bytes" in response.json()["detail"]
 
 
+@pytest.mark.parametrize("path", ["/api/incidents/", "/api/playbooks/", "/api/webhooks/alertmanager/"])
+def test_a_body_over_djangos_own_cap_is_still_the_apis_413(client_for, settings, path):
+    """Over DATA_UPLOAD_MAX_MEMORY_SIZE Django refuses to read a body at all; the API still answers its 413."""
+    body = json.dumps({"title": "x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 10)})
+
+    response = client_for(path, body)
+
+    assert response.status_code == 413, response.content[:200]
+    assert response.json()["detail"] == f"Request body is over {settings.GRACE_API_MAX_BODY_BYTES} bytes."
+
+
 @pytest.mark.parametrize("path", ["/api/incidents/", "/api/playbooks/"])
 def test_a_body_that_is_not_json_is_415_on_every_endpoint(api_client, admin_user, path):
     api_client.force_authenticate(admin_user)
