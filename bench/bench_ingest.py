@@ -1,5 +1,6 @@
-"""Durable intake through gunicorn on loopback, beside a minimal Django view on the same server (and Ansible EDA's
-webhook when it can be installed), on PostgreSQL (durable when ``make bench`` starts it) and on SQLite.
+"""Durable intake through GRACE's web server (granian, ``grace_site.serve``) on loopback, beside a minimal Django
+view on the same server (and Ansible EDA's webhook when it can be installed), on PostgreSQL (durable when
+``make bench`` starts it) and on SQLite.
 
 Load comes from wrk (installed with apt when missing), one Lua script per scenario, all through
 ``POST /api/webhooks/alertmanager/`` with Alertmanager's version 4 body and a channel token:
@@ -44,6 +45,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "grace_site.settings")
 from django.http import JsonResponse  # noqa: E402
 from django.urls import include, path  # noqa: E402
 from django.views.decorators.csrf import csrf_exempt  # noqa: E402
+
+from grace_site import serve  # noqa: E402
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 WEB_WORKERS = os.environ.get("BENCH_WEB_WORKERS", "2")
@@ -582,26 +585,13 @@ def start_eda(binary: Path, java_home: str) -> tuple[subprocess.Popen, str]:
 
 
 def start_grace(port: int, web_log: Path, worker_log: Path, *, name: str):
-    """GRACE's gunicorn (the light path in front of Django) on ``port`` and a Celery worker consuming ``intake``
+    """GRACE's web server (the light path in front of Django) on ``port`` and a Celery worker consuming ``intake``
     (the consumers), with the benchmark's webhook token and no backlog bound."""
     env = {**os.environ, "GRACE_WEBHOOK_TOKEN": TOKEN, "GRACE_INTAKE_MAX_BACKLOG": "10000000"}
     web = start(
-        [
-            str(ROOT / ".venv/bin/gunicorn"),
-            "bench.bench_ingest:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            WEB_WORKERS,
-            "--threads",
-            WEB_THREADS,
-            "--worker-class",
-            "gthread",
-            "--log-level",
-            "warning",
-            "--backlog",
-            "2048",
-        ],
+        serve.command(
+            port=port, workers=int(WEB_WORKERS), threads=int(WEB_THREADS), application="bench.bench_ingest:application"
+        ),
         web_log,
         env,
     )
@@ -676,7 +666,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     summary: dict = {
         "cpus": os.cpu_count(),
-        "web": f"gunicorn {WEB_WORKERS} workers x {WEB_THREADS} threads",
+        "web": f"granian {WEB_WORKERS} workers x {WEB_THREADS} threads",
         "consumers": int(CONSUMERS),
         "seconds_per_scenario": SECONDS,
         "runs": {},

@@ -1,6 +1,6 @@
 """Tier-1 heal end to end, beside a Celery chain of the same length, measured in the same run.
 
-- latency: one incident at a time, posted to the API (gunicorn on loopback) until
+- latency: one incident at a time, posted to the API (granian on loopback) until
   its run's SUCCEEDED timeline entry, with a fast local action (sqlite.analyze on a
   small database) and its contract; p50/p99 over N runs.
 - baseline: a chain of 6 no-op tasks (`grace.ping`) on the same worker, one at a
@@ -50,6 +50,7 @@ from django.utils import timezone  # noqa: E402
 from approvals import tokens  # noqa: E402
 from approvals.models import ApiToken  # noqa: E402
 from bench.floor_tasks import audited_step  # noqa: E402
+from grace_site import serve  # noqa: E402
 from grace_site.celery import app  # noqa: E402
 from grace_site.tasks import ping  # noqa: E402
 from incidents.models import DiagnosisRule, Incident, Resource, Service  # noqa: E402
@@ -219,17 +220,8 @@ def main() -> None:
     ]
     worker = start(env_worker, tmp / "worker.log")
     web = start(
-        [
-            str(ROOT / ".venv/bin/gunicorn"),
-            "grace_site.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "2",
-            "--log-level",
-            "warning",
-        ],
-        tmp / "gunicorn.log",
+        serve.command(port=port, workers=2, threads=4),
+        tmp / "web.log",
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -1,6 +1,6 @@
 """Smoke-suite latency against real services (`make bench`, or `bash scripts/bench.sh bench/bench_smoke.py`).
 
-Starts a Celery worker, celery beat and gunicorn serving GRACE against the Redis and PostgreSQL that
+Starts a Celery worker, celery beat and granian serving GRACE against the Redis and PostgreSQL that
 scripts/bench.sh provides, then runs the smoke suite BENCH_SMOKE_RUNS times in this process (exactly
 what the scheduled task and ``POST /api/verification/benchmarks/smoke/`` run). Beside it, the baseline
 measured in the same run: the four raw round trips alone (SELECT 1, Redis SET+GET, grace.ping through
@@ -44,6 +44,7 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
 from grace_site import redis as grace_redis  # noqa: E402
+from grace_site import serve  # noqa: E402
 from grace_site.celery import app as celery_app  # noqa: E402
 from learning import benchmarks, defaults  # noqa: E402
 from learning.estimators import percentile  # noqa: E402
@@ -178,20 +179,11 @@ def main() -> int:
         "--max-interval",
         "1",
     ]
-    web = [
-        str(Path(py).parent / "gunicorn"),
-        "grace_site.wsgi",
-        "--bind",
-        f"127.0.0.1:{PORT}",
-        "--workers",
-        "2",
-        "--log-level",
-        "warning",
-    ]
+    web = serve.command(port=PORT, workers=2, threads=4)
     procs = [Proc("worker", worker, log_dir), Proc("beat", beat, log_dir), Proc("web", web, log_dir)]
     try:
         _wait("the Celery worker", lambda: bool(celery_app.control.ping(timeout=0.5)), procs)
-        _wait("gunicorn, with a healthy /api/health/", _health_ok, procs)
+        _wait("the web server, with a healthy /api/health/", _health_ok, procs)
         client = grace_redis.client()
         for _ in range(WARMUP):
             _raw_round_trips(client)

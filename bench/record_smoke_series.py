@@ -5,7 +5,7 @@
 tests/learning/data holds RECORD_RUNS=120 RECORD_INTERVAL=10, both databases recorded at the same time, each
 under its own with-services.sh.
 
-Starts the same processes as bench_smoke.py (a Celery worker, beat and gunicorn), runs the smoke suite
+Starts the same processes as bench_smoke.py (a Celery worker, beat and granian), runs the smoke suite
 RECORD_RUNS times, RECORD_INTERVAL seconds apart, and for one run out of every fifteen keeps every CPU busy
 with spinning processes while the run measures (a "busy minute" on a shared machine; the machine's other
 work adds its own noise). Writes tests/learning/data/smoke_series_<database>.json: each metric's
@@ -29,6 +29,7 @@ import bench_smoke as smoke  # noqa: E402 - sets up Django and the processes' se
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
+from grace_site import serve  # noqa: E402
 from grace_site.celery import app as celery_app  # noqa: E402
 from learning import benchmarks, defaults  # noqa: E402
 
@@ -77,16 +78,7 @@ def main() -> int:
         "-l",
         "warning",
     ]
-    web = [
-        str(Path(py).parent / "gunicorn"),
-        "grace_site.wsgi",
-        "--bind",
-        f"127.0.0.1:{smoke.PORT}",
-        "--workers",
-        "2",
-        "--log-level",
-        "warning",
-    ]
+    web = serve.command(port=smoke.PORT, workers=2, threads=4)
     beat = [
         py,
         "-m",
@@ -106,7 +98,7 @@ def main() -> int:
     spinners: list[multiprocessing.Process] = []
     try:
         smoke._wait("the Celery worker", lambda: bool(celery_app.control.ping(timeout=0.5)), procs)
-        smoke._wait("gunicorn, with a healthy /api/health/", smoke._health_ok, procs)
+        smoke._wait("the web server, with a healthy /api/health/", smoke._health_ok, procs)
         for _ in range(5):
             benchmarks.run_suite("smoke", trigger="manual")
         for i in range(RUNS):

@@ -33,7 +33,7 @@ say "migrating the database"
 "$PY" manage.py grace_setup
 
 cat >> "$procfile" <<PROCS
-web: exec $VENV/bin/gunicorn grace_site.wsgi --bind 127.0.0.1:$GRACE_PORT --workers ${GRACE_WEB_WORKERS:-3} --threads 4 --timeout 60 --access-logfile -
+web: exec $PY -m grace_site.serve --port $GRACE_PORT --workers ${GRACE_WEB_WORKERS:-2} --threads ${GRACE_WEB_THREADS:-8} --access-log
 worker: exec $VENV/bin/celery -A grace_site worker -Q heal.local,heal.cloud,sweeps,benchmarks,default,intake -c ${GRACE_WORKER_CONCURRENCY:-2} -l info
 beat: exec $VENV/bin/celery -A grace_site beat -l info --pidfile= --schedule=$VAR/celerybeat-schedule
 PROCS

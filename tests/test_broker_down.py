@@ -1,6 +1,6 @@
 """With Redis down (broker, result store, breaker and limit state), an endpoint that hands work off answers
 503 with the reason within its timeout, and leaves nothing queued for good: a run it created is failed, or
-picked up by the reaper. Real processes: gunicorn serving GRACE, pointed at a redis-server that was
+picked up by the reaper. Real processes: granian serving GRACE, pointed at a redis-server that was
 started and stopped on a free port (the port refuses connections, as a crashed Redis's does).
 """
 

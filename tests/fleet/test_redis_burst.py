@@ -1,7 +1,7 @@
 """Redis killed and restarted during a burst of incidents: every incident the API acknowledged reaches a final
 state within 120 s of Redis returning, and no action runs twice.
 
-Real processes on a Redis of the test's own (gunicorn, one worker, beat), with a lowered dispatch lease and
+Real processes on a Redis of the test's own (granian, one worker, beat), with a lowered dispatch lease and
 hand-off grace and the reaper every 2 s, as an operator would tune a fleet that must recover quickly. Redis
 runs without persistence, so killing it loses every queued message: recovery is the reaper's alone.
 """

@@ -333,11 +333,13 @@ def test_a_disabled_channel_is_refused_at_once(app):
     assert Delivery.objects.count() == 1
 
 
-# --- mounted in front of Django by grace_site.wsgi, served by gunicorn ------------------------------------------
+# --- mounted in front of Django by grace_site.wsgi, served by GRACE's web server (grace_site.serve) ---------------
 
 
 @pytestmark_db
-def test_gunicorn_serves_the_light_path_and_the_worker_applies_it(tmp_path, default_rules, celery_worker):
+def test_the_web_server_serves_the_light_path_and_the_worker_applies_it(
+    tmp_path, default_rules, celery_worker, settings
+):
     web, base = start_web(tmp_path, GRACE_WEBHOOK_TOKEN=WEBHOOK_TOKEN)
     try:
         with requests.Session() as session:
@@ -345,11 +347,15 @@ def test_gunicorn_serves_the_light_path_and_the_worker_applies_it(tmp_path, defa
             answers = [session.post(f"{base}{HOOK}", json=ALERTMANAGER_BODY, timeout=30) for _ in range(20)]
             synchronous = session.post(f"{base}{HOOK}?wait=true", json=ALERTMANAGER_BODY, timeout=30)
             refused = session.post(f"{base}{HOOK}", json={"version": "4"}, timeout=30)
+        oversized = _answer_to_a_body_declared_but_not_sent(base, settings.GRACE_API_MAX_BODY_BYTES + 1)
     finally:
         web.stop()
 
     assert [a.status_code for a in answers] == [202] * 20, answers[0].text
     assert synchronous.status_code == 200 and refused.status_code == 400
+    # The server streams the body to the application, which refuses it by its declared length without waiting
+    # for it (a server that buffered the body first would not answer at all here).
+    assert oversized.startswith(b"HTTP/1.1 413"), oversized
     from tests.support.runs import wait_for
 
     wait_for(
@@ -358,6 +364,21 @@ def test_gunicorn_serves_the_light_path_and_the_worker_applies_it(tmp_path, defa
         what="every delivery applied to one incident",
     )
     assert set(Delivery.objects.values_list("status", flat=True)) == {"done"}
+
+
+def _answer_to_a_body_declared_but_not_sent(base: str, length: int) -> bytes:
+    """The first bytes of the answer to a webhook POST that declares ``length`` bytes of body and sends 10."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(
+            f"POST {HOOK} HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: Bearer {WEBHOOK_TOKEN}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n".encode()
+            + b'{"version"'
+        )
+        return sock.recv(64)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from django.db import connection
 
+from grace_site import serve
 from grace_site.celery import app as celery_app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -175,22 +176,9 @@ def start_redis(tmp_dir: Path, port: int) -> Managed:
 
 
 def start_web(tmp_dir: Path, **env: str) -> tuple[Managed, str]:
-    """gunicorn serving GRACE on the test database (one worker), as `make run` does; returns it and its URL."""
+    """granian serving GRACE on the test database (one worker), as `make run` does; returns it and its URL."""
     port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "grace_site.wsgi",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        "1",
-        "--threads",
-        "4",
-        "--timeout",
-        "60",
-    ]
+    argv = serve.command(port=port, workers=1, threads=4)
     web = Managed(argv, process_env(**env), tmp_dir / f"web-{port}.log")
-    _wait_for_port(port, web, "gunicorn")
+    _wait_for_port(port, web, "granian")
     return web, f"http://127.0.0.1:{port}"
