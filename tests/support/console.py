@@ -135,7 +135,8 @@ def populate(tmp_root: Path, *, user=None) -> Console:
 
     # An unknown signal (escalated at intake), an ordinary open one, and a host sweep's pending breach.
     ingest(Signal(source="api", title="Something odd happened", service="orders-db", environment="prod"))
-    SweepTarget.objects.get_or_create(name="console-host", defaults={"kind": "host", "thresholds": {"cpu_percent": 0}})
+    only_cpu = {"cpu_percent": 0, "disk_used_percent": 101, "memory_used_percent": 101, "load_per_cpu": 1e6}
+    SweepTarget.objects.get_or_create(name="console-host", defaults={"kind": "host", "thresholds": only_cpu})
     sweeps.sweep("host")
     bench = _benchmarks()
     channels.issue_token(channel, actor="test")
