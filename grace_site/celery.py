@@ -5,8 +5,10 @@ import os
 from celery import Celery, signals
 from kombu import Queue
 
+from grace_site import broker
 from grace_site.handoff import QUEUES
 
+broker.install()  # a worker survives its Redis restarting (see grace_site/broker.py)
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "grace_site.settings")
 
 app = Celery("grace")

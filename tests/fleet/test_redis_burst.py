@@ -133,7 +133,9 @@ def test_every_acknowledged_incident_is_final_within_120_s_of_redis_returning_an
             what="every acknowledged incident's run to finish",
             detail=lambda: (
                 f"unfinished: {sorted(unfinished())[:20]}; answers {dict(answers)}; "
-                f"runs {Counter(HealRun.objects.values_list('status', flat=True))}"
+                f"runs {Counter(HealRun.objects.values_list('status', flat=True))}; "
+                f"worker {'running' if worker.proc.poll() is None else f'exited {worker.proc.returncode}'}, "
+                f"its log ends:\n{worker.log()[-1500:]}"
             ),
         )
     finally:
