@@ -160,6 +160,7 @@ class Incident(models.Model):
         on_delete=models.PROTECT,
         related_name="incidents",
         default=_users_channel,
+        db_index=False,  # incident_channel_fp_status_idx leads with the channel
         help_text="The integration that raised it.",
     )
     raised_by = models.ForeignKey(
@@ -168,6 +169,7 @@ class Incident(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="+",
+        db_index=False,  # incident_raised_by_idx: only the incidents a user raised
         help_text="The user who raised it through the API (never an approver of its runs).",
     )
     source = models.CharField(max_length=20, choices=Source.choices)
@@ -219,6 +221,9 @@ class Incident(models.Model):
             # dedupe: a channel's incidents of given fingerprints and statuses. The partial unique constraint
             # above cannot serve it on SQLite, whose planner does not match a status list given as parameters.
             models.Index(fields=["channel", "fingerprint", "status"], name="incident_channel_fp_status_idx"),
+            # a user's incidents (deleting a user clears them). Partial: most incidents come from a channel's
+            # token and have no user, and an index entry is written for every new version of a row.
+            models.Index(fields=["raised_by"], condition=Q(raised_by__isnull=False), name="incident_raised_by_idx"),
         ]
 
     def __str__(self) -> str:
@@ -414,6 +419,7 @@ class Delivery(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="+",
+        db_index=False,  # delivery_raised_by_idx: only the deliveries a user posted
         help_text="The user who posted it with their own credentials, if any.",
     )
     body = models.TextField(help_text="The JSON body as received.")
@@ -438,6 +444,9 @@ class Delivery(models.Model):
             models.Index(fields=["lease_until"], condition=Q(status="processing"), name="delivery_lease_idx"),
             # admin and API lists by status, newest first; retention of done deliveries
             models.Index(fields=["status", "received_at"], name="delivery_status_received_idx"),
+            # a user's deliveries (deleting a user clears them). Partial: deliveries posted with a channel's
+            # token have no user, and each delivery is written three times (stored, claimed, done).
+            models.Index(fields=["raised_by"], condition=Q(raised_by__isnull=False), name="delivery_raised_by_idx"),
         ]
         constraints = [
             models.CheckConstraint(
