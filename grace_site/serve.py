@@ -6,7 +6,7 @@ per worker process; on the light path it takes about a quarter less CPU per requ
 (docs/intake.md, "Benchmarks"). The request body is streamed to the application, so a body over
 ``GRACE_API_MAX_BODY_BYTES`` is refused before it is read.
 
-    python -m grace_site.serve --port 8000 --workers 3 --threads 4 --access-log
+    python -m grace_site.serve --port 8000 --workers 2 --threads 8 --access-log
 
 The process becomes granian (``exec``), so signals reach it directly: SIGINT or SIGTERM stop it after the
 requests in flight.
