@@ -40,6 +40,15 @@ def _too_large(limit: int) -> str:
     return f"Request body is over {limit} bytes."
 
 
+def declared_length(value: str | None) -> int | None:
+    """A request's ``Content-Length`` as a number of bytes, or None when it is missing or not a plain decimal
+    number (``+5``, `` 5``, ``²``: the body is then read up to the limit and measured). A length of more than
+    19 digits is counted as larger than any limit, without converting it."""
+    if not value or not (value.isascii() and value.isdigit()):
+        return None
+    return int(value) if len(value) <= 19 else 10**19
+
+
 class DeclaredBodyLimit:
     """Middleware: an API request whose ``Content-Length`` is over ``GRACE_API_MAX_BODY_BYTES`` is answered 413
     before anything reads its body. DRF reads a JSON body whole before its parser runs, so the parser's own
@@ -50,9 +59,9 @@ class DeclaredBodyLimit:
         self.get_response = get_response
 
     def __call__(self, request):
-        declared = request.META.get("CONTENT_LENGTH") or ""
+        declared = declared_length(request.META.get("CONTENT_LENGTH"))
         limit = settings.GRACE_API_MAX_BODY_BYTES
-        if declared.isdigit() and int(declared) > limit and request.path_info.startswith("/api/"):
+        if declared is not None and declared > limit and request.path_info.startswith("/api/"):
             return JsonResponse({"detail": _too_large(limit)}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
         return self.get_response(request)
 
@@ -157,8 +166,8 @@ class JSONParser(parsers.JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
         limit = settings.GRACE_API_MAX_BODY_BYTES
         request = (parser_context or {}).get("request")
-        declared = request.META.get("CONTENT_LENGTH") if request is not None else None
-        if declared and declared.isdigit() and int(declared) > limit:
+        declared = declared_length(request.META.get("CONTENT_LENGTH")) if request is not None else None
+        if declared is not None and declared > limit:
             raise PayloadTooLarge(_too_large(limit))
         body = stream.read(limit + 1) if stream is not None else b""
         if len(body) > limit:

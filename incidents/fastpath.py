@@ -39,6 +39,7 @@ from django.db import DatabaseError, close_old_connections, connection
 from django.http.request import split_domain_port, validate_host
 
 from grace_site import auth_limits, writer_lock
+from grace_site.decoding import declared_length
 from incidents import channels, intake
 from incidents.bodies import CHECKS, NotSure, decode
 from incidents.choices import ChannelKind, DeliveryKind
@@ -262,10 +263,10 @@ class IntakeApp:
             or not self._host_allowed(environ)
         ):
             return None
-        length = environ.get("CONTENT_LENGTH", "")
-        if not length.isdigit() or int(length) > settings.GRACE_API_MAX_BODY_BYTES:
+        length = declared_length(environ.get("CONTENT_LENGTH"))
+        if length is None or length > settings.GRACE_API_MAX_BODY_BYTES:
             return None
-        body = environ["wsgi.input"].read(int(length))
+        body = environ["wsgi.input"].read(length)
         environ["wsgi.input"] = io.BytesIO(body)  # Django reads it again if it answers
         received_at = datetime.now(UTC)
         if not _not_locked_out(environ, limit_name):

@@ -114,6 +114,14 @@ def test_a_body_over_the_limit_is_413_on_every_endpoint(client_for, settings):
     assert "over 4096 bytes" in response.json()["detail"]
 
 
+@pytest.mark.parametrize(("length", "status"), [("\u00b2", 400), ("1" + "0" * 30, 413), ("9" * 5000, 413)])
+def test_an_odd_content_length_gets_a_clear_answer_not_a_500(client_for, length, status):
+    response = client_for("/api/incidents/", json.dumps({"title": "x"}), CONTENT_LENGTH=length)
+
+    assert response.status_code == status, response.content[:200]
+    assert _written()[0] == 0
+
+
 @pytest.mark.parametrize("path", ["/api/incidents/", "/api/playbooks/", "/api/webhooks/alertmanager/"])
 def test_a_body_over_djangos_own_cap_is_still_the_apis_413(client_for, settings, path):
     """Over DATA_UPLOAD_MAX_MEMORY_SIZE Django refuses to read a body at all; the API still answers its 413."""

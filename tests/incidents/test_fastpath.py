@@ -293,6 +293,19 @@ def test_the_synchronous_mode_goes_through_django(app, default_rules):
 
 
 @pytestmark_db
+@pytest.mark.parametrize(
+    ("length", "answer"), [("\u00b2", 400), ("+10", 400), (" 10", 400), ("-1", 400), ("", 400), ("9" * 5000, 413)]
+)
+def test_a_content_length_that_is_not_a_plain_number_is_djangos(app, length, answer):
+    light, django = app
+
+    status, _, _ = call(light, HOOK, ALERTMANAGER_BODY, CONTENT_LENGTH=length)
+
+    assert (status, django.calls) == (answer, 1)
+    assert not Delivery.objects.exists()
+
+
+@pytestmark_db
 def test_an_oversized_body_is_djangos_413(app, settings):
     light, django = app
     settings.GRACE_API_MAX_BODY_BYTES = 1024
