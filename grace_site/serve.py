@@ -32,7 +32,8 @@ def command(
     application: str = APPLICATION,
 ) -> list[str]:
     """The argv that serves ``application`` on ``host:port``: ``workers`` processes, each running the WSGI
-    application on ``threads`` threads. A worker that dies is started again."""
+    application on ``threads`` threads. A worker that dies is started again (granian gives up and exits when
+    one dies twice within a few seconds)."""
     return [
         sys.executable,
         "-m",
@@ -50,6 +51,10 @@ def command(
         str(workers),
         "--blocking-threads",
         str(threads),
+        # Keep idle application threads (granian's default retires them after 30 s): each holds its own
+        # persistent database connection, which a new thread would open again.
+        "--blocking-threads-idle-timeout",
+        "600",
         "--backlog",
         "2048",
         "--respawn-failed-workers",

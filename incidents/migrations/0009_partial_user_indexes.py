@@ -5,7 +5,10 @@
 - An incident's channel needs no index of its own: ``incident_channel_fp_status_idx`` leads with it.
 
 The foreign-key indexes are dropped by name (the names Django gave them), so SQLite drops them in place
-instead of copying the tables.
+instead of copying the tables. On PostgreSQL the indexes are built and dropped ``CONCURRENTLY`` (the migration
+is not atomic for that): ``incidents_delivery`` is the intake's hot table, and a plain build would hold its
+writes, so the webhooks' answers, until it is done. A concurrent build that is interrupted leaves an invalid
+index behind: drop it and migrate again.
 """
 
 import django.db.models.deletion
@@ -20,9 +23,35 @@ FOREIGN_KEY_INDEXES = [
     ("incidents_incident_channel_id_f5b0370c", "incidents_incident", "channel_id"),
     ("incidents_incident_raised_by_id_96486eeb", "incidents_incident", "raised_by_id"),
 ]
+# (the partial index, its table)
+USER_INDEXES = [("delivery_raised_by_idx", "incidents_delivery"), ("incident_raised_by_idx", "incidents_incident")]
+
+
+def _concurrently(schema_editor) -> str:
+    return "CONCURRENTLY " if schema_editor.connection.vendor == "postgresql" else ""
+
+
+def forwards(apps, schema_editor):
+    how = _concurrently(schema_editor)
+    for name, table in USER_INDEXES:
+        schema_editor.execute(
+            f'CREATE INDEX {how}IF NOT EXISTS "{name}" ON "{table}" ("raised_by_id") WHERE "raised_by_id" IS NOT NULL'
+        )
+    for name, _table, _column in FOREIGN_KEY_INDEXES:
+        schema_editor.execute(f'DROP INDEX {how}IF EXISTS "{name}"')
+
+
+def backwards(apps, schema_editor):
+    how = _concurrently(schema_editor)
+    for name, table, column in FOREIGN_KEY_INDEXES:
+        schema_editor.execute(f'CREATE INDEX {how}IF NOT EXISTS "{name}" ON "{table}" ("{column}")')
+    for name, _table in USER_INDEXES:
+        schema_editor.execute(f'DROP INDEX {how}IF EXISTS "{name}"')
 
 
 class Migration(migrations.Migration):
+    atomic = False  # CREATE/DROP INDEX CONCURRENTLY cannot run in a transaction
+
     dependencies = [
         ("incidents", "0008_incident_dedupe_index"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
@@ -69,25 +98,23 @@ class Migration(migrations.Migration):
                         to=settings.AUTH_USER_MODEL,
                     ),
                 ),
+                migrations.AddIndex(
+                    model_name="delivery",
+                    index=models.Index(
+                        condition=models.Q(("raised_by__isnull", False)),
+                        fields=["raised_by"],
+                        name="delivery_raised_by_idx",
+                    ),
+                ),
+                migrations.AddIndex(
+                    model_name="incident",
+                    index=models.Index(
+                        condition=models.Q(("raised_by__isnull", False)),
+                        fields=["raised_by"],
+                        name="incident_raised_by_idx",
+                    ),
+                ),
             ],
-            database_operations=[
-                migrations.RunSQL(
-                    sql=f'DROP INDEX IF EXISTS "{name}"',
-                    reverse_sql=f'CREATE INDEX IF NOT EXISTS "{name}" ON "{table}" ("{column}")',
-                )
-                for name, table, column in FOREIGN_KEY_INDEXES
-            ],
-        ),
-        migrations.AddIndex(
-            model_name="delivery",
-            index=models.Index(
-                condition=models.Q(("raised_by__isnull", False)), fields=["raised_by"], name="delivery_raised_by_idx"
-            ),
-        ),
-        migrations.AddIndex(
-            model_name="incident",
-            index=models.Index(
-                condition=models.Q(("raised_by__isnull", False)), fields=["raised_by"], name="incident_raised_by_idx"
-            ),
+            database_operations=[migrations.RunPython(forwards, backwards)],
         ),
     ]
