@@ -142,8 +142,8 @@ def test_approval_needed_reaches_a_webhook_after_a_retry_and_an_email(notify_wor
 
 
 def test_a_failing_notification_never_blocks_the_approval(notify_worker, make_run, receiver, operator):
-    hook = receiver([404])
-    NotificationChannel.objects.create(name="broken", kind="webhook", url=hook.url)
+    hook = receiver([404])  # then 200: only the approval_needed notification may take the 404
+    NotificationChannel.objects.create(name="broken", kind="webhook", url=hook.url, events=["approval_needed"])
     run = make_run()
     request = _open(run)
 
