@@ -164,11 +164,7 @@ class JSONParser(parsers.JSONParser):
     """DRF's JSON parser, bounded in size and depth, refusing what cannot be stored (see the module)."""
 
     def parse(self, stream, media_type=None, parser_context=None):
-        limit = settings.GRACE_API_MAX_BODY_BYTES
-        request = (parser_context or {}).get("request")
-        declared = declared_length(request.META.get("CONTENT_LENGTH")) if request is not None else None
-        if declared is not None and declared > limit:
-            raise PayloadTooLarge(_too_large(limit))
+        limit = settings.GRACE_API_MAX_BODY_BYTES  # a declared length over it was refused by DeclaredBodyLimit
         body = stream.read(limit + 1) if stream is not None else b""
         if len(body) > limit:
             raise PayloadTooLarge(_too_large(limit))

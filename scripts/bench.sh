@@ -10,7 +10,6 @@ cd "$(dirname "$0")/.."
 # Durable PostgreSQL by default (fsync and synchronous_commit on): GRACE_PG_DURABLE=0 for the test settings.
 export GRACE_PG_DURABLE="${GRACE_PG_DURABLE:-1}"
 if [ $# -eq 0 ]; then set -- bench/bench_*.py; fi
-export GRACE_PG_DURABLE="${GRACE_PG_DURABLE:-1}"
 exec bash scripts/with-services.sh bash -c '
     set -euo pipefail
     mkdir -p var/bench
