@@ -137,23 +137,10 @@ def record_many(entries: list[dict]) -> list[AuditEvent]:
 # the round trip itself. Values go through the fields' own preparation, so they are stored exactly as
 # the ORM would store them. On PostgreSQL a trigger stamps ``txid``.
 _COLUMNS = ("at", "actor", "action", "object_type", "object_id", "data")
-_INSERT_SQL = "INSERT INTO approvals_auditevent (at, actor, action, object_type, object_id, data)"
-_ROWS_PER_INSERT = 100
 
 
 def _insert(events: list[AuditEvent]) -> None:
-    fields = [AuditEvent._meta.get_field(c) for c in _COLUMNS]
-    placeholder = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
-    with connection.cursor() as cursor:
-        for start in range(0, len(events), _ROWS_PER_INSERT):
-            chunk = events[start : start + _ROWS_PER_INSERT]
-            params = rows.params(chunk, fields, connection)
-            values = ", ".join([placeholder] * len(chunk))  # placeholders only: the values are parameters
-            # RETURNING (SQLite 3.35+, PostgreSQL) gives the ids in the order of the VALUES.
-            cursor.execute(f"{_INSERT_SQL} VALUES {values} RETURNING id", params)
-            for event, (pk,) in zip(chunk, cursor.fetchall(), strict=True):
-                event.pk = pk
-                event._state.adding = False
+    rows.insert(AuditEvent, events, [AuditEvent._meta.get_field(c) for c in _COLUMNS], connection)
 
 
 def seal(**kwargs):

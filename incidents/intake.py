@@ -372,27 +372,30 @@ def _finish(deliveries: list[Delivery], token: str) -> int:
     return 0
 
 
-_DONE_SQL = (
-    "UPDATE incidents_delivery SET status = 'done', processed_at = %s, claim = '', lease_until = NULL, error = '',"
+_DONE_SET = "SET status = 'done', processed_at = %s, claim = '', lease_until = NULL, error = '', result = "
+# PostgreSQL: the ids and results as two arrays, so the statement's text is the same for every batch (psycopg
+# converts it once; see grace_site.rows.insert). Placeholders only: every value is a parameter.
+_DONE_PG = (
+    f"UPDATE incidents_delivery AS d {_DONE_SET}v.result FROM unnest(%s::bigint[], %s::jsonb[]) AS v(id, result) "
+    "WHERE d.id = v.id AND d.claim = %s AND d.status = 'processing' RETURNING d.id"
 )
 
 
 def _mark_done(results: list[tuple[int, dict]], token: str) -> set[int]:
     """One UPDATE: each delivery still claimed by ``token`` done, with its result. Returns their ids."""
     processed_at = rows.preparer(Delivery._meta.get_field("processed_at"), connection)(timezone.now())
-    cast = "::jsonb" if connection.vendor == "postgresql" else ""
-    cases = " ".join([f"WHEN %s THEN %s{cast}"] * len(results))
-    params: list = [processed_at]
-    for pk, result in results:
-        params += [pk, json.dumps(result, separators=(",", ":"))]
-    params += [pk for pk, _ in results]
-    params.append(token)
-    ids = ", ".join(["%s"] * len(results))
-    # Placeholders only: every value is a parameter.
-    sql = (
-        f"{_DONE_SQL} result = CASE id {cases} END "
-        f"WHERE id IN ({ids}) AND claim = %s AND status = 'processing' RETURNING id"
-    )
+    encoded = [(pk, json.dumps(result, separators=(",", ":"))) for pk, result in results]
+    if connection.vendor == "postgresql":
+        sql = _DONE_PG
+        params: list = [processed_at, [pk for pk, _ in encoded], [doc for _, doc in encoded], token]
+    else:
+        cases = " ".join(["WHEN %s THEN %s"] * len(encoded))
+        ids = ", ".join(["%s"] * len(encoded))
+        sql = (
+            f"UPDATE incidents_delivery {_DONE_SET}CASE id {cases} END "
+            f"WHERE id IN ({ids}) AND claim = %s AND status = 'processing' RETURNING id"
+        )
+        params = [processed_at, *(value for pair in encoded for value in pair), *(pk for pk, _ in encoded), token]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return {pk for (pk,) in cursor.fetchall()}

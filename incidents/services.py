@@ -338,29 +338,11 @@ def _create(
     return rows
 
 
-_ROWS_PER_INSERT = 200
-
-
 def _insert(incidents: list[Incident]) -> None:
-    """``bulk_create`` as plain multi-row INSERTs: intake's hot write. Each value is prepared as its field
-    prepares it (``auto_now`` stamps included, see ``grace_site.rows``), so rows are stored exactly as the ORM
-    stores them; PostgreSQL's ``bulk_create`` would first pack every column into an array, which costs more than
-    the insert itself."""
+    """``bulk_create`` as plain SQL (``grace_site.rows.insert``): intake's hot write. Each value is prepared as
+    its field prepares it (``auto_now`` stamps included), so rows are stored exactly as the ORM stores them."""
     fields = [field for field in Incident._meta.concrete_fields if not field.primary_key]
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
-    insert = "INSERT INTO incidents_incident (" + columns + ") VALUES "  # noqa: S608 - the model's own columns
-    placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    with connection.cursor() as cursor:
-        for start in range(0, len(incidents), _ROWS_PER_INSERT):
-            chunk = incidents[start : start + _ROWS_PER_INSERT]
-            params = rows.params(chunk, fields, connection)
-            values = ", ".join([placeholder] * len(chunk))  # placeholders only: the values are parameters
-            # RETURNING (SQLite 3.35+, PostgreSQL) gives the ids in the order of the VALUES.
-            cursor.execute(insert + values + " RETURNING id", params)  # noqa: S608 - placeholders only
-            for incident, (pk,) in zip(chunk, cursor.fetchall(), strict=True):
-                incident.pk = pk
-                incident._state.adding = False
-                incident._state.db = connection.alias
+    rows.insert(Incident, incidents, fields, connection)
 
 
 def _create_audited(
