@@ -565,3 +565,42 @@ def test_health_shows_the_backlog_and_its_age_as_a_warning(client, default_rules
 
     drain()
     assert "warning" not in client.get("/api/health/").json()["components"]["intake"]
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(
+    "connection.vendor != 'postgresql'",
+    reason="the plan of PostgreSQL's claim: SQLite has no bitmap scans, and its single writer takes claims in turn",
+)
+def test_the_claim_walks_the_pending_index_in_order_whatever_the_statistics_say():
+    """Deliveries claimed since the last vacuum leave entries in the pending index. The claim reads it in id order
+    up to its limit with an index scan, which marks those entries dead for the next claim. A bitmap scan (the
+    planner's choice on a table grown since its last ANALYZE, as here) read every one of them in every claim."""
+    from incidents import channels
+
+    channel = channels.builtin(channels.DEFAULT_ALERTMANAGER)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO incidents_delivery (kind, channel_id, body, alerts, received_at, status, attempts, "
+            "available_at, claim, result, error) SELECT 'alertmanager', %s, '{}', 1, now(), 'pending', 0, now(), "
+            "'', '{}', '' FROM generate_series(1, 5000)",
+            [channel.pk],
+        )
+        cursor.execute("SELECT min(id) FROM incidents_delivery")
+        (first,) = cursor.fetchone()
+        cursor.execute("UPDATE incidents_delivery SET status = 'done' WHERE id < %s", [first + 4990])
+    plans: list[str] = []
+
+    def explain(execute, sql, params, many, context):
+        if sql.startswith("WITH picked AS MATERIALIZED"):
+            with context["connection"].cursor() as cursor:
+                cursor.execute("EXPLAIN " + sql, params)
+                plans.append("\n".join(line for (line,) in cursor.fetchall()))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(explain):
+        claimed = intake.claim(500, "a-token")
+
+    assert len(claimed) == 10
+    assert len(plans) == 1 and "Index Scan using delivery_pending_idx" in plans[0], plans
+    assert "Bitmap" not in plans[0], plans
