@@ -95,16 +95,21 @@ def _reader(field: Field) -> Callable[[Any, bool], Any]:
 ROWS_PER_INSERT = 200
 
 
+# PostgreSQL: from this many rows on, ``insert`` uses COPY (below it, a VALUES statement short enough for psycopg
+# to keep its conversion is one round trip where COPY takes two).
+COPY_FROM_ROWS = 8
+
+
 def insert(model, instances: list, fields: list[Field], connection) -> None:
     """INSERT ``instances`` (the values of ``fields``, prepared as ``params`` prepares them) in their order, and
     set each one's id.
 
-    On PostgreSQL: ``COPY ... FROM STDIN`` with ids taken from the table's sequence first (one round trip for
-    them all). psycopg writes COPY rows in C, where a multi-row VALUES list costs a placeholder per value to
-    convert and to quote on every call (a third of an intake consumer's time on a batch of new incidents, and
-    a long statement for PostgreSQL to parse). COPY runs the table's triggers and constraints as INSERT does
-    (an overlong value is refused, never cut short). Elsewhere: multi-row VALUES, ``ROWS_PER_INSERT`` rows a
-    statement, ids from ``RETURNING``.
+    On PostgreSQL, from ``COPY_FROM_ROWS`` rows on: ``COPY ... FROM STDIN`` with ids taken from the table's
+    sequence first (one round trip for them all). psycopg writes COPY rows in C, where a multi-row VALUES list
+    costs a placeholder per value to convert and to quote on every call (a third of an intake consumer's time on
+    a batch of new incidents, and a long statement for PostgreSQL to parse). COPY runs the table's triggers and
+    constraints as INSERT does (an overlong value is refused, never cut short). Otherwise: multi-row VALUES,
+    ``ROWS_PER_INSERT`` rows a statement, ids from ``RETURNING``.
     """
     if not instances:
         return
@@ -112,7 +117,7 @@ def insert(model, instances: list, fields: list[Field], connection) -> None:
     table = quote(model._meta.db_table)
     columns = ", ".join(quote(field.column) for field in fields)
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
+        if connection.vendor == "postgresql" and len(instances) >= COPY_FROM_ROWS:
             cursor.execute(
                 "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
                 [table, model._meta.pk.column, len(instances)],
@@ -134,7 +139,7 @@ def insert(model, instances: list, fields: list[Field], connection) -> None:
         for start in range(0, len(instances), ROWS_PER_INSERT):
             chunk = instances[start : start + ROWS_PER_INSERT]
             values = ", ".join([placeholder] * len(chunk))  # placeholders only: the values are parameters
-            # RETURNING (SQLite 3.35+) gives the ids in the order of the VALUES.
+            # RETURNING (SQLite 3.35+, PostgreSQL) gives the ids in the order of the VALUES.
             cursor.execute(f"{head}{values} RETURNING id", params(chunk, fields, connection))
             _set_ids(chunk, cursor.fetchall(), connection)
 

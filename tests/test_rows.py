@@ -163,22 +163,24 @@ def test_insert_stores_many_rows_in_order_with_their_values_and_sets_their_ids()
         assert row["first_seen"] == item.first_seen
 
 
-def test_insert_never_cuts_an_overlong_value_short():
-    """A value longer than its column is refused (PostgreSQL) or kept whole (SQLite keeps any length); the
-    write never cuts it short."""
+@pytest.mark.parametrize("count", [1, rows.COPY_FROM_ROWS + 3])  # a VALUES statement, COPY on PostgreSQL
+def test_insert_never_cuts_an_overlong_value_short(count):
+    """A value longer than its column is refused (PostgreSQL) or kept whole (SQLite keeps any length), and
+    nothing of the batch is stored on refusal."""
     from django.db import DataError, transaction
 
     fields = [f for f in Incident._meta.concrete_fields if not f.primary_key]
-    item = incident(fingerprint="c" * 64, severity="x" * 11)  # severity is varchar(10)
+    items = [incident(fingerprint=f"{n:064d}") for n in range(count)]
+    items[-1].severity = "x" * 11
     try:
         with transaction.atomic():
-            rows.insert(Incident, [item], fields, connection)
+            rows.insert(Incident, items, fields, connection)
     except DataError:
         assert connection.vendor == "postgresql"
-        assert not Incident.objects.filter(fingerprint="c" * 64).exists()
+        assert not Incident.objects.filter(fingerprint__in=[item.fingerprint for item in items]).exists()
     else:
         assert connection.vendor == "sqlite"
-        assert Incident.objects.get(pk=item.pk).severity == "x" * 11
+        assert Incident.objects.get(pk=items[-1].pk).severity == "x" * 11  # severity is varchar(10)
 
 
 def test_insert_of_nothing_writes_nothing():
