@@ -91,10 +91,8 @@ def _reader(field: Field) -> Callable[[Any, bool], Any]:
     return field.pre_save
 
 
-# Rows per statement where each value is a placeholder of its own (SQLite).
+# Rows per VALUES statement (each value a placeholder of its own).
 ROWS_PER_INSERT = 200
-
-
 # PostgreSQL: from this many rows on, ``insert`` uses COPY (below it, a VALUES statement short enough for psycopg
 # to keep its conversion is one round trip where COPY takes two).
 COPY_FROM_ROWS = 8
