@@ -10,10 +10,21 @@ cd "$(dirname "$0")/.."
 # Durable PostgreSQL by default (fsync and synchronous_commit on): GRACE_PG_DURABLE=0 for the test settings.
 export GRACE_PG_DURABLE="${GRACE_PG_DURABLE:-1}"
 if [ $# -eq 0 ]; then set -- bench/bench_*.py; fi
+# Every benchmark runs even when one before it fails; the run then ends non-zero, naming the ones that failed.
 exec bash scripts/with-services.sh bash -c '
     set -euo pipefail
     mkdir -p var/bench
+    failed=()
     for b in "$@"; do
         echo; echo "=== $b"
-        DATABASE_URL="${BENCH_DATABASE_URL:-$GRACE_PG_URL}" .venv/bin/python "$b"
-    done' bench "$@"
+        rc=0
+        DATABASE_URL="${BENCH_DATABASE_URL:-$GRACE_PG_URL}" .venv/bin/python "$b" || rc=$?
+        if [ "$rc" -ne 0 ]; then
+            echo "=== $b failed (exit $rc)" >&2
+            failed+=("$b")
+        fi
+    done
+    if [ "${#failed[@]}" -gt 0 ]; then
+        echo >&2; echo "error: ${#failed[@]} of $# benchmarks failed: ${failed[*]}" >&2
+        exit 1
+    fi' bench "$@"
